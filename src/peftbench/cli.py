@@ -1,0 +1,178 @@
+"""The `peftbench` command line. Every command takes --json and then prints JSON only on stdout;
+progress goes to stderr. User mistakes print one line and exit with code 2."""
+
+import json
+import os
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import Annotated
+
+import click
+import typer
+from rich.console import Console
+
+from peftbench.errors import UserError
+
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+app = typer.Typer(add_completion=False, no_args_is_help=False, help=__doc__)
+DEFAULT_STORE = Path("peftbench-results/results.db")
+JsonFlag = Annotated[bool, typer.Option("--json", help="print machine-readable JSON only")]
+StoreOption = Annotated[Path, typer.Option("--store", help="SQLite results store")]
+
+
+class Device(str, Enum):
+    auto = "auto"
+    cpu = "cpu"
+    cuda = "cuda"
+
+
+def _print_json(value) -> None:
+    sys.stdout.write(json.dumps(value, indent=2, default=str) + "\n")
+
+
+@app.command()
+def run(
+    suite: Annotated[str, typer.Argument(help="suite file or built-in suite name")] = "quickstart",
+    model: Annotated[list[str] | None, typer.Option("--model", help="replace the suite's models")] = None,
+    task: Annotated[list[str] | None, typer.Option("--task", help="replace the suite's tasks")] = None,
+    method: Annotated[list[str] | None, typer.Option("--method", help="replace the suite's methods")] = None,
+    scale: Annotated[list[str] | None, typer.Option("--scale", help="replace the suite's scales")] = None,
+    seed: Annotated[list[int] | None, typer.Option("--seed", help="replace the suite's seeds")] = None,
+    store: StoreOption = DEFAULT_STORE,
+    out: Annotated[Path | None, typer.Option("--out", help="where the Markdown summary goes")] = None,
+    device: Annotated[Device, typer.Option("--device", help="where to train")] = Device.auto,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="print the expanded grid, train nothing")] = False,
+    as_json: JsonFlag = False,
+) -> None:
+    """Train, evaluate and store every run of a suite (the offline quickstart by default)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, \
+        TimeRemainingColumn
+
+    from peftbench.config import load_suite
+    from peftbench.runner import Overrides, execute, pick_device, plan
+    from peftbench.store import Store, read_rows
+    from peftbench.summary import rich_table, write_markdown
+
+    grid = plan(load_suite(suite), Overrides(models=model, tasks=task, methods=method, scales=scale, seeds=seed))
+    if dry_run:
+        runs = [{"run_id": r.run_id, "kind": r.kind, **r.spec} for r in grid.runs]
+        if as_json:
+            _print_json({"suite": grid.suite.name, "size": len(runs), "runs": runs})
+            return
+        console = Console()
+        for r in grid.runs:
+            console.print(f"{r.run_id}  {r.kind:8}  {r.label}")
+        console.print(f"{len(runs)} runs in suite '{grid.suite.name}'")
+        return
+    torch_device = pick_device(device.value)
+    results = Store(store)
+    console = Console(stderr=True)
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+               TextColumn("ETA"), TimeRemainingColumn())
+    try:
+        with Progress(*columns, console=console, transient=True) as progress:
+            counts = execute(grid, results, torch_device, progress)
+    finally:
+        results.close()
+    ids = {r.run_id for r in grid.runs}
+    rows = [row for row in read_rows(store) if row["run_id"] in ids]
+    summary = write_markdown(rows, (out or store.parent) / f"{grid.suite.name}.md", f"peftbench suite {grid.suite.name}")
+    if as_json:
+        _print_json({"suite": grid.suite.name, "counts": counts, "store": str(store), "summary": str(summary),
+                     "runs": rows})
+        return
+    Console().print(rich_table(rows, f"suite {grid.suite.name}"))
+    Console().print(f"trained {counts.get('finished', 0)}, skipped {counts.get('skipped', 0)} already stored,"
+                    f" failed {counts.get('failed', 0)}; store {store}; summary {summary}")
+
+
+RESULT_FIELDS = ("run_id", "kind", "suite", "model", "task", "method", "method_spec", "method_options", "scale",
+                 "n_train", "seed", "lr", "status", "error", "primary_metric", "score", "metrics", "trainable_params",
+                 "total_params", "peak_memory_bytes", "peak_memory_kind", "train_tokens_per_s", "infer_tokens_per_s",
+                 "wall_s", "train_seconds", "best_epoch", "seconds_to_best", "stopped_by", "curve", "provenance")
+
+
+@app.command()
+def results(
+    store: StoreOption = DEFAULT_STORE,
+    baselines: Annotated[bool, typer.Option("--baselines", help="include majority and zero-shot rows")] = False,
+    suite: Annotated[str | None, typer.Option("--suite", help="only runs of this suite")] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """List stored runs (training runs; --baselines adds the baseline rows)."""
+    from peftbench.store import read_rows
+    from peftbench.summary import rich_table
+
+    if not store.exists():
+        raise UserError(f"no results store at '{store}'; run `peftbench run` first or pass --store PATH")
+    rows = [row for row in read_rows(store) if (baselines or row["kind"] == "train")
+            and (suite is None or row["suite"] == suite)]
+    if as_json:
+        _print_json([{key: row.get(key) for key in RESULT_FIELDS} for row in rows])
+        return
+    Console().print(rich_table(rows, f"{len(rows)} runs in {store}"))
+
+
+@app.command()
+def methods(as_json: JsonFlag = False) -> None:
+    """List the fine-tuning methods, their options and learning-rate defaults."""
+    from peftbench.methods import METHODS
+
+    entries = [{"name": name, "summary": m.summary, "options": {k: str(f.default) for k, f in m.options.model_fields.items()},
+                "default_lr": m.default_lr, "peak_factor": m.peak_factor, "final_factor": m.final_factor,
+                "mergeable": m.mergeable, "source": m.source} for name, m in METHODS.items()]
+    if as_json:
+        _print_json(entries)
+        return
+    from rich.table import Table
+
+    table = Table(title="methods")
+    for column in ("name", "options", "lr (peak x, final x)", "mergeable", "summary"):
+        table.add_column(column)
+    for e in entries:
+        options = ", ".join(f"{k}={v}" for k, v in e["options"].items()) or "–"
+        table.add_row(e["name"], options, f"{e['default_lr']:g} ({e['peak_factor']:g}x, {e['final_factor']:g}x)",
+                      "yes" if e["mergeable"] else "no", e["summary"])
+    Console().print(table)
+
+
+@app.command()
+def tasks(as_json: JsonFlag = False) -> None:
+    """List the built-in tasks (and how to use your own data with file:PATH)."""
+    from peftbench.tasks import TASKS
+
+    entries = [{"name": name, "kind": t.kind, "labels": t.labels, "primary_metric": t.primary_metric,
+                "source": t.source, "description": t.description, "template": t.template} for name, t in TASKS.items()]
+    if as_json:
+        _print_json(entries)
+        return
+    from rich.table import Table
+
+    table = Table(title="tasks (also file:PATH with text+label or input+target columns)")
+    for column in ("name", "kind", "metric", "labels", "source"):
+        table.add_column(column)
+    for e in entries:
+        table.add_row(e["name"], e["kind"], e["primary_metric"], ", ".join(e["labels"]) or "–", e["source"])
+    Console().print(table)
+
+
+def main() -> None:
+    try:
+        app(standalone_mode=False)
+    except UserError as error:
+        Console(stderr=True, soft_wrap=True).print(f"error: {error}", markup=False, highlight=False)
+        sys.exit(2)
+    except click.UsageError as error:
+        Console(stderr=True, soft_wrap=True).print(f"error: {error.format_message()} (see `peftbench --help`)",
+                                                  markup=False, highlight=False)
+        sys.exit(2)
+    except click.exceptions.Abort:
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,163 @@
+"""Typed suite configuration: YAML validated on load, unknown keys rejected with a hint."""
+
+import re
+from importlib import resources
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from peftbench.errors import UserError
+from peftbench.registry import did_you_mean
+
+# Pu et al. (A.2): at most 100 / 1,000 / 10,000 training examples, trained for 10 / 5 / 1 epochs.
+NAMED_SCALES = {"low": 100, "medium": 1000, "high": 10000}
+DEFAULT_EPOCHS = {"low": 10, "medium": 5, "high": 1}
+METHOD_SPEC = re.compile(r"^\s*([A-Za-z0-9_]+)\s*(?:\[(.*)\])?\s*$")
+
+
+def scale_bucket(size: int) -> str:
+    """The named scale whose epoch count applies to a numeric size."""
+    return next((name for name, limit in NAMED_SCALES.items() if size <= limit), "high")
+
+
+class MethodSpec(BaseModel):
+    """`lora[r=8,alpha=16]` -> name 'lora', options {'r': '8', 'alpha': '16'}; the method types the values."""
+
+    model_config = ConfigDict(frozen=True)
+    name: str
+    options: dict[str, str] = {}
+
+    @classmethod
+    def parse(cls, text: str) -> "MethodSpec":
+        match = METHOD_SPEC.match(str(text))
+        if not match:
+            raise UserError(f"method spec '{text}' is malformed; write NAME or NAME[key=value,...], e.g. lora[r=8]")
+        options: dict[str, str] = {}
+        for item in filter(None, (part.strip() for part in (match.group(2) or "").split(","))):
+            key, sep, value = item.partition("=")
+            if not sep or not key.strip():
+                raise UserError(f"method option '{item}' in '{text}' must be key=value, e.g. lora[r=8]")
+            options[key.strip()] = value.strip()
+        return cls(name=match.group(1), options=options)
+
+    def __str__(self) -> str:
+        inner = ",".join(f"{key}={value}" for key, value in self.options.items())
+        return f"{self.name}[{inner}]" if inner else self.name
+
+
+class FileTask(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    file: str
+    test: str | None = None
+
+
+class Schedule(BaseModel):
+    """Pu et al. A.3: LambdaLR from the initial LR, warm-up to `peak_factor` x, linear annealing to
+    `final_factor` x. Unset factors take the method's own defaults (prompt tuning anneals higher)."""
+
+    model_config = ConfigDict(extra="forbid")
+    warmup_ratio: float = Field(0.1, ge=0, lt=1)
+    peak_factor: float | None = Field(None, gt=0)
+    final_factor: float | None = Field(None, ge=0)
+
+
+class Suite(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str
+    description: str = ""
+    models: list[str] = Field(min_length=1)
+    tasks: list[str | FileTask] = Field(min_length=1)
+    methods: list[str] = Field(min_length=1)
+    scales: list[str | int] = Field(default_factory=lambda: ["low"])
+    epochs: dict[str, int] | int = Field(default_factory=lambda: dict(DEFAULT_EPOCHS))
+    seeds: list[int] = Field(default_factory=lambda: [0])
+    learning_rates: dict[str, float] = {}
+    schedule: Schedule = Schedule()
+    batch_size: int = Field(16, ge=1)
+    grad_accum: int = Field(1, ge=1)
+    max_input_length: int = Field(256, ge=8)
+    max_target_length: int = Field(32, ge=1)
+    patience: int = Field(2, ge=1)
+    val_cap: int = Field(2500, ge=1)
+    test_cap: int = Field(2500, ge=1)
+    split_seed: int = 0
+    max_minutes: float | None = Field(None, gt=0)
+    eval: Literal["generate", "rank"] = "generate"
+    weight_decay: float = Field(0.0, ge=0)
+    max_grad_norm: float | None = Field(1.0, gt=0)
+    baselines: list[Literal["majority", "zero_shot"]] = Field(default_factory=lambda: ["majority", "zero_shot"])
+
+    @field_validator("methods")
+    @classmethod
+    def _parse_methods(cls, methods: list[str]) -> list[str]:
+        return [str(MethodSpec.parse(text)) for text in methods]
+
+    @field_validator("scales")
+    @classmethod
+    def _check_scales(cls, scales: list[str | int]) -> list[str | int]:
+        for scale in scales:
+            if isinstance(scale, str) and scale not in NAMED_SCALES:
+                raise ValueError(f"unknown scale '{scale}'; use low, medium, high or a number of examples")
+            if isinstance(scale, int) and scale < 1:
+                raise ValueError(f"scale {scale} must be a positive number of examples")
+        return scales
+
+    def method_specs(self) -> list[MethodSpec]:
+        return [MethodSpec.parse(text) for text in self.methods]
+
+    def scale_size(self, scale: str | int) -> int:
+        return NAMED_SCALES[scale] if isinstance(scale, str) else scale
+
+    def epochs_for(self, scale: str | int) -> int:
+        if isinstance(self.epochs, int):
+            return self.epochs
+        bucket = scale if isinstance(scale, str) else scale_bucket(scale)
+        return self.epochs.get(str(scale), self.epochs.get(bucket, DEFAULT_EPOCHS[bucket]))
+
+
+def _explain(error: ValidationError, source: str) -> str:
+    first = error.errors()[0]
+    where = ".".join(str(part) for part in first["loc"]) or "suite"
+    if first["type"] == "extra_forbidden":
+        key = str(first["loc"][-1])
+        parent = Suite if len(first["loc"]) == 1 else Schedule if first["loc"][0] == "schedule" else FileTask
+        hint = did_you_mean(key, list(parent.model_fields))
+        return f"{source}: unknown key '{where}'.{hint} Remove or rename it."
+    if first["type"] == "missing":
+        return f"{source}: missing required key '{where}'; add it to the suite"
+    message = first["msg"].removeprefix("Value error, ")
+    return f"{source}: bad value for '{where}': {message}"
+
+
+def builtin_suites() -> dict[str, Path]:
+    folder = resources.files("peftbench") / "suites"
+    return {Path(str(entry)).stem: Path(str(entry)) for entry in folder.iterdir() if str(entry).endswith(".yaml")}
+
+
+def load_suite(name_or_path: str) -> Suite:
+    path = Path(name_or_path)
+    if not path.is_file():
+        suites = builtin_suites()
+        if name_or_path not in suites:
+            hint = did_you_mean(name_or_path, list(suites))
+            raise UserError(f"no suite file or built-in suite named '{name_or_path}'.{hint}"
+                            f" Built-in suites: {', '.join(sorted(suites))}")
+        path = suites[name_or_path]
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise UserError(f"{path}: not valid YAML{where} ({getattr(error, 'problem', None) or error});"
+                        " fix the syntax (quote method specs with brackets, e.g. \"lora[r=8]\")") from None
+    except UnicodeDecodeError:
+        raise UserError(f"{path}: not UTF-8 text; save the suite as UTF-8") from None
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: a suite must be a YAML mapping with keys such as models, tasks, methods")
+    data.setdefault("name", path.stem)
+    try:
+        return Suite.model_validate(data)
+    except ValidationError as error:
+        raise UserError(_explain(error, str(path))) from None

@@ -1,0 +1,135 @@
+"""Splits, scales, tokenisation and batching: identical for every method of a grid."""
+
+import random
+from dataclasses import dataclass
+
+import torch
+
+from peftbench.errors import UserError
+from peftbench.models import Family
+from peftbench.tasks import Row, TaskData, TaskSpec
+
+TEST_FRACTION = 0.2  # of the pool, when the task has no test split of its own
+VAL_FRACTION = 0.1  # of what remains for training
+PROMPT_TAIL_TOKENS = 16  # kept from the end of a truncated prompt: the cue ("Answer:") lives there
+IGNORE = -100
+
+
+@dataclass(frozen=True)
+class Splits:
+    """`train` is the whole training pool in a fixed order: a scale of N takes its first N rows, so
+    smaller scales are prefixes of larger ones."""
+
+    train: list[Row]
+    val: list[Row]
+    test: list[Row]
+
+    def train_at(self, size: int, task: str) -> list[Row]:
+        if size > len(self.train):
+            raise UserError(f"scale {size} needs {size} training examples but task '{task}' has only"
+                            f" {len(self.train)} after val/test are set aside; use a scale of at most {len(self.train)}")
+        return self.train[:size]
+
+
+def make_splits(task: TaskSpec, data: TaskData, split_seed: int, val_cap: int, test_cap: int) -> Splits:
+    """Draw val/test once per (task, split seed): every method, scale and seed sees the same rows."""
+    rng = random.Random(f"{task.name}/{split_seed}")
+    pool = list(data.train)
+    rng.shuffle(pool)
+    if data.test is None:
+        n_test = min(test_cap, int(len(pool) * TEST_FRACTION))
+        test, pool = pool[:n_test], pool[n_test:]
+    else:
+        test = list(data.test)
+        rng.shuffle(test)
+        test = test[:test_cap]
+    n_val = min(val_cap, int(len(pool) * VAL_FRACTION))
+    val, train = pool[:n_val], pool[n_val:]
+    if not test or not val or not train:
+        raise UserError(f"task '{task.name}' has too few rows ({len(data.train)}) to draw train, validation and"
+                        " test sets; provide at least 10 rows")
+    return Splits(train=train, val=val, test=test)
+
+
+def _truncate(ids: list[int], limit: int) -> list[int]:
+    if len(ids) <= limit:
+        return ids
+    tail = min(PROMPT_TAIL_TOKENS, limit // 2)
+    return ids[: limit - tail] + ids[len(ids) - tail:]
+
+
+@dataclass(frozen=True)
+class Encoder:
+    """Turns rows into token ids for one model family. Classification with an encoder uses class indices;
+    everything else is text-to-text with the label word (or the reference text) as the target."""
+
+    task: TaskSpec
+    family: Family
+    tokenizer: object
+    max_input_length: int
+    max_target_length: int
+
+    @property
+    def eos_id(self) -> int:
+        return self.tokenizer.eos_token_id if self.tokenizer.eos_token_id is not None else self.tokenizer.sep_token_id
+
+    def prompt_ids(self, row: Row) -> list[int]:
+        ids = self.tokenizer(self.task.prompt(row), add_special_tokens=False)["input_ids"]
+        if self.family == "encoder":
+            # [CLS] text [SEP]: the single-sequence layout of BERT-style encoders (RoBERTa's <s> </s> too).
+            tokenizer = self.tokenizer
+            return [tokenizer.cls_token_id] + _truncate(ids, self.max_input_length - 2) + [tokenizer.sep_token_id]
+        if self.family == "seq2seq":
+            return _truncate(ids, self.max_input_length - 1) + [self.eos_id]
+        return _truncate(ids, self.max_input_length)
+
+    def target_ids(self, text: str) -> list[int]:
+        # Decoder-only BPE tokenizers need the space that separates the cue from the answer.
+        text = " " + text if self.family == "decoder" else text
+        ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        return ids[: self.max_target_length - 1] + [self.eos_id]
+
+    def encode(self, row: Row) -> dict:
+        prompt = self.prompt_ids(row)
+        if self.family == "encoder":
+            return {"input_ids": prompt, "label": self.task.labels.index(self.task.target(row))}
+        target = self.target_ids(self.task.target(row))
+        if self.family == "seq2seq":
+            return {"input_ids": prompt, "labels": target}
+        return {"input_ids": prompt + target, "labels": [IGNORE] * len(prompt) + target}
+
+
+def collate(features: list[dict], pad_id: int, left_pad: bool = False) -> dict[str, torch.Tensor]:
+    """Pad a list of encoded examples into tensors (left padding for decoder-only generation)."""
+    width = max(len(f["input_ids"]) for f in features)
+
+    def pad(values: list[int], fill: int, size: int) -> list[int]:
+        padding = [fill] * (size - len(values))
+        return padding + values if left_pad else values + padding
+
+    batch = {
+        "input_ids": torch.tensor([pad(f["input_ids"], pad_id, width) for f in features]),
+        "attention_mask": torch.tensor([pad([1] * len(f["input_ids"]), 0, width) for f in features]),
+    }
+    if "label" in features[0]:
+        batch["labels"] = torch.tensor([f["label"] for f in features])
+    elif "labels" in features[0]:
+        label_width = max(len(f["labels"]) for f in features)
+        batch["labels"] = torch.tensor([pad(f["labels"], IGNORE, label_width) for f in features])
+    return batch
+
+
+def batch_order(n: int, batch_size: int, seed: int | None) -> list[list[int]]:
+    """Index batches; shuffled with `seed` (one order per epoch), in order when seed is None."""
+    order = list(range(n))
+    if seed is not None:
+        random.Random(seed).shuffle(order)
+    return [order[start:start + batch_size] for start in range(0, n, batch_size)]
+
+
+def count_tokens(batch: dict[str, torch.Tensor], family: Family) -> int:
+    """Real (non-pad) tokens a step processes: inputs, plus decoder targets for encoder-decoders."""
+    tokens = int(batch["attention_mask"].sum())
+    if family == "seq2seq" and "labels" in batch:
+        tokens += int((batch["labels"] != IGNORE).sum())
+    return tokens

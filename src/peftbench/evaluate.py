@@ -1,0 +1,186 @@
+"""Scoring: losses, label predictions (classification head, generated label word, or ranked label),
+generated text, and the metrics of the papers."""
+
+from collections import Counter
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from peftbench.data import IGNORE, Encoder, batch_order, collate
+from peftbench.tasks import Row
+
+OTHER = "other"  # a generated answer that is no label (Hamilton & Mueller's third category)
+
+
+@dataclass
+class TaskModel:
+    """A model made ready for one task: `uses_head` when an encoder classifies through MeanPoolClassifier."""
+
+    model: nn.Module
+    encoder: Encoder
+    uses_head: bool
+
+    @property
+    def pad_id(self) -> int:
+        return self.encoder.tokenizer.pad_token_id
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+
+def to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
+    return {key: value.to(device, non_blocking=True) for key, value in batch.items()}
+
+
+def batch_loss(task_model: TaskModel, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    if task_model.uses_head:
+        logits = task_model.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+        return nn.functional.cross_entropy(logits.float(), batch["labels"])
+    return task_model.model(**batch).loss
+
+
+def autocast(device: torch.device):
+    return torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
+
+
+@torch.no_grad()
+def mean_loss(task_model: TaskModel, examples: list[dict], batch_size: int) -> float:
+    """Example-weighted mean loss over a set (the validation loss used for early stopping)."""
+    task_model.model.eval()
+    total, count = 0.0, 0
+    for indices in batch_order(len(examples), batch_size, seed=None):
+        batch = to_device(collate([examples[i] for i in indices], task_model.pad_id), task_model.device)
+        with autocast(task_model.device):
+            total += float(batch_loss(task_model, batch)) * len(indices)
+        count += len(indices)
+    return total / max(count, 1)
+
+
+def _prompt_batches(task_model: TaskModel, rows: list[Row], batch_size: int):
+    left_pad = task_model.encoder.family == "decoder"
+    for indices in batch_order(len(rows), batch_size, seed=None):
+        features = [{"input_ids": task_model.encoder.prompt_ids(rows[i])} for i in indices]
+        yield to_device(collate(features, task_model.pad_id, left_pad=left_pad), task_model.device)
+
+
+@torch.no_grad()
+def generate(task_model: TaskModel, rows: list[Row], batch_size: int, max_new_tokens: int) -> tuple[list[str], int]:
+    """Greedy generation with the KV cache, batched; returns the texts and the tokens processed."""
+    task_model.model.eval()
+    tokenizer = task_model.encoder.tokenizer
+    texts, tokens = [], 0
+    for batch in _prompt_batches(task_model, rows, batch_size):
+        with autocast(task_model.device):
+            output = task_model.model.generate(
+                input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], max_new_tokens=max_new_tokens,
+                do_sample=False, num_beams=1, eos_token_id=task_model.encoder.eos_id, pad_token_id=task_model.pad_id)
+        if task_model.encoder.family == "decoder":
+            output = output[:, batch["input_ids"].shape[1]:]
+        texts += tokenizer.batch_decode(output, skip_special_tokens=True)
+        tokens += int(batch["attention_mask"].sum()) + int((output != task_model.pad_id).sum())
+    return [text.strip() for text in texts], tokens
+
+
+def match_label(text: str, labels: list[str]) -> str:
+    """The label a generated answer names, ignoring case, surrounding whitespace and trailing
+    punctuation on its first line; OTHER when it names none."""
+    first_line = text.strip().split("\n", 1)[0] if text.strip() else ""
+    answer = "".join(first_line.lower().rstrip(".!,;:").split())
+    by_key = {"".join(label.lower().split()): label for label in labels}
+    return by_key.get(answer, OTHER)
+
+
+@torch.no_grad()
+def predict_with_head(task_model: TaskModel, rows: list[Row], batch_size: int) -> tuple[list[str], int]:
+    task_model.model.eval()
+    labels = task_model.encoder.task.labels
+    predictions, tokens = [], 0
+    for batch in _prompt_batches(task_model, rows, batch_size):
+        with autocast(task_model.device):
+            logits = task_model.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+        predictions += [labels[i] for i in logits.argmax(-1).tolist()]
+        tokens += int(batch["attention_mask"].sum())
+    return predictions, tokens
+
+
+@torch.no_grad()
+def predict_by_rank(task_model: TaskModel, rows: list[Row], batch_size: int) -> tuple[list[str], int]:
+    """Pick the label whose tokens the model finds most likely after the prompt (summed log-probability)."""
+    task_model.model.eval()
+    encoder, labels = task_model.encoder, task_model.encoder.task.labels
+    candidates = []
+    for row in rows:
+        prompt = encoder.prompt_ids(row)
+        for label in labels:
+            target = encoder.target_ids(label)
+            if encoder.family == "seq2seq":
+                candidates.append({"input_ids": prompt, "labels": target})
+            else:
+                candidates.append({"input_ids": prompt + target, "labels": [IGNORE] * len(prompt) + target})
+    scores, tokens = [], 0
+    for indices in batch_order(len(candidates), batch_size, seed=None):
+        batch = to_device(collate([candidates[i] for i in indices], task_model.pad_id), task_model.device)
+        with autocast(task_model.device):
+            logits = task_model.model(**batch).logits.float()
+        targets = batch["labels"]
+        if encoder.family == "decoder":
+            logits, targets = logits[:, :-1], targets[:, 1:]
+        logits = logits[:, -targets.shape[1]:]  # prompt tuning prepends virtual positions
+        mask = targets != IGNORE
+        picked = logits.log_softmax(-1).gather(-1, targets.clamp(min=0).unsqueeze(-1)).squeeze(-1)
+        scores += (picked * mask).sum(-1).tolist()
+        tokens += int(batch["attention_mask"].sum())
+    per_row = torch.tensor(scores).view(len(rows), len(labels))
+    return [labels[i] for i in per_row.argmax(-1).tolist()], tokens
+
+
+def classification_metrics(golds: list[str], predictions: list[str], labels: list[str]) -> dict:
+    from sklearn.metrics import f1_score, matthews_corrcoef
+
+    correct = [gold == prediction for gold, prediction in zip(golds, predictions)]
+    recalls = [sum(c for g, c in zip(golds, correct) if g == label) / golds.count(label)
+               for label in labels if label in golds]
+    counts = Counter(predictions)
+    return {
+        "accuracy": sum(correct) / len(golds),
+        "balanced_accuracy": sum(recalls) / len(recalls),
+        "macro_f1": float(f1_score(golds, predictions, labels=labels, average="macro", zero_division=0)),
+        "mcc": float(matthews_corrcoef(golds, predictions)),
+        "other_rate": counts.get(OTHER, 0) / len(predictions),
+        "prediction_counts": {label: counts.get(label, 0) for label in [*labels, OTHER]},
+        "n_test": len(golds),
+    }
+
+
+def generation_metrics(references: list[str], predictions: list[str]) -> dict:
+    from rouge_score import rouge_scorer
+
+    scorer = rouge_scorer.RougeScorer(["rouge1", "rouge2", "rougeL"], use_stemmer=True)
+    totals = Counter()
+    for reference, prediction in zip(references, predictions):
+        for name, score in scorer.score(reference, prediction).items():
+            totals[name] += score.fmeasure
+    metrics = {name: totals[name] / len(references) for name in ("rouge1", "rouge2", "rougeL")}
+    metrics["n_test"] = len(references)
+    return metrics
+
+
+def evaluate(task_model: TaskModel, rows: list[Row], batch_size: int, mode: str,
+             max_target_length: int) -> tuple[dict, int]:
+    """Metrics of the model on `rows` and the number of tokens processed to get them."""
+    task = task_model.encoder.task
+    golds = [task.target(row) for row in rows]
+    if task.kind == "generation":
+        texts, tokens = generate(task_model, rows, batch_size, max_target_length)
+        return generation_metrics(golds, texts), tokens
+    if task_model.uses_head:
+        predictions, tokens = predict_with_head(task_model, rows, batch_size)
+    elif mode == "rank":
+        predictions, tokens = predict_by_rank(task_model, rows, batch_size)
+    else:
+        longest = max(len(task_model.encoder.target_ids(label)) for label in task.labels)
+        texts, tokens = generate(task_model, rows, batch_size, longest)
+        predictions = [match_label(text, task.labels) for text in texts]
+    return classification_metrics(golds, predictions, task.labels), tokens

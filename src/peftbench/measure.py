@@ -1,0 +1,97 @@
+"""Parameter counts, peak memory and provenance recorded with every run."""
+
+import functools
+import hashlib
+import json
+import platform
+import subprocess
+import sys
+from importlib import metadata
+from pathlib import Path
+
+import torch
+from torch import nn
+
+PACKAGES = ("peftbench", "torch", "transformers", "peft", "datasets", "tokenizers")
+
+
+def parameter_counts(model: nn.Module) -> dict[str, int]:
+    parameters = list(model.parameters())
+    return {"total_params": sum(p.numel() for p in parameters),
+            "trainable_params": sum(p.numel() for p in parameters if p.requires_grad)}
+
+
+class PeakMemory:
+    """Peak memory of one run: CUDA `max_memory_allocated`, or on CPU the process's peak resident set
+    (VmHWM), reset at the start through /proc/self/clear_refs so earlier runs do not count."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+
+    def reset(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)
+            return
+        try:
+            Path("/proc/self/clear_refs").write_text("5")
+        except OSError:
+            pass  # not Linux: the peak then covers the whole process
+
+    def peak_bytes(self) -> tuple[int, str]:
+        if self.device.type == "cuda":
+            return torch.cuda.max_memory_allocated(self.device), "cuda_max_memory_allocated"
+        try:
+            for line in Path("/proc/self/status").read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024, "cpu_peak_rss"
+        except OSError:
+            pass
+        import resource
+
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, "cpu_peak_rss_process"
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return f"cpu: {line.split(':', 1)[1].strip()} ({torch.get_num_threads()} threads)"
+    except OSError:
+        pass
+    return f"cpu: {platform.processor() or platform.machine()} ({torch.get_num_threads()} threads)"
+
+
+@functools.cache
+def _git_state() -> dict:
+    source = Path(__file__).resolve().parent
+    try:
+        commit = subprocess.run(["git", "-C", str(source), "rev-parse", "HEAD"], capture_output=True, text=True,
+                                timeout=10, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(source), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=10).stdout.strip() != ""
+        return {"git_commit": commit, "git_dirty": dirty}
+    except (OSError, subprocess.SubprocessError):
+        return {"git_commit": None, "git_dirty": None}
+
+
+def _version(package: str) -> str | None:
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def provenance(device: torch.device, spec: dict) -> dict:
+    return {
+        "versions": {"python": sys.version.split()[0], **{name: _version(name) for name in PACKAGES}},
+        "device": device_name(device),
+        "platform": platform.platform(),
+        "config_hash": spec_hash(spec),
+        **_git_state(),
+    }
+
+
+def spec_hash(spec: dict) -> str:
+    return hashlib.sha256(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()[:16]

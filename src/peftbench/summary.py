@@ -1,0 +1,58 @@
+"""The comparison table printed after a run and written as Markdown next to the store."""
+
+from pathlib import Path
+
+COLUMNS = ("task", "model", "method", "n", "seed", "metric", "score", "trainable", "best epoch", "stopped by",
+           "train tok/s", "infer tok/s", "peak MB", "wall s")
+
+
+def _number(value, digits: int = 0) -> str:
+    return "–" if value is None else f"{value:,.{digits}f}"
+
+
+def table_rows(rows: list[dict]) -> list[tuple[str, ...]]:
+    """One line per finished or failed run, sorted so a task's baselines and methods sit together."""
+    lines = []
+    for row in sorted(rows, key=lambda r: (r["task"], r["model"], r["n_train"], r["kind"] != "baseline",
+                                           r["method_spec"], r["seed"])):
+        if row["status"] != "finished":
+            lines.append((row["task"], row["model"], row["method_spec"], str(row["n_train"]), str(row["seed"]),
+                          "", "failed", "", "", (row.get("error") or "")[:60], "", "", "", ""))
+            continue
+        total, trainable = row.get("total_params"), row.get("trainable_params")
+        share = f"{trainable / total:.2%}" if total and trainable is not None else "–"
+        peak = row.get("peak_memory_bytes")
+        lines.append((
+            row["task"], row["model"], row["method_spec"], str(row["n_train"]), str(row["seed"]),
+            row["primary_metric"], _number(row.get("score"), 3), share, str(row.get("best_epoch", "–")),
+            row.get("stopped_by", "–"), _number(row.get("train_tokens_per_s")), _number(row.get("infer_tokens_per_s")),
+            _number(peak / 2**20 if peak else None), _number(row.get("wall_s"), 1),
+        ))
+    return lines
+
+
+def markdown(rows: list[dict], title: str) -> str:
+    lines = [f"# {title}", "", "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    lines += ["| " + " | ".join(cells) + " |" for cells in table_rows(rows)]
+    lines += ["", "Baselines: `majority` predicts the most frequent training label; `zero_shot` evaluates the"
+              " untrained model (for encoders, with an untrained head). Peak MB is CUDA max_memory_allocated on"
+              " GPU and the process's peak resident set on CPU.", ""]
+    return "\n".join(lines)
+
+
+def rich_table(rows: list[dict], title: str):
+    from rich.table import Table
+
+    table = Table(title=title)
+    for column in COLUMNS:
+        table.add_column(column, justify="right" if column in {"n", "score", "train tok/s", "infer tok/s",
+                                                                "peak MB", "wall s"} else "left")
+    for cells in table_rows(rows):
+        table.add_row(*cells)
+    return table
+
+
+def write_markdown(rows: list[dict], path: Path, title: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(markdown(rows, title), encoding="utf-8")
+    return path

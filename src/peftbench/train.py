@@ -1,0 +1,122 @@
+"""The one training loop: AdamW, warm-up then linear annealing, gradient accumulation, bf16 autocast on
+GPU, validation loss every epoch, early stopping that restores the best weights, and a time cap."""
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+
+from peftbench.data import batch_order, collate, count_tokens
+from peftbench.evaluate import TaskModel, autocast, batch_loss, mean_loss, to_device
+
+
+class DivergedError(RuntimeError):
+    """The training loss became NaN or infinite."""
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    lr: float
+    peak_factor: float
+    final_factor: float
+    warmup_ratio: float
+    epochs: int
+    batch_size: int
+    grad_accum: int
+    patience: int
+    seed: int
+    weight_decay: float = 0.0
+    max_grad_norm: float | None = 1.0
+    max_minutes: float | None = None
+
+
+@dataclass
+class TrainResult:
+    curve: list[dict] = field(default_factory=list)  # per epoch: train_loss, val_loss, seconds
+    best_epoch: int = 0
+    seconds_to_best: float = 0.0
+    stopped_by: str = "epochs"  # epochs | early_stopping | time
+    steps: int = 0
+    train_tokens: int = 0
+    train_seconds: float = 0.0
+
+
+def lr_factor(step: int, total: int, warmup: int, peak: float, final: float) -> float:
+    """Pu et al. A.3: from 1x to `peak`x over the warm-up, then linearly to `final`x at the last step."""
+    if step < warmup:
+        return 1.0 + (peak - 1.0) * step / warmup
+    return peak + (final - peak) * min(1.0, (step - warmup) / max(1, total - warmup))
+
+
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def train(task_model: TaskModel, train_examples: list[dict], val_examples: list[dict], settings: TrainSettings,
+          on_step: Callable[[int, int], None] | None = None) -> TrainResult:
+    model, device = task_model.model, task_model.device
+    family = task_model.encoder.family
+    trainable = {name: p for name, p in model.named_parameters() if p.requires_grad}
+    optimizer = torch.optim.AdamW(trainable.values(), lr=settings.lr, weight_decay=settings.weight_decay,
+                                  foreach=True)
+    steps_per_epoch = math.ceil(math.ceil(len(train_examples) / settings.batch_size) / settings.grad_accum)
+    total_steps = steps_per_epoch * settings.epochs
+    warmup = round(settings.warmup_ratio * total_steps)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: lr_factor(step, total_steps, warmup, settings.peak_factor, settings.final_factor))
+    deadline = time.perf_counter() + settings.max_minutes * 60 if settings.max_minutes else math.inf
+
+    result, best_loss, best_state, stale = TrainResult(), math.inf, None, 0
+    started = time.perf_counter()
+    for epoch in range(1, settings.epochs + 1):
+        model.train()
+        epoch_started = time.perf_counter()
+        batches = batch_order(len(train_examples), settings.batch_size, seed=settings.seed * 1000 + epoch)
+        epoch_loss, epoch_batches = 0.0, 0
+        for index, indices in enumerate(batches):
+            batch = to_device(collate([train_examples[i] for i in indices], task_model.pad_id), device)
+            with autocast(device):
+                loss = batch_loss(task_model, batch)
+            if not torch.isfinite(loss):
+                raise DivergedError(f"training loss became {float(loss)} at epoch {epoch}, step {result.steps}")
+            (loss / settings.grad_accum).backward()
+            epoch_loss += float(loss)
+            epoch_batches += 1
+            result.train_tokens += count_tokens(batch, family)
+            if (index + 1) % settings.grad_accum == 0 or index + 1 == len(batches):
+                if settings.max_grad_norm:
+                    torch.nn.utils.clip_grad_norm_(trainable.values(), settings.max_grad_norm)
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+                result.steps += 1
+                if on_step:
+                    on_step(result.steps, total_steps)
+            if time.perf_counter() > deadline:
+                result.stopped_by = "time"
+                break
+        _synchronize(device)
+        # Training time excludes validation passes, so train tokens/s measures the training steps alone.
+        result.train_seconds += time.perf_counter() - epoch_started
+        val_loss = mean_loss(task_model, val_examples, settings.batch_size)
+        result.curve.append({"epoch": epoch, "train_loss": epoch_loss / max(epoch_batches, 1), "val_loss": val_loss,
+                             "seconds": time.perf_counter() - started})
+        if val_loss < best_loss:
+            best_loss, stale = val_loss, 0
+            result.best_epoch, result.seconds_to_best = epoch, time.perf_counter() - started
+            best_state = {name: p.detach().clone() for name, p in trainable.items()}
+        else:
+            stale += 1
+        if result.stopped_by == "time":
+            break
+        if stale >= settings.patience:
+            result.stopped_by = "early_stopping"
+            break
+    if best_state is not None:
+        with torch.no_grad():
+            for name, parameter in trainable.items():
+                parameter.copy_(best_state[name])
+    return result
