@@ -4,11 +4,11 @@ progress goes to stderr. User mistakes print one line and exit with code 2."""
 import json
 import os
 import sys
+import warnings
 from enum import Enum
 from pathlib import Path
 from typing import Annotated
 
-import click
 import typer
 from rich.console import Console
 
@@ -17,6 +17,11 @@ from peftbench.errors import UserError
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+# Library deprecation chatter would drown the progress display; real problems surface as errors.
+warnings.filterwarnings("ignore", category=FutureWarning)
+warnings.filterwarnings("ignore", message="Unsupported layer type")  # PEFT LN tuning on nn.LayerNorm works
+warnings.filterwarnings("ignore", message=".*requires_grad=True to a scalar")
 
 app = typer.Typer(add_completion=False, no_args_is_help=False, help=__doc__)
 DEFAULT_STORE = Path("peftbench-results/results.db")
@@ -28,6 +33,11 @@ class Device(str, Enum):
     auto = "auto"
     cpu = "cpu"
     cuda = "cuda"
+
+
+def _stdout() -> Console:
+    """Rich console for tables: wide when piped to a file, so columns are not cut to 80 characters."""
+    return Console() if sys.stdout.isatty() else Console(width=200)
 
 
 def _print_json(value) -> None:
@@ -85,8 +95,8 @@ def run(
         _print_json({"suite": grid.suite.name, "counts": counts, "store": str(store), "summary": str(summary),
                      "runs": rows})
         return
-    Console().print(rich_table(rows, f"suite {grid.suite.name}"))
-    Console().print(f"trained {counts.get('finished', 0)}, skipped {counts.get('skipped', 0)} already stored,"
+    _stdout().print(rich_table(rows, f"suite {grid.suite.name}"))
+    _stdout().print(f"trained {counts.get('finished', 0)}, skipped {counts.get('skipped', 0)} already stored,"
                     f" failed {counts.get('failed', 0)}; store {store}; summary {summary}")
 
 
@@ -114,7 +124,7 @@ def results(
     if as_json:
         _print_json([{key: row.get(key) for key in RESULT_FIELDS} for row in rows])
         return
-    Console().print(rich_table(rows, f"{len(rows)} runs in {store}"))
+    _stdout().print(rich_table(rows, f"{len(rows)} runs in {store}"))
 
 
 @app.command()
@@ -137,7 +147,7 @@ def methods(as_json: JsonFlag = False) -> None:
         options = ", ".join(f"{k}={v}" for k, v in e["options"].items()) or "–"
         table.add_row(e["name"], options, f"{e['default_lr']:g} ({e['peak_factor']:g}x, {e['final_factor']:g}x)",
                       "yes" if e["mergeable"] else "no", e["summary"])
-    Console().print(table)
+    _stdout().print(table)
 
 
 @app.command()
@@ -157,7 +167,7 @@ def tasks(as_json: JsonFlag = False) -> None:
         table.add_column(column)
     for e in entries:
         table.add_row(e["name"], e["kind"], e["primary_metric"], ", ".join(e["labels"]) or "–", e["source"])
-    Console().print(table)
+    _stdout().print(table)
 
 
 def main() -> None:
@@ -166,12 +176,12 @@ def main() -> None:
     except UserError as error:
         Console(stderr=True, soft_wrap=True).print(f"error: {error}", markup=False, highlight=False)
         sys.exit(2)
-    except click.UsageError as error:
+    except typer.Abort:
+        sys.exit(130)
+    except typer.TyperException as error:  # a bad flag or argument: typer's own usage errors
         Console(stderr=True, soft_wrap=True).print(f"error: {error.format_message()} (see `peftbench --help`)",
                                                   markup=False, highlight=False)
         sys.exit(2)
-    except click.exceptions.Abort:
-        sys.exit(130)
 
 
 if __name__ == "__main__":

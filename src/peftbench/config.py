@@ -85,6 +85,7 @@ class Suite(BaseModel):
     split_seed: int = 0
     max_minutes: float | None = Field(None, gt=0)
     eval: Literal["generate", "rank"] = "generate"
+    group_by_length: bool = True
     weight_decay: float = Field(0.0, ge=0)
     max_grad_norm: float | None = Field(1.0, gt=0)
     baselines: list[Literal["majority", "zero_shot"]] = Field(default_factory=lambda: ["majority", "zero_shot"])

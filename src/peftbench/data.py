@@ -1,5 +1,7 @@
 """Splits, scales, tokenisation and batching: identical for every method of a grid."""
 
+import hashlib
+import json
 import random
 from dataclasses import dataclass
 
@@ -29,6 +31,11 @@ class Splits:
             raise UserError(f"scale {size} needs {size} training examples but task '{task}' has only"
                             f" {len(self.train)} after val/test are set aside; use a scale of at most {len(self.train)}")
         return self.train[:size]
+
+
+def rows_digest(rows: list[Row]) -> str:
+    """A short fingerprint of a set of rows, stored with each run to prove every method saw the same data."""
+    return hashlib.sha256(json.dumps(rows, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def make_splits(task: TaskSpec, data: TaskData, split_seed: int, val_cap: int, test_cap: int) -> Splits:
@@ -119,12 +126,26 @@ def collate(features: list[dict], pad_id: int, left_pad: bool = False) -> dict[s
     return batch
 
 
-def batch_order(n: int, batch_size: int, seed: int | None) -> list[list[int]]:
-    """Index batches; shuffled with `seed` (one order per epoch), in order when seed is None."""
-    order = list(range(n))
+GROUP_BATCHES = 32  # length grouping sorts within windows of this many batches, so batches stay random
+
+
+def batch_order(lengths: list[int], batch_size: int, seed: int | None, group_by_length: bool = True) -> list[list[int]]:
+    """Index batches over examples of the given lengths. Training (a seed): shuffled per seed; with
+    length grouping, sorted by length inside random windows and the batches shuffled again, which cuts
+    padding without making batch contents depend on anything but the seed. Evaluation (seed None): longest
+    first when grouping, so padding is minimal; callers put results back in example order."""
+    order = list(range(len(lengths)))
+    rng = random.Random(seed)
     if seed is not None:
-        random.Random(seed).shuffle(order)
-    return [order[start:start + batch_size] for start in range(0, n, batch_size)]
+        rng.shuffle(order)
+    if group_by_length:
+        window = batch_size * GROUP_BATCHES if seed is not None else len(order)
+        order = [i for start in range(0, len(order), window)
+                 for i in sorted(order[start:start + window], key=lambda i: -lengths[i])]
+    batches = [order[start:start + batch_size] for start in range(0, len(order), batch_size)]
+    if seed is not None and group_by_length:
+        rng.shuffle(batches)
+    return batches
 
 
 def count_tokens(batch: dict[str, torch.Tensor], family: Family) -> int:

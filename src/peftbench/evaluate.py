@@ -20,6 +20,7 @@ class TaskModel:
     model: nn.Module
     encoder: Encoder
     uses_head: bool
+    group_by_length: bool = True
 
     @property
     def pad_id(self) -> int:
@@ -50,7 +51,8 @@ def mean_loss(task_model: TaskModel, examples: list[dict], batch_size: int) -> f
     """Example-weighted mean loss over a set (the validation loss used for early stopping)."""
     task_model.model.eval()
     total, count = 0.0, 0
-    for indices in batch_order(len(examples), batch_size, seed=None):
+    lengths = [len(example["input_ids"]) for example in examples]
+    for indices in batch_order(lengths, batch_size, seed=None, group_by_length=task_model.group_by_length):
         batch = to_device(collate([examples[i] for i in indices], task_model.pad_id), task_model.device)
         with autocast(task_model.device):
             total += float(batch_loss(task_model, batch)) * len(indices)
@@ -59,10 +61,13 @@ def mean_loss(task_model: TaskModel, examples: list[dict], batch_size: int) -> f
 
 
 def _prompt_batches(task_model: TaskModel, rows: list[Row], batch_size: int):
+    """(row indices, padded prompt batch) pairs; results must be put back by index."""
     left_pad = task_model.encoder.family == "decoder"
-    for indices in batch_order(len(rows), batch_size, seed=None):
-        features = [{"input_ids": task_model.encoder.prompt_ids(rows[i])} for i in indices]
-        yield to_device(collate(features, task_model.pad_id, left_pad=left_pad), task_model.device)
+    prompts = [task_model.encoder.prompt_ids(row) for row in rows]
+    lengths = [len(prompt) for prompt in prompts]
+    for indices in batch_order(lengths, batch_size, seed=None, group_by_length=task_model.group_by_length):
+        features = [{"input_ids": prompts[i]} for i in indices]
+        yield indices, to_device(collate(features, task_model.pad_id, left_pad=left_pad), task_model.device)
 
 
 @torch.no_grad()
@@ -70,15 +75,16 @@ def generate(task_model: TaskModel, rows: list[Row], batch_size: int, max_new_to
     """Greedy generation with the KV cache, batched; returns the texts and the tokens processed."""
     task_model.model.eval()
     tokenizer = task_model.encoder.tokenizer
-    texts, tokens = [], 0
-    for batch in _prompt_batches(task_model, rows, batch_size):
+    texts, tokens = [""] * len(rows), 0
+    for indices, batch in _prompt_batches(task_model, rows, batch_size):
         with autocast(task_model.device):
             output = task_model.model.generate(
                 input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], max_new_tokens=max_new_tokens,
                 do_sample=False, num_beams=1, eos_token_id=task_model.encoder.eos_id, pad_token_id=task_model.pad_id)
         if task_model.encoder.family == "decoder":
             output = output[:, batch["input_ids"].shape[1]:]
-        texts += tokenizer.batch_decode(output, skip_special_tokens=True)
+        for index, text in zip(indices, tokenizer.batch_decode(output, skip_special_tokens=True)):
+            texts[index] = text
         tokens += int(batch["attention_mask"].sum()) + int((output != task_model.pad_id).sum())
     return [text.strip() for text in texts], tokens
 
@@ -96,11 +102,12 @@ def match_label(text: str, labels: list[str]) -> str:
 def predict_with_head(task_model: TaskModel, rows: list[Row], batch_size: int) -> tuple[list[str], int]:
     task_model.model.eval()
     labels = task_model.encoder.task.labels
-    predictions, tokens = [], 0
-    for batch in _prompt_batches(task_model, rows, batch_size):
+    predictions, tokens = [""] * len(rows), 0
+    for indices, batch in _prompt_batches(task_model, rows, batch_size):
         with autocast(task_model.device):
             logits = task_model.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
-        predictions += [labels[i] for i in logits.argmax(-1).tolist()]
+        for index, label in zip(indices, logits.argmax(-1).tolist()):
+            predictions[index] = labels[label]
         tokens += int(batch["attention_mask"].sum())
     return predictions, tokens
 
@@ -119,8 +126,9 @@ def predict_by_rank(task_model: TaskModel, rows: list[Row], batch_size: int) -> 
                 candidates.append({"input_ids": prompt, "labels": target})
             else:
                 candidates.append({"input_ids": prompt + target, "labels": [IGNORE] * len(prompt) + target})
-    scores, tokens = [], 0
-    for indices in batch_order(len(candidates), batch_size, seed=None):
+    scores, tokens = [0.0] * len(candidates), 0
+    lengths = [len(candidate["input_ids"]) for candidate in candidates]
+    for indices in batch_order(lengths, batch_size, seed=None, group_by_length=task_model.group_by_length):
         batch = to_device(collate([candidates[i] for i in indices], task_model.pad_id), task_model.device)
         with autocast(task_model.device):
             logits = task_model.model(**batch).logits.float()
@@ -130,7 +138,8 @@ def predict_by_rank(task_model: TaskModel, rows: list[Row], batch_size: int) -> 
         logits = logits[:, -targets.shape[1]:]  # prompt tuning prepends virtual positions
         mask = targets != IGNORE
         picked = logits.log_softmax(-1).gather(-1, targets.clamp(min=0).unsqueeze(-1)).squeeze(-1)
-        scores += (picked * mask).sum(-1).tolist()
+        for index, score in zip(indices, (picked * mask).sum(-1).tolist()):
+            scores[index] = score
         tokens += int(batch["attention_mask"].sum())
     per_row = torch.tensor(scores).view(len(rows), len(labels))
     return [labels[i] for i in per_row.argmax(-1).tolist()], tokens

@@ -1,7 +1,6 @@
 """Models by name: a hub id or local directory, packaged offline assets, or an architecture built
 from a config with random weights (for tests, parameter counting and profiling)."""
 
-import copy
 import functools
 import importlib.util
 import os
@@ -77,6 +76,7 @@ def _auto_class(family: Family):
             "seq2seq": transformers.AutoModelForSeq2SeqLM}[family]
 
 
+@functools.cache
 def offline_tokenizer():
     """The BERT WordPiece tokenizer shipped with MiniLM: config: models use it so they need no download."""
     from transformers import AutoTokenizer
@@ -147,15 +147,10 @@ def _load(name: str) -> LoadedModel:
     return LoadedModel(name, family, model, tokenizer)
 
 
-@functools.cache
-def _pristine(name: str) -> LoadedModel:
-    return _load(name)
-
-
 def load_model(name: str) -> LoadedModel:
-    """A fresh copy of the named model; weights are read from disk once per process."""
-    pristine = _pristine(resolve(name))
-    return LoadedModel(pristine.name, pristine.family, copy.deepcopy(pristine.model), pristine.tokenizer)
+    """A fresh copy of the named model. Read from disk for every run rather than copied from one kept in
+    memory: a kept copy would double host memory for large models and inflate the measured peak."""
+    return _load(resolve(name))
 
 
 def model_family(name: str) -> Family:

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 import torch
 
 from peftbench.config import MethodSpec, Suite
-from peftbench.data import Encoder, Splits, make_splits
+from peftbench.data import Encoder, Splits, make_splits, rows_digest
 from peftbench.errors import UserError
 from peftbench.evaluate import TaskModel, classification_metrics, evaluate
 from peftbench.heads import MeanPoolClassifier
@@ -95,11 +95,13 @@ def plan(suite: Suite, overrides: Overrides = Overrides()) -> Plan:
                 n_train = len(splits.train_at(suite.scale_size(scale), name))
                 common = {"model": model_name, "task": name, "task_source": task.source, "scale": scale,
                           "n_train": n_train, "split_seed": suite.split_seed, "val_cap": suite.val_cap,
-                          "test_cap": suite.test_cap, "eval": suite.eval, "max_input_length": suite.max_input_length,
+                          "test_cap": suite.test_cap, "eval": suite.eval, "group_by_length": suite.group_by_length, "max_input_length": suite.max_input_length,
                           "max_target_length": suite.max_target_length}
                 for baseline in suite.baselines:
                     if baseline == "majority" and task.kind == "generation":
                         continue  # no majority answer for free text
+                    if baseline == "zero_shot" and family == "encoder":
+                        continue  # an untrained classification head is chance, not zero-shot ability
                     result.runs.append(Run({**common, "method": baseline, "method_spec": baseline,
                                             "method_options": {}, "seed": suite.seeds[0]}, kind="baseline"))
                 for spec, method in methods:
@@ -143,7 +145,7 @@ def build_task_model(spec: dict, task: TaskSpec, method_name: str | None) -> Tas
         model = MeanPoolClassifier(model, loaded.model.config.hidden_size, len(task.labels))
         model.head.requires_grad_(method_name is not None)
     encoder = Encoder(task, loaded.family, loaded.tokenizer, spec["max_input_length"], spec["max_target_length"])
-    return TaskModel(model=model, encoder=encoder, uses_head=uses_head)
+    return TaskModel(model=model, encoder=encoder, uses_head=uses_head, group_by_length=spec["group_by_length"])
 
 
 def _evaluate_timed(task_model: TaskModel, rows: list, spec: dict, batch_size: int) -> dict:
@@ -197,10 +199,12 @@ def execute_baseline(spec: dict, task: TaskSpec, splits: Splits, device: torch.d
     return {**result, "wall_s": time.perf_counter() - started}
 
 
-def _finish(result: dict, task: TaskSpec, spec: dict, device: torch.device) -> dict:
+def _finish(result: dict, task: TaskSpec, splits: Splits, spec: dict, device: torch.device) -> dict:
     primary = task.primary_metric
+    data_digest = {"train": rows_digest(splits.train_at(spec["n_train"], spec["task"])),
+                   "val": rows_digest(splits.val), "test": rows_digest(splits.test)}
     return {**result, "primary_metric": primary, "score": result["metrics"].get(primary),
-            "provenance": provenance(device, spec)}
+            "data_digest": data_digest, "provenance": provenance(device, spec)}
 
 
 def execute(plan_: Plan, store: Store, device: torch.device, progress=None) -> dict[str, int]:
@@ -223,7 +227,7 @@ def execute(plan_: Plan, store: Store, device: torch.device, progress=None) -> d
                 result = execute_baseline(spec, task, splits, device)
             else:
                 result = execute_train(spec, task, splits, device, on_step)
-            store.put(run.run_id, run.kind, plan_.suite.name, "finished", spec, _finish(result, task, spec, device))
+            store.put(run.run_id, run.kind, plan_.suite.name, "finished", spec, _finish(result, task, splits, spec, device))
             counts["finished"] += 1
         except UserError:
             raise

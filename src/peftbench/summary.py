@@ -40,15 +40,23 @@ def markdown(rows: list[dict], title: str) -> str:
     return "\n".join(lines)
 
 
+NUMERIC = {"n", "score", "train tok/s", "infer tok/s", "peak MB", "wall s"}
+
+
 def rich_table(rows: list[dict], title: str):
+    """The terminal table; columns that hold one value for every row move into the caption to save width."""
     from rich.table import Table
 
-    table = Table(title=title)
-    for column in COLUMNS:
-        table.add_column(column, justify="right" if column in {"n", "score", "train tok/s", "infer tok/s",
-                                                                "peak MB", "wall s"} else "left")
-    for cells in table_rows(rows):
-        table.add_row(*cells)
+    lines = table_rows(rows)
+    constant = [i for i, column in enumerate(COLUMNS)
+                if column in {"model", "n", "seed", "metric"} and len({line[i] for line in lines if line[i]}) == 1]
+    caption = ", ".join(f"{COLUMNS[i]} {next(line[i] for line in lines if line[i])}" for i in constant)
+    table = Table(title=title, caption=caption or None)
+    kept = [i for i in range(len(COLUMNS)) if i not in constant]
+    for i in kept:
+        table.add_column(COLUMNS[i], justify="right" if COLUMNS[i] in NUMERIC else "left")
+    for line in lines:
+        table.add_row(*(line[i] for i in kept))
     return table
 
 

@@ -50,6 +50,14 @@ def lr_factor(step: int, total: int, warmup: int, peak: float, final: float) -> 
     return peak + (final - peak) * min(1.0, (step - warmup) / max(1, total - warmup))
 
 
+FINITE_CHECK_EVERY = 16  # batches between checks for a NaN/inf training loss
+
+
+def _check_finite(loss_sum: torch.Tensor, epoch: int, step: int) -> None:
+    if not torch.isfinite(loss_sum):
+        raise DivergedError(f"training loss became {float(loss_sum)} in epoch {epoch} (by optimizer step {step})")
+
+
 def _synchronize(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -69,23 +77,26 @@ def train(task_model: TaskModel, train_examples: list[dict], val_examples: list[
         optimizer, lambda step: lr_factor(step, total_steps, warmup, settings.peak_factor, settings.final_factor))
     deadline = time.perf_counter() + settings.max_minutes * 60 if settings.max_minutes else math.inf
 
+    lengths = [len(example["input_ids"]) for example in train_examples]
     result, best_loss, best_state, stale = TrainResult(), math.inf, None, 0
     started = time.perf_counter()
     for epoch in range(1, settings.epochs + 1):
         model.train()
         epoch_started = time.perf_counter()
-        batches = batch_order(len(train_examples), settings.batch_size, seed=settings.seed * 1000 + epoch)
-        epoch_loss, epoch_batches = 0.0, 0
+        batches = batch_order(lengths, settings.batch_size, seed=settings.seed * 1000 + epoch,
+                              group_by_length=task_model.group_by_length)
+        # The loss is summed on the device and checked every few steps: reading it each step would stall a GPU.
+        epoch_loss = torch.zeros((), device=device)
         for index, indices in enumerate(batches):
-            batch = to_device(collate([train_examples[i] for i in indices], task_model.pad_id), device)
+            cpu_batch = collate([train_examples[i] for i in indices], task_model.pad_id)
+            result.train_tokens += count_tokens(cpu_batch, family)
+            batch = to_device(cpu_batch, device)
             with autocast(device):
                 loss = batch_loss(task_model, batch)
-            if not torch.isfinite(loss):
-                raise DivergedError(f"training loss became {float(loss)} at epoch {epoch}, step {result.steps}")
             (loss / settings.grad_accum).backward()
-            epoch_loss += float(loss)
-            epoch_batches += 1
-            result.train_tokens += count_tokens(batch, family)
+            epoch_loss += loss.detach().float()
+            if (index + 1) % FINITE_CHECK_EVERY == 0 or index + 1 == len(batches):
+                _check_finite(epoch_loss, epoch, result.steps)
             if (index + 1) % settings.grad_accum == 0 or index + 1 == len(batches):
                 if settings.max_grad_norm:
                     torch.nn.utils.clip_grad_norm_(trainable.values(), settings.max_grad_norm)
@@ -102,12 +113,13 @@ def train(task_model: TaskModel, train_examples: list[dict], val_examples: list[
         # Training time excludes validation passes, so train tokens/s measures the training steps alone.
         result.train_seconds += time.perf_counter() - epoch_started
         val_loss = mean_loss(task_model, val_examples, settings.batch_size)
-        result.curve.append({"epoch": epoch, "train_loss": epoch_loss / max(epoch_batches, 1), "val_loss": val_loss,
+        result.curve.append({"epoch": epoch, "train_loss": float(epoch_loss) / (index + 1), "val_loss": val_loss,
                              "seconds": time.perf_counter() - started})
         if val_loss < best_loss:
             best_loss, stale = val_loss, 0
             result.best_epoch, result.seconds_to_best = epoch, time.perf_counter() - started
-            best_state = {name: p.detach().clone() for name, p in trainable.items()}
+            # Kept on the CPU so the copy does not add a model's worth of GPU memory to the peak.
+            best_state = {name: p.detach().to("cpu", copy=True) for name, p in trainable.items()}
         else:
             stale += 1
         if result.stopped_by == "time":

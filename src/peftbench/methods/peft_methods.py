@@ -6,7 +6,6 @@ from pydantic import Field
 from torch import nn
 
 from peftbench.methods.base import Method, Options, register
-from peftbench.models import Family
 
 TASK_TYPES = {"encoder": "FEATURE_EXTRACTION", "decoder": "CAUSAL_LM", "seq2seq": "SEQ_2_SEQ_LM"}
 
@@ -18,7 +17,7 @@ def _targets(value: str | list[str] | None) -> list[str] | str | None:
     return [name for name in value.split("+") if name]
 
 
-def _wrap(model: nn.Module, family: Family, config) -> nn.Module:
+def _wrap(model: nn.Module, config) -> nn.Module:
     from peft import get_peft_model
 
     return get_peft_model(model, config)
@@ -34,7 +33,7 @@ class LoraOptions(Options):
 def _lora(model, family, options: LoraOptions):
     from peft import LoraConfig
 
-    return _wrap(model, family, LoraConfig(task_type=TASK_TYPES[family], r=options.r, lora_alpha=options.alpha,
+    return _wrap(model, LoraConfig(task_type=TASK_TYPES[family], r=options.r, lora_alpha=options.alpha,
                                            lora_dropout=options.dropout, target_modules=_targets(options.targets)))
 
 
@@ -46,7 +45,7 @@ class IA3Options(Options):
 def _ia3(model, family, options: IA3Options):
     from peft import IA3Config
 
-    return _wrap(model, family, IA3Config(task_type=TASK_TYPES[family], target_modules=_targets(options.targets),
+    return _wrap(model, IA3Config(task_type=TASK_TYPES[family], target_modules=_targets(options.targets),
                                           feedforward_modules=_targets(options.feedforward)))
 
 
@@ -60,8 +59,10 @@ def _prompt_tuning(model, family, options: PromptTuningOptions):
 
     # Starting from embeddings of sampled vocabulary tokens trains faster than noise (Lester et al. 2021).
     init = PromptTuningInit.SAMPLE_VOCAB if options.init == "sample_vocab" else PromptTuningInit.RANDOM
-    return _wrap(model, family, PromptTuningConfig(task_type=TASK_TYPES[family], num_virtual_tokens=options.tokens,
-                                                   prompt_tuning_init=init))
+    # One prompt, on the encoder input (Lester et al.): PEFT's seq2seq default would also allocate a decoder
+    # prompt that its prompt-tuning forward never uses, doubling the trainable count for nothing.
+    return _wrap(model, PromptTuningConfig(task_type=TASK_TYPES[family], num_virtual_tokens=options.tokens,
+                                           prompt_tuning_init=init, num_transformer_submodules=1))
 
 
 def norm_module_names(model: nn.Module) -> list[str]:
@@ -75,7 +76,7 @@ def norm_module_names(model: nn.Module) -> list[str]:
 def _ln_tuning(model, family, options: Options):
     from peft import LNTuningConfig
 
-    return _wrap(model, family, LNTuningConfig(task_type=TASK_TYPES[family], target_modules=norm_module_names(model)))
+    return _wrap(model, LNTuningConfig(task_type=TASK_TYPES[family], target_modules=norm_module_names(model)))
 
 
 register(Method(name="lora", summary="LoRA (Hu et al. 2021): low-rank updates of attention weights",
