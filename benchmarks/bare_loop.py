@@ -56,29 +56,6 @@ def _sync(device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _reset_peak(device) -> None:
-    import torch
-
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-        return
-    try:
-        Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM to the current RSS
-    except OSError:
-        pass
-
-
-def _peak(device) -> tuple[int, str]:
-    import torch
-
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device), "cuda_max_memory_allocated"
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) * 1024, "cpu_vmhwm"
-    return 0, "unknown"
-
-
 def _free(device) -> None:
     import gc
 
@@ -87,22 +64,6 @@ def _free(device) -> None:
     gc.collect()
     if device.type == "cuda":
         torch.cuda.empty_cache()
-
-
-def _device_name(device) -> str:
-    import torch
-
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    name = "cpu"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                name = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"cpu: {name} ({torch.get_num_threads()} threads)"
 
 
 def _training_rows(task_name: str, n_train: int):
@@ -208,7 +169,10 @@ def bare_worker(args) -> dict:
     del warm
     _free(device)
 
-    _reset_peak(device)
+    from peftbench.measure import PeakMemory, device_name  # peftbench's readings (measurement, not the loop)
+
+    memory = PeakMemory(device)
+    memory.reset()
     model, params, optimizer, scheduler = build()
     trainable = sum(p.numel() for p in params)
     tokens, steps, seconds, epoch_losses = 0, 0, 0.0, []
@@ -226,7 +190,7 @@ def bare_worker(args) -> dict:
         _sync(device)
         seconds += time.perf_counter() - started
         epoch_losses.append(loss_sum / len(batches))  # read after timing
-    peak, peak_kind = _peak(device)
+    peak, peak_kind = memory.peak_bytes()
 
     # Untimed check that the order above is peftbench's order with length grouping off.
     from peftbench.data import batch_order
@@ -237,7 +201,7 @@ def bare_worker(args) -> dict:
     return {"side": "bare", "tokens": tokens, "seconds": seconds, "tokens_per_s": tokens / seconds,
             "peak_memory_bytes": peak, "peak_memory_kind": peak_kind, "steps": steps,
             "trainable_params": trainable, "train_loss": [round(float(x), 4) for x in epoch_losses],
-            "order_matches_peftbench": same_order, "device": _device_name(device)}
+            "order_matches_peftbench": same_order, "device": device_name(device)}
 
 
 # ------------------------------------------------------------------------------------- peftbench worker
@@ -248,6 +212,7 @@ def peftbench_worker(args) -> dict:
     from peftbench.config import Suite
     from peftbench.data import Splits, collate
     from peftbench.evaluate import autocast, batch_loss, to_device
+    from peftbench.measure import device_name
     from peftbench.runner import Overrides, build_task_model, execute_train, plan
 
     device = _device(args.device)
@@ -291,7 +256,7 @@ def peftbench_worker(args) -> dict:
             "peak_memory_kind": result["peak_memory_kind"], "steps": result["steps"],
             "trainable_params": result["trainable_params"],
             "train_loss": [round(point["train_loss"], 4) for point in result["curve"]],
-            "device": _device_name(device)}
+            "device": device_name(device)}
 
 
 # ------------------------------------------------------------------------------------------------ parent

@@ -58,4 +58,4 @@ def test_encoding_per_family(model):
         prompt_length = example["labels"].count(-100)
         assert prompt_length == 24 and len(example["input_ids"]) == 24 + len(example["labels"]) - prompt_length
         assert tokenizer.decode(example["input_ids"][prompt_length:-1]) == "great"
-    assert "great ?" in tokenizer.decode(example["input_ids"]).replace("great?", "great ?")
+    assert "great or other" in tokenizer.decode(example["input_ids"])  # the cue survived truncation

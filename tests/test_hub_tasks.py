@@ -30,8 +30,8 @@ RENDER_CASES = [
      "Is this sentence grammatically acceptable or unacceptable?\nSentence: They drank the pub.\nAnswer:",
      "unacceptable"),
     ("e2e_nlg",
-     {"gem_id": "e2e_nlg-train-0", "meaning_representation": "name[The Eagle], eatType[coffee shop]",
-      "target": "The Eagle is a coffee shop.", "references": []},
+     {"meaning_representation": "name[The Eagle], eatType[coffee shop]",
+      "human_reference": "The Eagle is a coffee shop."},
      "Describe the restaurant with these attributes in fluent English.\n"
      "Attributes: name[The Eagle], eatType[coffee shop]\nDescription:",
      "The Eagle is a coffee shop."),

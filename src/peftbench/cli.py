@@ -40,6 +40,17 @@ def _stdout() -> Console:
     return Console() if sys.stdout.isatty() else Console(width=200)
 
 
+def _print_table(title: str, columns: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
+    from rich.table import Table
+
+    table = Table(title=title)
+    for column in columns:
+        table.add_column(column)
+    for row in rows:
+        table.add_row(*row)
+    _stdout().print(table)
+
+
 def _print_json(value) -> None:
     sys.stdout.write(json.dumps(value, indent=2, default=str) + "\n")
 
@@ -138,16 +149,10 @@ def methods(as_json: JsonFlag = False) -> None:
     if as_json:
         _print_json(entries)
         return
-    from rich.table import Table
-
-    table = Table(title="methods")
-    for column in ("name", "options", "lr (peak x, final x)", "mergeable", "summary"):
-        table.add_column(column)
-    for e in entries:
-        options = ", ".join(f"{k}={v}" for k, v in e["options"].items()) or "–"
-        table.add_row(e["name"], options, f"{e['default_lr']:g} ({e['peak_factor']:g}x, {e['final_factor']:g}x)",
-                      "yes" if e["mergeable"] else "no", e["summary"])
-    _stdout().print(table)
+    _print_table("methods", ("name", "options", "lr (peak x, final x)", "mergeable", "summary"), [
+        (e["name"], ", ".join(f"{k}={v}" for k, v in e["options"].items()) or "–",
+         f"{e['default_lr']:g} ({e['peak_factor']:g}x, {e['final_factor']:g}x)", "yes" if e["mergeable"] else "no",
+         e["summary"]) for e in entries])
 
 
 @app.command()
@@ -160,14 +165,9 @@ def tasks(as_json: JsonFlag = False) -> None:
     if as_json:
         _print_json(entries)
         return
-    from rich.table import Table
-
-    table = Table(title="tasks (also file:PATH with text+label or input+target columns)")
-    for column in ("name", "kind", "metric", "labels", "source"):
-        table.add_column(column)
-    for e in entries:
-        table.add_row(e["name"], e["kind"], e["primary_metric"], ", ".join(e["labels"]) or "–", e["source"])
-    _stdout().print(table)
+    _print_table("tasks (also file:PATH with text+label or input+target columns)",
+                 ("name", "kind", "metric", "labels", "source"),
+                 [(e["name"], e["kind"], e["primary_metric"], ", ".join(e["labels"]) or "–", e["source"]) for e in entries])
 
 
 def main() -> None:

