@@ -2,7 +2,7 @@
 generated text, and the metrics of the papers."""
 
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
@@ -23,6 +23,7 @@ class TaskModel:
     encoder: Encoder
     uses_head: bool
     group_by_length: bool = True
+    method_record: dict = field(default_factory=dict)  # what the method chose, e.g. the layers of `random`
 
     @property
     def pad_id(self) -> int:

@@ -16,7 +16,7 @@ from peftbench.evaluate import TaskModel, classification_metrics, evaluate
 from peftbench.heads import MeanPoolClassifier
 from peftbench.measure import PeakMemory, parameter_counts, provenance, spec_hash
 from peftbench.methods import METHODS
-from peftbench.methods.base import freeze
+from peftbench.methods.base import Context, freeze
 from peftbench.models import load_model, model_family, resolve
 from peftbench.store import Store
 from peftbench.tasks import TaskSpec, get_task
@@ -134,18 +134,19 @@ def build_task_model(spec: dict, task: TaskSpec, method_name: str | None) -> Tas
     classification task, put the mean-pooling head on top. Seeded so the head starts alike per seed."""
     loaded = load_model(spec["model"])
     torch.manual_seed(spec["seed"])
-    model = loaded.model
+    model, context = loaded.model, Context(family=loaded.family, seed=spec["seed"])
     if method_name is None:
         freeze(model)
     else:
         method = METHODS.get(method_name)
-        model = method.apply(model, loaded.family, method.parse_options(MethodSpec.parse(spec["method_spec"])))
+        model = method.apply(model, method.parse_options(MethodSpec.parse(spec["method_spec"])), context)
     uses_head = loaded.family == "encoder"
     if uses_head:
         model = MeanPoolClassifier(model, loaded.model.config.hidden_size, len(task.labels))
         model.head.requires_grad_(method_name is not None)
     encoder = Encoder(task, loaded.family, loaded.tokenizer, spec["max_input_length"], spec["max_target_length"])
-    return TaskModel(model=model, encoder=encoder, uses_head=uses_head, group_by_length=spec["group_by_length"])
+    return TaskModel(model=model, encoder=encoder, uses_head=uses_head, group_by_length=spec["group_by_length"],
+                     method_record=context.record)
 
 
 def _evaluate_timed(task_model: TaskModel, rows: list, spec: dict, batch_size: int) -> dict:
@@ -180,6 +181,7 @@ def execute_train(spec: dict, task: TaskSpec, splits: Splits, device: torch.devi
         "train_seconds": trained.train_seconds, "steps": trained.steps, "curve": trained.curve,
         "best_epoch": trained.best_epoch, "seconds_to_best": trained.seconds_to_best,
         "stopped_by": trained.stopped_by, "wall_s": time.perf_counter() - started,
+        "method_record": task_model.method_record,
     }
 
 

@@ -1,11 +1,12 @@
 """What every fine-tuning method declares, and the registry that holds them."""
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 from torch import nn
 
+from peftbench.architectures import LinearRole, Selection, linear_roles
 from peftbench.config import MethodSpec
 from peftbench.errors import UserError
 from peftbench.models import Family
@@ -18,36 +19,79 @@ class Options(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class AblationOptions(Options):
+    """Options of methods that act on chosen layers and module groups (Pu et al. Table 2):
+    `layers=all|early|later|random|0,1,5-7`, `modules=self_attn+ffn`, `drop=cross_attn`."""
+
+    layers: str = "all"
+    modules: str = ""
+    drop: str = ""
+
+    def selection(self) -> Selection:
+        split = lambda text: tuple(part for part in text.replace(",", "+").split("+") if part)  # noqa: E731
+        return Selection(layers=self.layers, modules=split(self.modules), drop=split(self.drop))
+
+
+@dataclass
+class Context:
+    """What `apply` knows besides the model: the architecture family and the run's seed (for `random`
+    layer draws). `record` collects what the method chose (e.g. layers), stored with the run."""
+
+    family: Family
+    seed: int = 0
+    record: dict = field(default_factory=dict)
+
+    def select(self, model: nn.Module, options: AblationOptions, keep: Callable[[LinearRole], bool],
+               required: bool = True) -> list[str]:
+        """Names of the linear layers passing `keep` inside the layers and groups the options allow;
+        an empty choice is a user error when `required`."""
+        chosen, layers = options.selection().apply([r for r in linear_roles(model) if keep(r)], self.seed)
+        if options.layers != "all":
+            self.record["layers"] = layers
+        if not chosen and required:
+            raise UserError(f"layers='{options.layers}' modules='{options.modules}' drop='{options.drop}' leaves no"
+                            " layer to adapt on this model; widen the selection")
+        return [role.name for role in chosen]
+
+
 @dataclass(frozen=True)
 class Method:
-    """A method family. `apply` turns a frozen-or-not base model into the model to train and sets
-    `requires_grad` on exactly the method's parameters. The learning-rate defaults follow Pu et al. A.3:
-    start at `default_lr`, warm up to `peak_factor` x, anneal linearly to `final_factor` x."""
+    """A method family. `apply(model, options, context)` returns the model to train with `requires_grad`
+    set on exactly the method's parameters; `owns(name)` says which parameter names those are. The
+    learning-rate defaults follow Pu et al. A.3: start at `default_lr`, warm up to `peak_factor` x,
+    anneal linearly to `final_factor` x. `identity_init`: the adapted model computes the base model's
+    function before training. `merge` folds the method into the base weights (mergeable methods only)."""
 
     name: str
     summary: str
     options: type[Options]
-    apply: Callable[[nn.Module, Family, Options], nn.Module]
+    apply: Callable[[nn.Module, Options, Context], nn.Module]
+    owns: Callable[[str], bool]
     default_lr: float
     peak_factor: float = 10.0
     final_factor: float = 1.0
-    mergeable: bool = False
+    merge: Callable[[nn.Module], nn.Module] | None = None
+    identity_init: bool = False
+    text_to_text_only: bool = False
     source: str = "peftbench"
 
+    @property
+    def mergeable(self) -> bool:
+        return self.merge is not None
+
     def parse_options(self, spec: MethodSpec) -> Options:
-        unknown = set(spec.options) - set(self.options.model_fields)
+        fields = list(self.options.model_fields)
+        unknown = sorted(set(spec.options) - set(fields))
         if unknown:
-            key = sorted(unknown)[0]
-            known = ", ".join(self.options.model_fields) or "none"
-            raise UserError(f"method '{self.name}' has no option '{key}'.{did_you_mean(key, list(self.options.model_fields))}"
-                            f" Its options: {known}")
+            raise UserError(f"method '{self.name}' has no option '{unknown[0]}'.{did_you_mean(unknown[0], fields)}"
+                            f" Its options: {', '.join(fields) or 'none'}")
         try:
             return self.options.model_validate(spec.options)
         except ValidationError as error:
             first = error.errors()[0]
-            field = ".".join(str(part) for part in first["loc"])
-            message = first["msg"].removeprefix("Value error, ")
-            raise UserError(f"method '{spec}': bad value for '{field}': {message}") from None
+            where = ".".join(str(part) for part in first["loc"])
+            raise UserError(f"method '{spec}': bad value for '{where}': {first['msg'].removeprefix('Value error, ')}"
+                            ) from None
 
 
 METHODS: Registry[Method] = Registry("method", "peftbench methods")
@@ -60,3 +104,8 @@ def register(method: Method) -> Method:
 def freeze(model: nn.Module) -> None:
     for parameter in model.parameters():
         parameter.requires_grad_(False)
+
+
+def keep_model(model: nn.Module) -> nn.Module:
+    """The merge of methods that change base weights in place (full tuning, BitFit): nothing to fold."""
+    return model

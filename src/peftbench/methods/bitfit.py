@@ -1,30 +1,31 @@
 """BitFit (Zaken et al. 2021): train only the bias terms. T5 and Llama have none, so, as Pu et al. did
-for T5, `add_bias=true` first gives every bias-less linear layer of the transformer a zero bias."""
+for T5, `add_bias=true` first gives the bias-less linear layers of the transformer a zero bias."""
 
 import torch
 from torch import nn
 
 from peftbench.errors import UserError
-from peftbench.methods.base import Method, Options, freeze, register
+from peftbench.methods.base import AblationOptions, Method, freeze, keep_model, register
 
 
-class BitFitOptions(Options):
+class BitFitOptions(AblationOptions):
     add_bias: bool = False
 
 
-def _add_zero_biases(model: nn.Module) -> None:
-    output_embeddings = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
-    for module in model.modules():
-        if isinstance(module, nn.Linear) and module.bias is None and module is not output_embeddings:
-            weight = module.weight
-            module.bias = nn.Parameter(torch.zeros(module.out_features, dtype=weight.dtype, device=weight.device))
-
-
-def _apply(model: nn.Module, family, options: BitFitOptions) -> nn.Module:
+def _apply(model: nn.Module, options: BitFitOptions, context) -> nn.Module:
+    modules = dict(model.named_modules())
     if options.add_bias:
-        _add_zero_biases(model)
+        for name in context.select(model, options, keep=lambda role: modules[role.name].bias is None,
+                                   required=False):
+            linear = modules[name]
+            linear.bias = nn.Parameter(torch.zeros(linear.out_features, dtype=linear.weight.dtype,
+                                                   device=linear.weight.device))
     freeze(model)
-    biases = [parameter for name, parameter in model.named_parameters() if name.endswith("bias")]
+    ablated = options.selection() != AblationOptions().selection()
+    # With a layer/module ablation only the chosen linear layers' biases train; otherwise every bias does.
+    allowed = set(context.select(model, options, keep=lambda role: True)) if ablated else None
+    biases = [parameter for name, parameter in model.named_parameters() if name.endswith("bias")
+              and (allowed is None or name.removesuffix(".bias") in allowed)]
     if not biases:
         raise UserError("bitfit: the model has no bias terms; use bitfit[add_bias=true]")
     for parameter in biases:
@@ -33,4 +34,5 @@ def _apply(model: nn.Module, family, options: BitFitOptions) -> nn.Module:
 
 
 register(Method(name="bitfit", summary="BitFit: train bias terms only (add_bias=true adds zero biases)",
-                options=BitFitOptions, apply=_apply, default_lr=3e-4, mergeable=True))
+                options=BitFitOptions, apply=_apply, owns=lambda name: name.endswith("bias"), default_lr=3e-4,
+                merge=keep_model, identity_init=True))

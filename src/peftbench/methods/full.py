@@ -1,11 +1,11 @@
-from peftbench.methods.base import Method, Options, register
+from peftbench.methods.base import Method, Options, keep_model, register
 
 
-def _apply(model, family, options):
+def _apply(model, options, context):
     for parameter in model.parameters():
         parameter.requires_grad_(True)
     return model
 
 
 register(Method(name="full", summary="full fine-tuning: every weight is trained (the reference)",
-                options=Options, apply=_apply, default_lr=3e-5, mergeable=True))
+                options=Options, apply=_apply, owns=lambda name: True, default_lr=3e-5, merge=keep_model))

@@ -1,20 +1,19 @@
-"""Methods that Hugging Face PEFT implements faithfully: LoRA, (IA)3, prompt tuning, LayerNorm tuning."""
+"""Methods that Hugging Face PEFT implements faithfully: LoRA, (IA)3, prompt tuning, LayerNorm tuning.
+peftbench picks the target layers itself (architectures.py), so targets and ablations mean the same
+thing on every architecture, and hands PEFT the full module names."""
 
+from collections.abc import Callable
 from typing import Literal
 
 from pydantic import Field
 from torch import nn
 
-from peftbench.methods.base import Method, Options, register
+from peftbench.architectures import LinearRole, linear_roles
+from peftbench.errors import UserError
+from peftbench.methods.base import AblationOptions, Method, Options, register
 
 TASK_TYPES = {"encoder": "FEATURE_EXTRACTION", "decoder": "CAUSAL_LM", "seq2seq": "SEQ_2_SEQ_LM"}
-
-
-def _targets(value: str | list[str] | None) -> list[str] | str | None:
-    """`q+v` or a YAML list -> module names; `all-linear` passes through; None keeps PEFT's default."""
-    if value is None or isinstance(value, list) or value == "all-linear":
-        return value
-    return [name for name in value.split("+") if name]
+PROJECTIONS = {"q", "k", "v", "o", "in", "out"}
 
 
 def _wrap(model: nn.Module, config) -> nn.Module:
@@ -23,30 +22,53 @@ def _wrap(model: nn.Module, config) -> nn.Module:
     return get_peft_model(model, config)
 
 
-class LoraOptions(Options):
+def peft_merge(model: nn.Module) -> nn.Module:
+    return model.merge_and_unload()
+
+
+def target_filter(targets: str) -> Callable[[LinearRole], bool]:
+    """`qv` (default), `all-linear`, or projections joined by '+': q, k, v, o (attention), in, out (FFN)."""
+    if targets == "all-linear":
+        return lambda role: True
+    wanted = set(targets) if targets.isalpha() and set(targets) <= set("qkvo") else set(targets.split("+"))
+    unknown = wanted - PROJECTIONS
+    if unknown:
+        raise UserError(f"targets='{targets}': unknown projection '{sorted(unknown)[0]}'; use qv, all-linear or"
+                        " projections joined by '+' from q, k, v, o, in, out")
+    return lambda role: role.projection in wanted
+
+
+class LoraOptions(AblationOptions):
     r: int = Field(8, ge=1)
     alpha: float = Field(16, gt=0)
     dropout: float = Field(0.0, ge=0, lt=1)
-    targets: str | None = None  # e.g. q+v, all-linear; default: PEFT's per-architecture query/value
+    targets: str = "qv"
 
 
-def _lora(model, family, options: LoraOptions):
+def _lora(model, options: LoraOptions, context):
     from peft import LoraConfig
 
-    return _wrap(model, LoraConfig(task_type=TASK_TYPES[family], r=options.r, lora_alpha=options.alpha,
-                                           lora_dropout=options.dropout, target_modules=_targets(options.targets)))
+    names = context.select(model, options, target_filter(options.targets))
+    return _wrap(model, LoraConfig(task_type=TASK_TYPES[context.family], r=options.r, lora_alpha=options.alpha,
+                                   lora_dropout=options.dropout, target_modules=names))
 
 
-class IA3Options(Options):
-    targets: str | None = None
-    feedforward: str | None = None  # which targets scale their input (feed-forward) instead of the output
+class IA3Options(AblationOptions):
+    pass
 
 
-def _ia3(model, family, options: IA3Options):
+def _is_ia3_target(role: LinearRole) -> bool:
+    # Liu et al. 2022: rescale keys and values, and the input of the feed-forward output projection.
+    return role.projection in ("k", "v") or (role.kind == "ffn" and role.projection == "out")
+
+
+def _ia3(model, options: IA3Options, context):
     from peft import IA3Config
 
-    return _wrap(model, IA3Config(task_type=TASK_TYPES[family], target_modules=_targets(options.targets),
-                                          feedforward_modules=_targets(options.feedforward)))
+    names = context.select(model, options, _is_ia3_target)
+    ffn = {role.name for role in linear_roles(model) if role.kind == "ffn"}
+    return _wrap(model, IA3Config(task_type=TASK_TYPES[context.family], target_modules=names,
+                                  feedforward_modules=[name for name in names if name in ffn]))
 
 
 class PromptTuningOptions(Options):
@@ -54,14 +76,14 @@ class PromptTuningOptions(Options):
     init: Literal["sample_vocab", "random"] = "sample_vocab"
 
 
-def _prompt_tuning(model, family, options: PromptTuningOptions):
+def _prompt_tuning(model, options: PromptTuningOptions, context):
     from peft import PromptTuningConfig, PromptTuningInit
 
     # Starting from embeddings of sampled vocabulary tokens trains faster than noise (Lester et al. 2021).
     init = PromptTuningInit.SAMPLE_VOCAB if options.init == "sample_vocab" else PromptTuningInit.RANDOM
     # One prompt, on the encoder input (Lester et al.): PEFT's seq2seq default would also allocate a decoder
     # prompt that its prompt-tuning forward never uses, doubling the trainable count for nothing.
-    return _wrap(model, PromptTuningConfig(task_type=TASK_TYPES[family], num_virtual_tokens=options.tokens,
+    return _wrap(model, PromptTuningConfig(task_type=TASK_TYPES[context.family], num_virtual_tokens=options.tokens,
                                            prompt_tuning_init=init, num_transformer_submodules=1))
 
 
@@ -73,18 +95,21 @@ def norm_module_names(model: nn.Module) -> list[str]:
             and any(True for _ in module.parameters(recurse=False))]
 
 
-def _ln_tuning(model, family, options: Options):
+def _ln_tuning(model, options: Options, context):
     from peft import LNTuningConfig
 
-    return _wrap(model, LNTuningConfig(task_type=TASK_TYPES[family], target_modules=norm_module_names(model)))
+    return _wrap(model, LNTuningConfig(task_type=TASK_TYPES[context.family], target_modules=norm_module_names(model)))
 
 
 register(Method(name="lora", summary="LoRA (Hu et al. 2021): low-rank updates of attention weights",
-                options=LoraOptions, apply=_lora, default_lr=3e-4, mergeable=True, source="HF PEFT"))
+                options=LoraOptions, apply=_lora, owns=lambda name: "lora_" in name, default_lr=3e-4,
+                merge=peft_merge, identity_init=True, source="HF PEFT"))
 register(Method(name="ia3", summary="(IA)3 (Liu et al. 2022): learned rescaling of keys, values and FFN",
-                options=IA3Options, apply=_ia3, default_lr=3e-4, mergeable=True, source="HF PEFT"))
+                options=IA3Options, apply=_ia3, owns=lambda name: "ia3_" in name, default_lr=3e-4,
+                merge=peft_merge, identity_init=True, source="HF PEFT"))
 register(Method(name="prompt_tuning", summary="prompt tuning (Lester et al. 2021): trained soft-prompt tokens",
-                options=PromptTuningOptions, apply=_prompt_tuning, default_lr=3e-3, peak_factor=100.0,
-                final_factor=10.0, source="HF PEFT"))
+                options=PromptTuningOptions, apply=_prompt_tuning, owns=lambda name: "prompt_encoder" in name,
+                default_lr=3e-3, peak_factor=100.0, final_factor=10.0, source="HF PEFT"))
 register(Method(name="ln_tuning", summary="LayerNorm tuning (Zhao et al. 2023): train normalisation layers",
-                options=Options, apply=_ln_tuning, default_lr=3e-4, mergeable=True, source="HF PEFT"))
+                options=Options, apply=_ln_tuning, owns=lambda name: "ln_tuning_layers" in name, default_lr=3e-4,
+                merge=peft_merge, identity_init=True, source="HF PEFT"))
