@@ -85,7 +85,7 @@ def stack_depths(roles: list[LinearRole]) -> dict[str, int]:
     return depths
 
 
-def parse_layers(spec: str, depth: int, seed: int) -> list[int]:
+def parse_layers(spec: str, depth: int, seed: int | str) -> list[int]:
     """`all`, `early` / `later` (first / second half), `random` (half, drawn with the run seed) or a list
     such as `0,1,5-7`; applied to each stack of the model."""
     if spec == "all":
@@ -127,7 +127,8 @@ class Selection:
     def apply(self, roles: list[LinearRole], seed: int) -> tuple[list[LinearRole], dict[str, list[int]]]:
         """The roles kept, and the layers chosen per stack (recorded with the run, e.g. for `random`)."""
         _check_groups([*self.modules, *self.drop])
-        layers = {stack: parse_layers(self.layers, depth, seed) for stack, depth in stack_depths(roles).items()}
+        # Each stack draws its own random half (seeded by run seed and stack name), as Pu et al. ablate per stack.
+        layers = {stack: parse_layers(self.layers, depth, f"{seed}/{stack}") for stack, depth in stack_depths(roles).items()}
         kept = [role for role in roles if role.layer in layers[role.stack]
                 and (not self.modules or any(role.in_group(g) for g in self.modules))
                 and not any(role.in_group(g) for g in self.drop)]

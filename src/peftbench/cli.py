@@ -42,12 +42,13 @@ def _stdout() -> Console:
 
 def _print_table(title: str, columns: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
     from rich.table import Table
+    from rich.text import Text
 
     table = Table(title=title)
     for column in columns:
         table.add_column(column)
     for row in rows:
-        table.add_row(*row)
+        table.add_row(*map(Text, row))  # Text: method specs' brackets are not rich markup
     _stdout().print(table)
 
 
@@ -168,6 +169,35 @@ def tasks(as_json: JsonFlag = False) -> None:
     _print_table("tasks (also file:PATH with text+label or input+target columns)",
                  ("name", "kind", "metric", "labels", "source"),
                  [(e["name"], e["kind"], e["primary_metric"], ", ".join(e["labels"]) or "–", e["source"]) for e in entries])
+
+
+@app.command()
+def params(
+    model: Annotated[str, typer.Argument(help="model name, e.g. config:flan-t5-xl")],
+    method: Annotated[list[str] | None, typer.Option("--method", help="method spec, repeatable")] = None,
+    suite: Annotated[str | None, typer.Option("--suite", help="count every method spec of this suite")] = None,
+    seed: Annotated[int, typer.Option("--seed", help="seed for layers=random draws")] = 0,
+    as_json: JsonFlag = False,
+) -> None:
+    """Count parameters per method on the meta device: total, trainable, added, changed after merge, and
+    the adapter checkpoint size, each also as % of the base model."""
+    from peftbench.accounting import count
+    from peftbench.config import load_suite
+
+    specs = list(method or [])
+    if suite:
+        specs += load_suite(suite).methods
+    if not specs:
+        raise UserError("name at least one method (--method lora) or a suite (--suite pu2023)")
+    rows = [count(model, spec, seed).as_row() for spec in dict.fromkeys(specs)]
+    if as_json:
+        _print_json(rows)
+        return
+    _print_table(f"parameters of {model} ({rows[0]['total']:,} in the base model)",
+                 ("spec", "trainable", "%", "added", "%", "changed after merge", "%", "adapter bytes"),
+                 [(r["spec"], f"{r['trainable']:,}", f"{r['trainable_pct']:.4f}", f"{r['added']:,}",
+                   f"{r['added_pct']:.4f}", f"{r['changed']:,}" + ("" if r["mergeable"] else " (no merge)"),
+                   f"{r['changed_pct']:.2f}", f"{r['adapter_bytes']:,}") for r in rows])
 
 
 def main() -> None:

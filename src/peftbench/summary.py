@@ -46,6 +46,7 @@ NUMERIC = {"n", "score", "train tok/s", "infer tok/s", "peak MB", "wall s"}
 def rich_table(rows: list[dict], title: str):
     """The terminal table; columns that hold one value for every row move into the caption to save width."""
     from rich.table import Table
+    from rich.text import Text
 
     lines = table_rows(rows)
     constant = [i for i, column in enumerate(COLUMNS)
@@ -56,7 +57,7 @@ def rich_table(rows: list[dict], title: str):
     for i in kept:
         table.add_column(COLUMNS[i], justify="right" if COLUMNS[i] in NUMERIC else "left")
     for line in lines:
-        table.add_row(*(line[i] for i in kept))
+        table.add_row(*(Text(line[i]) for i in kept))  # Text: method specs' brackets are not rich markup
     return table
 
 

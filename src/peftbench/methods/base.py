@@ -71,6 +71,9 @@ class Method:
     peak_factor: float = 10.0
     final_factor: float = 1.0
     merge: Callable[[nn.Module], nn.Module] | None = None
+    # Entries of base tensors a merge rewrites, given the adapted model and the ids of the base parameters;
+    # None: the weights of the layers the method wraps (accounting.weights_under_adapters).
+    changed_by_merge: Callable[[nn.Module, set[int]], int] | None = None
     identity_init: bool = False
     text_to_text_only: bool = False
     source: str = "peftbench"

@@ -33,6 +33,11 @@ def _apply(model: nn.Module, options: BitFitOptions, context) -> nn.Module:
     return model
 
 
+def _added_biases(model: nn.Module, base_ids: set[int]) -> int:
+    """Merged, an added zero bias becomes a new base entry; trained existing biases are counted already."""
+    return sum(p.numel() for name, p in model.named_parameters() if name.endswith("bias") and id(p) not in base_ids)
+
+
 register(Method(name="bitfit", summary="BitFit: train bias terms only (add_bias=true adds zero biases)",
                 options=BitFitOptions, apply=_apply, owns=lambda name: name.endswith("bias"), default_lr=3e-4,
-                merge=keep_model, identity_init=True))
+                merge=keep_model, changed_by_merge=_added_biases, identity_init=True))

@@ -54,7 +54,9 @@ def _lora(model, options: LoraOptions, context):
 
 
 class IA3Options(AblationOptions):
-    pass
+    # liu: PEFT's layout (keys, values, and the input of the FFN output projection). tfew: the layout of the
+    # T-Few code that Pu et al. used: the outputs of keys, values and of the FFN's un-gated "in" branch.
+    layout: Literal["liu", "tfew"] = "liu"
 
 
 def _is_ia3_target(role: LinearRole) -> bool:
@@ -62,13 +64,29 @@ def _is_ia3_target(role: LinearRole) -> bool:
     return role.projection in ("k", "v") or (role.kind == "ffn" and role.projection == "out")
 
 
+# The activation-gated half of a gated FFN's input (T5 v1.1 wi_0, Llama gate_proj); the other half (wi_1,
+# up_proj) is the linear branch whose output multiplies the activation.
+GATED_BRANCHES = ("wi_0", "gate_proj")
+
+
+def is_tfew_ia3_target(role: LinearRole) -> bool:
+    """T-Few's (IA)3 targets: keys, values and the FFN "in" branch that is not activation-gated (wi_1 on gated
+    T5, wi on plain T5, up_proj on Llama, fc1 on OPT, intermediate.dense on BERT); their outputs are scaled,
+    so on gated FFNs this rescales the hidden FFN activation exactly as Liu et al. describe."""
+    return role.projection in ("k", "v") or (role.kind == "ffn" and role.projection == "in"
+                                             and not role.name.endswith(GATED_BRANCHES))
+
+
 def _ia3(model, options: IA3Options, context):
     from peft import IA3Config
 
-    names = context.select(model, options, _is_ia3_target)
+    tfew = options.layout == "tfew"
+    names = context.select(model, options, is_tfew_ia3_target if tfew else _is_ia3_target)
     ffn = {role.name for role in linear_roles(model) if role.kind == "ffn"}
+    # PEFT scales a module's input when it is listed as feed-forward, its output otherwise.
+    feedforward = [] if tfew else [name for name in names if name in ffn]
     return _wrap(model, IA3Config(task_type=TASK_TYPES[context.family], target_modules=names,
-                                  feedforward_modules=[name for name in names if name in ffn]))
+                                  feedforward_modules=feedforward))
 
 
 class PromptTuningOptions(Options):
@@ -110,6 +128,12 @@ register(Method(name="ia3", summary="(IA)3 (Liu et al. 2022): learned rescaling 
 register(Method(name="prompt_tuning", summary="prompt tuning (Lester et al. 2021): trained soft-prompt tokens",
                 options=PromptTuningOptions, apply=_prompt_tuning, owns=lambda name: "prompt_encoder" in name,
                 default_lr=3e-3, peak_factor=100.0, final_factor=10.0, source="HF PEFT"))
+def _norm_parameters(model: nn.Module, base_ids: set[int]) -> int:
+    """Merging LN tuning swaps in the trained copies: every weight and bias of each tuned norm changes."""
+    return sum(p.numel() for module in model.modules() if hasattr(module, "ln_tuning_layers")
+               for p in module.base_layer.parameters())
+
+
 register(Method(name="ln_tuning", summary="LayerNorm tuning (Zhao et al. 2023): train normalisation layers",
                 options=Options, apply=_ln_tuning, owns=lambda name: "ln_tuning_layers" in name, default_lr=3e-4,
-                merge=peft_merge, identity_init=True, source="HF PEFT"))
+                merge=peft_merge, changed_by_merge=_norm_parameters, identity_init=True, source="HF PEFT"))

@@ -1,0 +1,86 @@
+"""Parameter accounting in the senses that matter (Lialin et al., section 12): total parameters of the
+base, trainable, added (new tensors, frozen ones included), changed after merging (entries of the base
+weights that differ once the method is folded in), and the size of the adapter checkpoint.
+Models are built on the `meta` device: no memory and no weights, so even T5-11B counts in seconds."""
+
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+
+from peftbench.config import MethodSpec
+from peftbench.methods import METHODS
+from peftbench.methods.base import Context
+from peftbench.models import meta_model
+
+
+@dataclass(frozen=True)
+class Accounting:
+    model: str
+    method: str
+    spec: str
+    total: int  # parameters of the base model
+    trainable: int
+    added: int
+    changed: int
+    adapter_bytes: int
+    mergeable: bool
+    chosen: dict  # what the method selected (e.g. the layers drawn for layers=random)
+
+    def as_row(self) -> dict:
+        row = asdict(self)
+        for key in ("trainable", "added", "changed"):
+            row[f"{key}_pct"] = 100 * getattr(self, key) / self.total
+        return row
+
+
+def unique_parameters(model: nn.Module) -> list[tuple[str, nn.Parameter]]:
+    """Named parameters with tied tensors counted once."""
+    seen, result = set(), []
+    for name, parameter in model.named_parameters(remove_duplicate=False):
+        if id(parameter) not in seen:
+            seen.add(id(parameter))
+            result.append((name, parameter))
+    return result
+
+
+def adapter_state(model: nn.Module, base_ids: set[int]) -> dict[str, torch.Tensor]:
+    """What a method checkpoint holds: every trained tensor and every tensor the method added."""
+    return {name: p for name, p in unique_parameters(model) if p.requires_grad or id(p) not in base_ids}
+
+
+def weights_under_adapters(model: nn.Module, base_ids: set[int]) -> int:
+    """Entries a merge rewrites for methods that wrap a layer (PEFT's `base_layer` convention, which
+    peftbench's own wrappers follow): the wrapped layer's weight."""
+    return sum(module.base_layer.weight.numel() for module in model.modules()
+               if isinstance(getattr(module, "base_layer", None), nn.Module)
+               and getattr(module.base_layer, "weight", None) is not None)
+
+
+def changed_entries(method, model: nn.Module, base_ids: set[int]) -> int:
+    trained_in_place = sum(p.numel() for _, p in unique_parameters(model) if p.requires_grad and id(p) in base_ids)
+    if method.merge is None:
+        return trained_in_place
+    return trained_in_place + (method.changed_by_merge or weights_under_adapters)(model, base_ids)
+
+
+def count(model_name: str, spec_text: str, seed: int = 0) -> Accounting:
+    """Count one method on the model's architecture built on the meta device (no classification head)."""
+    spec = MethodSpec.parse(spec_text)
+    method = METHODS.get(spec.name)
+    options = method.parse_options(spec)
+    model, family = meta_model(model_name)
+    with torch.device("meta"):
+        base = unique_parameters(model)
+        base_ids = {id(p) for _, p in base}
+        context = Context(family=family, seed=seed)
+        adapted = method.apply(model, options, context)
+    parameters = unique_parameters(adapted)
+    state = adapter_state(adapted, base_ids)
+    return Accounting(
+        model=model_name, method=spec.name, spec=str(spec), total=sum(p.numel() for _, p in base),
+        trainable=sum(p.numel() for _, p in parameters if p.requires_grad),
+        added=sum(p.numel() for _, p in parameters if id(p) not in base_ids),
+        changed=changed_entries(method, adapted, base_ids),
+        adapter_bytes=sum(t.numel() * t.element_size() for t in state.values()),
+        mergeable=method.mergeable, chosen=context.record)
