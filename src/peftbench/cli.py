@@ -146,7 +146,8 @@ def methods(as_json: JsonFlag = False) -> None:
 
     entries = [{"name": name, "summary": m.summary, "options": {k: str(f.default) for k, f in m.options.model_fields.items()},
                 "default_lr": m.default_lr, "peak_factor": m.peak_factor, "final_factor": m.final_factor,
-                "mergeable": m.mergeable, "source": m.source} for name, m in METHODS.items()]
+                "mergeable": m.mergeable, "identity_init": m.identity_init, "text_to_text_only": m.text_to_text_only,
+                "source": m.source} for name, m in METHODS.items()]
     if as_json:
         _print_json(entries)
         return
