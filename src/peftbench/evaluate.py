@@ -2,6 +2,7 @@
 generated text, and the metrics of the papers."""
 
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -24,6 +25,7 @@ class TaskModel:
     uses_head: bool
     group_by_length: bool = True
     method_record: dict = field(default_factory=dict)  # what the method chose, e.g. the layers of `random`
+    on_optimizer_step: Callable[[int], None] | None = None  # the method's per-step hook, bound to its model
 
     @property
     def pad_id(self) -> int:

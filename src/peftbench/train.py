@@ -102,8 +102,10 @@ def train(task_model: TaskModel, train_examples: list[dict], val_examples: list[
                     torch.nn.utils.clip_grad_norm_(trainable.values(), settings.max_grad_norm)
                 optimizer.step()
                 scheduler.step()
-                optimizer.zero_grad(set_to_none=True)
                 result.steps += 1
+                if task_model.on_optimizer_step:
+                    task_model.on_optimizer_step(result.steps)
+                optimizer.zero_grad(set_to_none=True)
                 if on_step:
                     on_step(result.steps, total_steps)
             if time.perf_counter() > deadline:

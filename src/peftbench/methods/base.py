@@ -39,6 +39,7 @@ class Context:
 
     family: Family
     seed: int = 0
+    total_steps: int | None = None  # optimizer steps the run will take, for schedules inside a method
     record: dict = field(default_factory=dict)
 
     def select(self, model: nn.Module, options: AblationOptions, keep: Callable[[LinearRole], bool],
@@ -76,6 +77,9 @@ class Method:
     changed_by_merge: Callable[[nn.Module, set[int]], int] | None = None
     identity_init: bool = False
     text_to_text_only: bool = False
+    # Called with (adapted model, step) after each optimizer step, before gradients are cleared (AdaLoRA's
+    # rank allocation reads them).
+    on_optimizer_step: Callable[[nn.Module, int], None] | None = None
     source: str = "peftbench"
 
     @property

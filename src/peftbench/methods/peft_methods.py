@@ -78,15 +78,37 @@ def is_tfew_ia3_target(role: LinearRole) -> bool:
 
 
 def _ia3(model, options: IA3Options, context):
+    if options.layout == "tfew":
+        return _tfew_ia3(model, options, context)
     from peft import IA3Config
 
-    tfew = options.layout == "tfew"
-    names = context.select(model, options, is_tfew_ia3_target if tfew else _is_ia3_target)
+    names = context.select(model, options, _is_ia3_target)
     ffn = {role.name for role in linear_roles(model) if role.kind == "ffn"}
     # PEFT scales a module's input when it is listed as feed-forward, its output otherwise.
-    feedforward = [] if tfew else [name for name in names if name in ffn]
     return _wrap(model, IA3Config(task_type=TASK_TYPES[context.family], target_modules=names,
-                                  feedforward_modules=feedforward))
+                                  feedforward_modules=[name for name in names if name in ffn]))
+
+
+def _tfew_ia3(model, options: IA3Options, context):
+    """T-Few's (IA)3 as Pu et al. ran it: T-Few's LoRA layer with rank 0 and scaling rank 1, which allocates
+    an input and an output scaling vector per layer but trains only the output one (`.*lora_b.*`). The
+    frozen input vectors (all ones) are why Pu et al. count 933,888 parameters on FLAN-T5-XL, 540,672 trained."""
+    from peftbench.methods.lora_variants import ScaledLoraLinear, freeze, wrap_layers
+
+    names = context.select(model, options, is_tfew_ia3_target)
+    freeze(model)
+    wrap_layers(model, names, lambda name, linear: ScaledLoraLinear(linear, r=1, s=1, parts={"scaling_in", "scaling_out"},
+                                                                   init_scale=0.0))
+    for name, parameter in model.named_parameters():
+        if name.endswith("multi_lora_a"):
+            parameter.requires_grad_(False)
+    return model
+
+
+def _ia3_merge(model: nn.Module) -> nn.Module:
+    from peftbench.methods.lora_variants import merge_adapted
+
+    return peft_merge(model) if hasattr(model, "merge_and_unload") else merge_adapted(model)
 
 
 class PromptTuningOptions(Options):
@@ -123,8 +145,8 @@ register(Method(name="lora", summary="LoRA (Hu et al. 2021): low-rank updates of
                 options=LoraOptions, apply=_lora, owns=lambda name: "lora_" in name, default_lr=3e-4,
                 merge=peft_merge, identity_init=True, source="HF PEFT"))
 register(Method(name="ia3", summary="(IA)3 (Liu et al. 2022): learned rescaling of keys, values and FFN",
-                options=IA3Options, apply=_ia3, owns=lambda name: "ia3_" in name, default_lr=3e-4,
-                merge=peft_merge, identity_init=True, source="HF PEFT"))
+                options=IA3Options, apply=_ia3, owns=lambda name: "ia3_" in name or name.endswith("multi_lora_b"),
+                default_lr=3e-4, merge=_ia3_merge, identity_init=True, source="HF PEFT"))
 register(Method(name="prompt_tuning", summary="prompt tuning (Lester et al. 2021): trained soft-prompt tokens",
                 options=PromptTuningOptions, apply=_prompt_tuning, owns=lambda name: "prompt_encoder" in name,
                 default_lr=3e-3, peak_factor=100.0, final_factor=10.0, source="HF PEFT"))

@@ -1,0 +1,283 @@
+"""LoRA's relatives. Through HF PEFT: DoRA (Liu et al. 2024) and AdaLoRA (Zhang et al. 2023). Written here,
+as PEFT has neither: T-Few's "LoRA with scaling" (Liu et al. 2022), the LoRA that Pu et al. actually ran,
+and KronA (Edalati et al. 2022). All pick their layers through architectures.py like `lora`, so targets
+and the layer/module ablations mean the same on every architecture."""
+
+import math
+
+import torch
+from pydantic import Field, field_validator
+from torch import nn
+from torch.nn import functional as F
+
+from peftbench.errors import UserError
+from peftbench.methods.base import AblationOptions, Method, freeze, register
+from peftbench.methods.peft_methods import (TASK_TYPES, LoraOptions, _wrap, is_tfew_ia3_target, peft_merge,
+                                            target_filter)
+
+
+def _targets(targets: str):
+    """lora's `targets` (qv, all-linear, q+k+v+o+in+out), plus `ia3`: T-Few's (IA)3 layout (keys, values and
+    the FFN's un-gated in-branch)."""
+    return is_tfew_ia3_target if targets == "ia3" else target_filter(targets)
+
+
+# --- DoRA and AdaLoRA (HF PEFT) ---------------------------------------------------------------------------
+
+
+def _lora_family_config(config_class, options, names: list[str], family: str, **extra):
+    return config_class(task_type=TASK_TYPES[family], lora_alpha=options.alpha, lora_dropout=options.dropout,
+                        target_modules=names, **extra)
+
+
+def _dora(model, options: LoraOptions, context):
+    from peft import LoraConfig
+
+    names = context.select(model, options, target_filter(options.targets))
+    return _wrap(model, _lora_family_config(LoraConfig, options, names, context.family, r=options.r, use_dora=True))
+
+
+class AdaLoraOptions(AblationOptions):
+    init_r: int = Field(12, ge=1)  # the rank every targeted layer starts with
+    target_r: int = Field(8, ge=1)  # the average rank the budget prunes to
+    total_step: int | None = Field(None, ge=1)  # length of the budget schedule; default: the run's optimizer steps
+    orth_reg_weight: float = Field(0.5, ge=0)
+    alpha: float = Field(16, gt=0)
+    dropout: float = Field(0.0, ge=0, lt=1)
+    targets: str = "qv"
+
+
+def _adalora(model, options: AdaLoraOptions, context):
+    # AdaLoRA trains an SVD-form update P diag(E) Q and prunes singular values by importance through
+    # `update_and_allocate(step)`, run by the training loop after each optimizer step (the method's
+    # on_optimizer_step hook). PEFT adds its orthogonality regulariser to the model's own loss, so encoders,
+    # whose loss comes from peftbench's head, train without it.
+    from peft import AdaLoraConfig
+
+    names = context.select(model, options, _targets(options.targets))
+    total_step = options.total_step or context.total_steps or 1000
+    return _wrap(model, _lora_family_config(AdaLoraConfig, options, names, context.family, init_r=options.init_r,
+                                            target_r=options.target_r, total_step=total_step,
+                                            orth_reg_weight=options.orth_reg_weight))
+
+
+def _adalora_allocate(model: nn.Module, step: int) -> None:
+    model.base_model.update_and_allocate(step)
+
+
+# --- peftbench's own wrapped linear layers ----------------------------------------------------------------
+
+
+class AdaptedLinear(nn.Module):
+    """A frozen linear layer (kept as `base_layer`, PEFT's convention, so accounting finds it) plus an
+    update that folds into its weight. Subclasses give `forward` and `merged_weight`."""
+
+    def __init__(self, base_layer: nn.Linear):
+        super().__init__()
+        self.base_layer = base_layer
+        self.in_features, self.out_features = base_layer.in_features, base_layer.out_features
+
+    # Some models read their linear layers' weight (T5 checks wo.weight.dtype): answer with the base's.
+    @property
+    def weight(self) -> torch.Tensor:
+        return self.base_layer.weight
+
+    @property
+    def bias(self) -> torch.Tensor | None:
+        return self.base_layer.bias
+
+    def _like(self) -> dict:
+        return {"dtype": self.weight.dtype, "device": self.weight.device}
+
+    def merged_weight(self) -> torch.Tensor:
+        raise NotImplementedError
+
+
+def wrap_layers(model: nn.Module, names: list[str], make) -> None:
+    """Replace each named linear layer by `make(name, layer)`."""
+    modules = dict(model.named_modules())
+    for name in names:
+        parent, _, child = name.rpartition(".")
+        setattr(modules[parent] if parent else model, child, make(name, modules[name]))
+
+
+def merge_adapted(model: nn.Module) -> nn.Module:
+    """Fold every AdaptedLinear into its base layer's weight and put the plain nn.Linear back in its place."""
+    for name, module in list(model.named_modules()):
+        if isinstance(module, AdaptedLinear):
+            with torch.no_grad():
+                module.base_layer.weight.copy_(module.merged_weight())
+            parent, _, child = name.rpartition(".")
+            setattr(model.get_submodule(parent) if parent else model, child, module.base_layer)
+    return model
+
+
+# --- LoRA with scaling (T-Few) ----------------------------------------------------------------------------
+
+SCALING_PARTS = {"ab", "scaling", "scaling_in", "scaling_out"}
+LORA_SCALING_PARAMETERS = ("lora_a", "lora_b", "multi_lora_a", "multi_lora_b")
+
+
+class LoraScalingOptions(AblationOptions):
+    # Defaults are Pu et al.'s: rank 2 and scaling rank 1 on every attention projection. That reproduces their
+    # LoRA count on FLAN-T5-XL: 288 projections (24 encoder layers x 4, 24 decoder layers x 8) of 2048x2048,
+    # each 2*(2048+2048) additive + (2048+2048) scaling = 12,288, so 288 * 12,288 = 3,538,944 (their A.3).
+    r: int = Field(2, ge=1)
+    s: int = Field(1, ge=1)
+    train: str = "ab+scaling"
+    targets: str = "qkvo"
+    init_scale: float = Field(0.01, ge=0)  # T-Few's lora_init_scale: std of lora_a
+
+    @field_validator("train")
+    @classmethod
+    def _check_train(cls, value: str) -> str:
+        parts = set(value.split("+"))
+        if not value or parts - SCALING_PARTS:
+            raise ValueError(f"train='{value}': use parts joined by '+' from ab (the additive low-rank pair), "
+                             "scaling (both scaling factors), scaling_in, scaling_out")
+        return value
+
+    def parts(self) -> set[str]:
+        parts = set(self.train.split("+"))
+        if "scaling" in parts:
+            parts |= {"scaling_in", "scaling_out"}
+        return parts
+
+
+class ScaledLoraLinear(AdaptedLinear):
+    """T-Few's LoRA with scaling: W' = W * (multi_lora_b @ multi_lora_a) / s + lora_b @ lora_a / r, the first
+    product element-wise, so a rank-1 scaling (s=1) rescales W's output rows and input columns ((IA)3-like)
+    and the second adds a rank-r update. Parts not trained are left out (they would stay at their identity
+    values). Identity at init: lora_b = 0 and the scaling factors multiply to exactly 1. T-Few adds noise to
+    multi_lora_a, so its start is only close to the base model; here the noise is centred over the s rank
+    components, which keeps the product exactly 1 and still breaks their symmetry (for s=1 it vanishes)."""
+
+    def __init__(self, base_layer: nn.Linear, r: int, s: int, parts: set[str], init_scale: float):
+        super().__init__(base_layer)
+        like = self._like()
+        self.r, self.s = r, s
+        self.lora_a = self.lora_b = self.multi_lora_a = self.multi_lora_b = None
+        if "ab" in parts:
+            self.lora_a = nn.Parameter(torch.randn(r, self.in_features, **like) * init_scale)
+            self.lora_b = nn.Parameter(torch.zeros(self.out_features, r, **like))
+        if "scaling_in" in parts:
+            noise = torch.randn(s, self.in_features, **like) * init_scale
+            self.multi_lora_a = nn.Parameter(1 + (noise - noise.mean(0, keepdim=True)))
+        if "scaling_out" in parts:
+            self.multi_lora_b = nn.Parameter(torch.ones(self.out_features, s, **like))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # In the activations' dtype (bf16 under autocast), so the scaling keeps the base layer's output dtype.
+        a, b = (None if f is None else f.to(x.dtype) for f in (self.multi_lora_a, self.multi_lora_b))
+        if a is not None and b is not None and self.s > 1:
+            # sum_k b_k * ((x * a_k) W^T) / s, without materialising the scaled weight
+            y = (F.linear(x.unsqueeze(-2) * a, self.weight) * b.t()).sum(-2) / self.s
+        else:  # rank-1 scaling: scale the input columns, then the output rows
+            y = F.linear(x if a is None else x * a[0], self.weight)
+            if b is not None:
+                y = y * b[:, 0].to(y.dtype)
+        if self.lora_a is not None:
+            y = y + F.linear(F.linear(x, self.lora_a), self.lora_b) / self.r
+        return y if self.bias is None else y + self.bias
+
+    def merged_weight(self) -> torch.Tensor:
+        weight = self.weight
+        a, b = self.multi_lora_a, self.multi_lora_b
+        if a is not None and b is not None:
+            weight = weight * (b @ a) / self.s
+        elif a is not None:
+            weight = weight * a
+        elif b is not None:
+            weight = weight * b
+        if self.lora_a is not None:
+            weight = weight + self.lora_b @ self.lora_a / self.r
+        return weight
+
+
+def _lora_scaling(model, options: LoraScalingOptions, context):
+    parts = options.parts()
+    if options.s > 1 and not {"scaling_in", "scaling_out"} <= parts:
+        raise UserError(f"lora_scaling: s={options.s} needs both scaling factors trained (train=...+scaling);"
+                        " with one side fixed at 1 a higher scaling rank adds nothing. Use s=1")
+    names = context.select(model, options, _targets(options.targets))
+    freeze(model)
+    wrap_layers(model, names, lambda name, linear: ScaledLoraLinear(linear, options.r, options.s, parts,
+                                                                     options.init_scale))
+    return model
+
+
+# --- KronA (Edalati et al. 2022) --------------------------------------------------------------------------
+
+
+class KronaOptions(AblationOptions):
+    # Delta W = scale * (A kron B) with A of a_out x a_in and B of (out/a_out) x (in/a_in). 0 (default): the
+    # divisor of each dimension nearest its square root, which balances A and B and minimises the parameters
+    # for a full-rank update (a 1024x1024 weight gets A and B of 32x32: 2,048 parameters).
+    a_out: int = Field(0, ge=0)
+    a_in: int = Field(0, ge=0)
+    scale: float = Field(1.0, gt=0)
+    targets: str = "qv"
+
+
+def _balanced_divisor(n: int) -> int:
+    return min((d for d in range(1, n + 1) if n % d == 0), key=lambda d: (abs(d - math.sqrt(n)), d))
+
+
+class KronaLinear(AdaptedLinear):
+    """KronA: W' = W + scale * (krona_a kron krona_b). krona_b starts at zero (identity at init) and
+    krona_a like nn.Linear's weight. The forward never builds the Kronecker product: with the input reshaped
+    to X (a_in x b_in), (A kron B) x = vec(A X B^T)."""
+
+    def __init__(self, base_layer: nn.Linear, a_out: int, a_in: int, scale: float):
+        super().__init__(base_layer)
+        like = self._like()
+        self.scale = scale
+        self.krona_a = nn.Parameter(torch.empty(a_out, a_in, **like))
+        nn.init.kaiming_uniform_(self.krona_a, a=math.sqrt(5))
+        self.krona_b = nn.Parameter(torch.zeros(self.out_features // a_out, self.in_features // a_in, **like))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        a_in = self.krona_a.shape[1]
+        grid = x.reshape(*x.shape[:-1], a_in, self.in_features // a_in)
+        delta = torch.matmul(torch.matmul(self.krona_a, grid), self.krona_b.t())
+        return self.base_layer(x) + self.scale * delta.reshape(*x.shape[:-1], self.out_features)
+
+    def merged_weight(self) -> torch.Tensor:
+        return self.weight + self.scale * torch.kron(self.krona_a, self.krona_b)
+
+
+def _krona(model, options: KronaOptions, context):
+    names = context.select(model, options, _targets(options.targets))
+    modules = dict(model.named_modules())
+    shapes = {}
+    for name in names:
+        out_features, in_features = modules[name].out_features, modules[name].in_features
+        a_out = options.a_out or _balanced_divisor(out_features)
+        a_in = options.a_in or _balanced_divisor(in_features)
+        if out_features % a_out or in_features % a_in:
+            raise UserError(f"krona: a_out={a_out}, a_in={a_in} must divide the shape of '{name}' ({out_features}"
+                            f" out x {in_features} in); pick divisors or leave them unset for balanced factors")
+        shapes[name] = (a_out, a_in)
+    freeze(model)
+    wrap_layers(model, names, lambda name, linear: KronaLinear(linear, *shapes[name], options.scale))
+    return model
+
+
+def _owns(*parameter_names: str):
+    return lambda name: name.rpartition(".")[2] in parameter_names
+
+
+register(Method(name="dora", summary="DoRA (Liu et al. 2024): LoRA with a learned per-output magnitude",
+                options=LoraOptions, apply=_dora, owns=lambda name: "lora_" in name, default_lr=3e-4,
+                merge=peft_merge, identity_init=True, source="HF PEFT"))
+register(Method(name="adalora", summary="AdaLoRA (Zhang et al. 2023): SVD-form LoRA whose rank budget is"
+                " reallocated by importance during training",
+                options=AdaLoraOptions, apply=_adalora, owns=lambda name: "lora_" in name, default_lr=3e-4,
+                merge=peft_merge, identity_init=True, on_optimizer_step=_adalora_allocate, source="HF PEFT"))
+register(Method(name="lora_scaling", summary="LoRA with scaling (T-Few, Liu et al. 2022; Pu et al.'s LoRA):"
+                " rank-r update plus rank-s element-wise weight scaling",
+                options=LoraScalingOptions, apply=_lora_scaling, owns=_owns(*LORA_SCALING_PARAMETERS),
+                default_lr=3e-4, merge=merge_adapted, identity_init=True, source="peftbench (after T-Few)"))
+register(Method(name="krona", summary="KronA (Edalati et al. 2022): Kronecker-product update A kron B",
+                options=KronaOptions, apply=_krona, owns=_owns("krona_a", "krona_b"), default_lr=3e-4,
+                merge=merge_adapted, identity_init=True, source="peftbench"))

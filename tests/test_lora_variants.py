@@ -1,0 +1,280 @@
+"""LoRA variants (DoRA, AdaLoRA, T-Few's LoRA with scaling, KronA), (IA)3's T-Few layout and the two
+prompt-encoder methods (prefix tuning, P-tuning) on the three tiny architectures: exact trainable counts,
+identity at initialisation, merge equal to unmerged after training, a frozen base, gradients everywhere
+they should be, and the module names each selection picks."""
+
+import pytest
+import torch
+from torch import nn
+
+from conftest import TINY_MODELS
+from peftbench.config import MethodSpec
+from peftbench.errors import UserError
+from peftbench.heads import MeanPoolClassifier
+from peftbench.methods import METHODS
+from peftbench.methods.base import Context
+from peftbench.methods.lora_variants import AdaptedLinear, ScaledLoraLinear
+from peftbench.models import load_model, meta_model
+
+T5, LLAMA, BERT = TINY_MODELS
+
+# Exact trainable counts on the tiny configs: d=32, FFN 64, 2 layers; T5 has 2 encoder blocks (self-attention,
+# FFN) and 2 decoder blocks (self-, cross-attention, FFN), all attention projections 32x32; Llama has 2 kv
+# heads of 8, so k_proj and v_proj map 32->16; BERT's projections are 32x32. No classification head here.
+EXPECTED_TRAINABLE = {
+    # DoRA r=8 on q,v: LoRA's 8*(in+out) plus a magnitude per output row.
+    ("dora", T5): 12 * (8 * (32 + 32) + 32),  # 12 q/v layers (2 enc x 2, 2 dec x 2 x 2) = 6,528
+    ("dora", LLAMA): 2 * ((8 * (32 + 32) + 32) + (8 * (32 + 16) + 16)),  # q 544 + v 400, 2 layers = 1,888
+    ("dora", BERT): 4 * (8 * (32 + 32) + 32),  # 2,176
+    # AdaLoRA init_r=12 on q,v: P (12 x in), Q (out x 12) and the 12 singular values E.
+    ("adalora", T5): 12 * (12 * (32 + 32) + 12),  # 12 x 780 = 9,360
+    ("adalora", LLAMA): 2 * ((12 * 64 + 12) + (12 * 48 + 12)),  # q 780 + v 588, 2 layers = 2,736
+    ("adalora", BERT): 4 * (12 * 64 + 12),  # 3,120
+    # LoRA with scaling, defaults r=2, s=1 on q,k,v,o: additive 2*(in+out) plus scaling (in+out).
+    ("lora_scaling", T5): 24 * (2 * 64 + 64),  # 24 projections (2 x 4 enc, 2 x 8 dec) x 192 = 4,608
+    ("lora_scaling", LLAMA): 2 * (192 + 2 * (2 * 48 + 48) + 192),  # q, o 192; k, v 32->16: 144 = 1,344
+    ("lora_scaling", BERT): 8 * 192,  # 1,536
+    # s=2 and every linear layer: 2*(in+out) + 2*(in+out). T5's FFN: wi_0, wi_1 32->64, wo 64->32, 4 blocks.
+    ("lora_scaling[s=2,targets=all-linear]", T5): 24 * 256 + 12 * 4 * 96,  # 6,144 + 4,608 = 10,752
+    ("lora_scaling[s=2,targets=all-linear]", LLAMA): 2 * (256 + 192 + 192 + 256 + 3 * 4 * 96),  # 4,096
+    ("lora_scaling[s=2,targets=all-linear]", BERT): 2 * (4 * 256 + 2 * 4 * 96),  # 3,584
+    # Scaling vectors only, on T-Few's (IA)3 layout (k, v, un-gated FFN in-branch): in + out per layer.
+    ("lora_scaling[train=scaling,targets=ia3]", T5): 2 * (2 * 64 + 96) + 2 * (4 * 64 + 96),  # 448 + 704 = 1,152
+    ("lora_scaling[train=scaling,targets=ia3]", LLAMA): 2 * (2 * 48 + 96),  # 384
+    ("lora_scaling[train=scaling,targets=ia3]", BERT): 2 * (2 * 64 + 96),  # 448
+    # KronA, balanced factors on q,v: 32 = 4 x 8, so A is 4x4 and B 8x8 (80); Llama's v (16 x 32): A 4x4, B 4x8 (48).
+    ("krona", T5): 12 * (16 + 64),  # 960
+    ("krona", LLAMA): 2 * (80 + 48),  # 256
+    ("krona", BERT): 4 * 80,  # 320
+    ("krona[a_out=2,a_in=8,targets=all-linear]", BERT): 2 * (4 * (16 + 16 * 4) + (16 + 32 * 4) + (16 + 16 * 8)),
+    # (IA)3, T-Few layout: one scale per output of k, v and the un-gated FFN in-branch (64 outputs).
+    ("ia3[layout=tfew]", T5): 2 * (32 + 32 + 64) + 2 * (4 * 32 + 64),  # encoder 256 + decoder 384 = 640
+    ("ia3[layout=tfew]", LLAMA): 2 * (16 + 16 + 64),  # 192
+    ("ia3[layout=tfew]", BERT): 2 * (32 + 32 + 64),  # 256
+    # Prefix tuning, 4 tokens, MLP width 16: embedding 4 x dim, dim->16 and 16->(2 layers x k,v x dim) with biases.
+    # dim is the key/value width: 32, but 16 on Llama (2 kv heads of 8).
+    ("prefix_tuning[tokens=4,hidden=16]", T5): 4 * 32 + (32 * 16 + 16) + (16 * 128 + 128),  # 2,832
+    ("prefix_tuning[tokens=4,hidden=16]", LLAMA): 4 * 16 + (16 * 16 + 16) + (16 * 64 + 64),  # 1,424
+    ("prefix_tuning[tokens=4,hidden=16]", BERT): 4 * 32 + (32 * 16 + 16) + (16 * 128 + 128),  # 2,832
+    # P-tuning, 4 tokens, MLP prompt encoder 32->16->16->32 with biases, one token set (also on T5).
+    ("p_tuning[tokens=4,encoder_hidden=16]", T5): 4 * 32 + (32 * 16 + 16) + (16 * 16 + 16) + (16 * 32 + 32),
+    ("p_tuning[tokens=4,encoder_hidden=16]", LLAMA): 1472,
+    ("p_tuning[tokens=4,encoder_hidden=16]", BERT): 1472,
+}
+SPECS = sorted({spec for spec, _ in EXPECTED_TRAINABLE})
+MERGEABLE_SPECS = [spec for spec in SPECS if METHODS.get(MethodSpec.parse(spec).name).mergeable]
+IDENTITY_SPECS = [spec for spec in SPECS if METHODS.get(MethodSpec.parse(spec).name).identity_init]
+
+INPUT_IDS = torch.randint(1000, 2000, (2, 10), generator=torch.Generator().manual_seed(0))
+MASK = torch.tensor([[1] * 10, [1] * 7 + [0] * 3])
+LABELS = torch.randint(1000, 2000, (2, 4), generator=torch.Generator().manual_seed(1))
+
+
+def _build(spec_text: str, model_name: str, seed: int = 0):
+    loaded = load_model(model_name)
+    spec = MethodSpec.parse(spec_text)
+    method = METHODS.get(spec.name)
+    torch.manual_seed(seed)
+    context = Context(family=loaded.family, seed=0)
+    return loaded.family, method.apply(loaded.model, method.parse_options(spec), context), context
+
+
+def _output(family: str, model) -> torch.Tensor:
+    """Logits (decoder, seq2seq) or the real tokens' hidden states (encoder, where prompts may be prepended)."""
+    if family == "encoder":
+        return model(input_ids=INPUT_IDS, attention_mask=MASK).last_hidden_state[:, -INPUT_IDS.shape[1]:]
+    if family == "seq2seq":
+        return model(input_ids=INPUT_IDS, attention_mask=MASK, labels=LABELS).logits
+    return model(input_ids=INPUT_IDS, attention_mask=MASK).logits[:, -INPUT_IDS.shape[1]:]
+
+
+def _loss(family: str, model) -> torch.Tensor:
+    """The training losses peftbench uses: LM loss, or cross-entropy through a (frozen) mean-pooling head."""
+    if family == "encoder":
+        torch.manual_seed(0)  # the same head every call
+        classifier = MeanPoolClassifier(model, 32, 3)
+        classifier.head.requires_grad_(False)
+        return nn.functional.cross_entropy(classifier(INPUT_IDS, MASK), torch.tensor([0, 2]))
+    if family == "seq2seq":
+        return model(input_ids=INPUT_IDS, attention_mask=MASK, labels=LABELS).loss
+    return model(input_ids=INPUT_IDS, attention_mask=MASK, labels=INPUT_IDS.masked_fill(MASK == 0, -100)).loss
+
+
+def _train(family: str, model, steps: int = 3) -> None:
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trainable, lr=1e-2, weight_decay=0.0)
+    model.train()
+    for _ in range(steps):
+        _loss(family, model).backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    model.eval()
+
+
+def _cases(specs):
+    return [pytest.param(spec, model, id=f"{spec}-{model.removeprefix('config:')}")
+            for spec in specs for model in TINY_MODELS if (spec, model) in EXPECTED_TRAINABLE]
+
+
+@pytest.mark.parametrize("spec,model_name", _cases(SPECS))
+def test_exact_trainable_counts_and_ownership(spec, model_name):
+    _, model, _ = _build(spec, model_name)
+    owns = METHODS.get(MethodSpec.parse(spec).name).owns
+    names = {name for name, _ in model.named_parameters()}
+    trainable = {name for name, p in model.named_parameters() if p.requires_grad}
+    assert trainable == {name for name in names if owns(name)}, "owns() must be true exactly for the trained names"
+    assert sum(p.numel() for p in model.parameters() if p.requires_grad) == EXPECTED_TRAINABLE[(spec, model_name)]
+
+
+@pytest.mark.parametrize("spec,model_name", _cases(SPECS))
+def test_gradients_reach_every_trainable_parameter_and_base_stays_frozen(spec, model_name):
+    family, model, _ = _build(spec, model_name)
+    before = {name: p.detach().clone() for name, p in model.named_parameters()}
+    model.train()
+    _loss(family, model).backward()
+    for name, parameter in model.named_parameters():
+        assert (parameter.grad is not None) == parameter.requires_grad, name
+    model.zero_grad(set_to_none=True)
+    _train(family, model)
+    after = dict(model.named_parameters())
+    assert [name for name, p in after.items() if not p.requires_grad and not torch.equal(p, before[name])] == []
+    # Without weight decay a parameter moves only if gradients reached it. (At the first step a LoRA-style
+    # factor facing a zero partner - lora_a, KronA's A, AdaLoRA's P and Q - gets an exact zero gradient.)
+    assert [name for name, p in after.items() if p.requires_grad and torch.equal(p, before[name])] == []
+
+
+@pytest.mark.parametrize("spec,model_name", _cases(IDENTITY_SPECS))
+def test_identity_at_initialisation(spec, model_name):
+    base = load_model(model_name).model.eval()
+    family, model, _ = _build(spec, model_name)
+    with torch.no_grad():
+        adapted, reference = _output(family, model.eval()), _output(family, base)
+    # Bit-exact, except s=2 scaling: its s scaled copies of x W^T add up to the base output only up to rounding.
+    tolerance = 1e-5 if "s=2" in spec else 0.0
+    torch.testing.assert_close(adapted, reference, atol=tolerance, rtol=tolerance)
+
+
+@pytest.mark.parametrize("spec,model_name", _cases(MERGEABLE_SPECS))
+def test_merge_matches_unmerged_after_training(spec, model_name):
+    family, model, _ = _build(spec, model_name)
+    base_count = sum(p.numel() for p in load_model(model_name).model.parameters())
+    _train(family, model)
+    with torch.no_grad():
+        unmerged = _output(family, model)
+        merged_model = METHODS.get(MethodSpec.parse(spec).name).merge(model)
+        merged = _output(family, merged_model)
+    # A plain model again: no wrappers left and exactly the base's parameters.
+    assert not any(isinstance(m, AdaptedLinear) or hasattr(m, "base_layer") for m in merged_model.modules())
+    assert sum(p.numel() for p in merged_model.parameters()) == base_count
+    # T5's logits reach ~20, so float32 rounding alone is ~1e-6 there: 1e-5 absolute plus 1e-5 relative.
+    torch.testing.assert_close(merged, unmerged, atol=1e-5, rtol=1e-5)
+    assert (merged - _output_of_base(family, model_name)).abs().max() > 1e-3  # training did change the function
+
+
+def _output_of_base(family, model_name):
+    with torch.no_grad():
+        return _output(family, load_model(model_name).model.eval())
+
+
+def _ia3_layers(model) -> dict[str, tuple[int, ...]]:
+    """Module name (as in the bare model) -> shape of its trained (IA)3 vector (PEFT's, or T-Few's output one)."""
+    layers = {}
+    for name, module in model.named_modules():
+        if hasattr(module, "ia3_l"):
+            layers[name.removeprefix("base_model.model.")] = tuple(module.ia3_l["default"].shape)
+        elif isinstance(module, ScaledLoraLinear):
+            assert not module.multi_lora_a.requires_grad  # T-Few allocates the input vector but does not train it
+            layers[name] = tuple(module.multi_lora_b.shape)
+    return layers
+
+
+def test_ia3_tfew_layout_scales_outputs_of_k_v_and_the_ungated_ffn_branch():
+    _, t5, _ = _build("ia3[layout=tfew]", T5)
+    expected = {}
+    for i in range(2):
+        expected |= {f"encoder.block.{i}.layer.0.SelfAttention.k": (32, 1),
+                     f"encoder.block.{i}.layer.0.SelfAttention.v": (32, 1),
+                     f"encoder.block.{i}.layer.1.DenseReluDense.wi_1": (64, 1),
+                     f"decoder.block.{i}.layer.0.SelfAttention.k": (32, 1),
+                     f"decoder.block.{i}.layer.0.SelfAttention.v": (32, 1),
+                     f"decoder.block.{i}.layer.1.EncDecAttention.k": (32, 1),
+                     f"decoder.block.{i}.layer.1.EncDecAttention.v": (32, 1),
+                     f"decoder.block.{i}.layer.2.DenseReluDense.wi_1": (64, 1)}
+    assert _ia3_layers(t5) == expected  # (out, 1): output scaling, never wi_0 (the gated branch)
+
+    _, llama, _ = _build("ia3[layout=tfew]", LLAMA)
+    assert _ia3_layers(llama) == {name: shape for i in range(2) for name, shape in {
+        f"model.layers.{i}.self_attn.k_proj": (16, 1), f"model.layers.{i}.self_attn.v_proj": (16, 1),
+        f"model.layers.{i}.mlp.up_proj": (64, 1)}.items()}
+
+    _, bert, _ = _build("ia3[layout=tfew]", BERT)
+    assert _ia3_layers(bert) == {name: shape for i in range(2) for name, shape in {
+        f"encoder.layer.{i}.attention.self.key": (32, 1), f"encoder.layer.{i}.attention.self.value": (32, 1),
+        f"encoder.layer.{i}.intermediate.dense": (64, 1)}.items()}
+
+    # The default stays Liu et al.'s PEFT layout: the FFN output projection's input is scaled.
+    _, liu, _ = _build("ia3", T5)
+    assert _ia3_layers(liu)["encoder.block.0.layer.1.DenseReluDense.wo"] == (1, 64)
+
+
+def test_ia3_tfew_layout_on_a_non_gated_t5_picks_wi():
+    from peftbench.methods.peft_methods import is_tfew_ia3_target
+
+    model, family = meta_model("config:t5-large")  # feed_forward_proj="relu": one in-branch, `wi`
+    ffn = [name for name in Context(family=family).select(model, METHODS.get("ia3").options(), is_tfew_ia3_target)
+           if "DenseReluDense" in name]
+    assert len(ffn) == 48 and all(name.endswith("DenseReluDense.wi") for name in ffn)
+
+
+def test_lora_scaling_later_layers_select_exactly_the_later_attention_projections():
+    _, model, context = _build("lora_scaling[layers=later]", T5)
+    wrapped = sorted(name for name, m in model.named_modules() if isinstance(m, ScaledLoraLinear))
+    attention = {"encoder.block.1.layer.0.SelfAttention", "decoder.block.1.layer.0.SelfAttention",
+                 "decoder.block.1.layer.1.EncDecAttention"}
+    assert wrapped == sorted(f"{prefix}.{p}" for prefix in attention for p in "qkvo")
+    assert context.record["layers"] == {"encoder.block": [1], "decoder.block": [1]}
+
+    _, llama, _ = _build("lora_scaling[layers=later,modules=attn_kv]", LLAMA)
+    assert sorted(name for name, m in llama.named_modules() if isinstance(m, ScaledLoraLinear)) == [
+        "model.layers.1.self_attn.k_proj", "model.layers.1.self_attn.v_proj"]
+
+
+def test_adalora_allocates_rank_during_training():
+    """update_and_allocate runs through the method's optimizer-step hook: ranks fall from init_r toward target_r."""
+    family, model, _ = _build("adalora[init_r=6,target_r=2,total_step=8]", T5)
+    hook = METHODS.get("adalora").on_optimizer_step
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trainable, lr=1e-2)
+    for step in range(1, 9):
+        _output(family, model).float().pow(2).mean().backward()
+        optimizer.step()
+        hook(model, step)
+        optimizer.zero_grad()
+    # Pruned singular values are masked to zero: the kept budget ends at about target_r per layer, not init_r.
+    kept = [int((m.lora_E["default"] != 0).sum()) for m in model.modules() if hasattr(m, "lora_E")]
+    assert kept and sum(kept) <= 2 * len(kept) < 6 * len(kept)
+
+
+def test_prompt_methods_work_on_an_encoder_through_the_mean_pooling_head():
+    for spec in ("prefix_tuning[tokens=4,hidden=16]", "p_tuning[tokens=4,encoder_hidden=16]"):
+        assert not METHODS.get(MethodSpec.parse(spec).name).text_to_text_only
+        _, model, _ = _build(spec, BERT)
+        model.eval()
+        with torch.no_grad():
+            padded = model(input_ids=INPUT_IDS, attention_mask=MASK).last_hidden_state[1:, -10:-3]
+            alone = model(input_ids=INPUT_IDS[1:, :7], attention_mask=MASK[1:, :7]).last_hidden_state[:, -7:]
+        # The real tokens are the last input-length positions, and padding does not leak into them.
+        torch.testing.assert_close(padded, alone, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("spec,message", [
+    ("lora_scaling[train=ab+bias]", "bad value for 'train'"),
+    ("lora_scaling[s=2,train=ab+scaling_out]", "needs both scaling factors"),
+    ("lora_scaling[targets=q+z]", "unknown projection 'z'"),
+    ("krona[a_out=5]", "must divide"),
+    ("prefix_tuning[tokens=0]", "bad value for 'tokens'"),
+    ("ia3[layout=ours]", "bad value for 'layout'"),
+])
+def test_bad_options_are_user_errors(spec, message):
+    with pytest.raises(UserError, match=message):
+        _build(spec, BERT)
