@@ -31,10 +31,16 @@ def test_nested_unknown_key(tmp_path):
         load_suite(str(path))
 
 
-def test_epochs_per_scale_follow_pu_et_al():
-    suite = Suite(name="s", models=["m/x"], tasks=["bbc_topic"], methods=["full"], scales=["low", "medium", 5000])
-    assert [suite.epochs_for(s) for s in suite.scales] == [10, 5, 1]
-    assert [suite.scale_size(s) for s in suite.scales] == [100, 1000, 5000]
+def test_scales_and_epochs_follow_pu_et_al():
+    suite = Suite(name="s", models=["m/x"], tasks=["bbc_topic"], methods=["full"],
+                  scales=["low", "medium", "high", 5000, "all"])
+    # named scales are "at most" (Pu et al.: CoLA's high scale is its whole pool); numbers are exact
+    sizes = [suite.training_size(s, pool=7696, task="cola") for s in suite.scales]
+    assert sizes == [100, 1000, 7696, 5000, 7696]
+    assert [suite.epochs_for(s, n) for s, n in zip(suite.scales, sizes)] == [10, 5, 1, 1, 1]
+    assert suite.epochs_for("all", 80) == 10  # `all` takes the epochs of the size it turns out to be
+    with pytest.raises(UserError, match="use a scale of at most 7696"):
+        suite.training_size(8000, pool=7696, task="cola")
     assert scale_bucket(100) == "low" and scale_bucket(101) == "medium" and scale_bucket(20000) == "high"
 
 

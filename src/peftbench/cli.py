@@ -1,6 +1,7 @@
 """The `peftbench` command line. Every command takes --json and then prints JSON only on stdout;
 progress goes to stderr. User mistakes print one line and exit with code 2."""
 
+import contextlib
 import json
 import os
 import sys
@@ -27,6 +28,11 @@ app = typer.Typer(add_completion=False, no_args_is_help=False, help=__doc__)
 DEFAULT_STORE = Path("peftbench-results/results.db")
 JsonFlag = Annotated[bool, typer.Option("--json", help="print machine-readable JSON only")]
 StoreOption = Annotated[Path, typer.Option("--store", help="SQLite results store")]
+
+
+class ExecutorKind(str, Enum):
+    local = "local"
+    ray = "ray"
 
 
 class Device(str, Enum):
@@ -68,6 +74,13 @@ def run(
     out: Annotated[Path | None, typer.Option("--out", help="where the Markdown summary goes")] = None,
     device: Annotated[Device, typer.Option("--device", help="where to train")] = Device.auto,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="print the expanded grid, train nothing")] = False,
+    executor: Annotated[ExecutorKind, typer.Option("--executor", help="run here one at a time, or as Ray tasks")]
+    = ExecutorKind.local,
+    ray_address: Annotated[str | None, typer.Option(
+        "--ray-address", help="join this Ray cluster (e.g. auto or HOST:6379); default: start a local one")] = None,
+    gpus_per_run: Annotated[float | None, typer.Option(
+        "--gpus-per-run", min=0, help="GPUs per Ray task; default 1 if the cluster has GPUs, else 0")] = None,
+    cpus_per_run: Annotated[float, typer.Option("--cpus-per-run", min=0, help="CPUs per Ray task")] = 1,
     as_json: JsonFlag = False,
 ) -> None:
     """Train, evaluate and store every run of a suite (the offline quickstart by default)."""
@@ -75,7 +88,8 @@ def run(
         TimeRemainingColumn
 
     from peftbench.config import load_suite
-    from peftbench.runner import Overrides, execute, pick_device, plan
+    from peftbench.executors import LocalExecutor, ray_executor
+    from peftbench.runner import GridInterrupted, Overrides, execute, pick_device, plan
     from peftbench.store import Store, read_rows
     from peftbench.summary import rich_table, write_markdown
 
@@ -90,14 +104,22 @@ def run(
             console.print(f"{r.run_id}  {r.kind:8}  {r.label}")
         console.print(f"{len(runs)} runs in suite '{grid.suite.name}'")
         return
-    torch_device = pick_device(device.value)
+    if ray_address and executor != ExecutorKind.ray:
+        raise UserError("--ray-address needs --executor ray")
+    if executor == ExecutorKind.ray:
+        runs_on = ray_executor(ray_address, device.value, cpus_per_run, gpus_per_run)
+    else:
+        runs_on = contextlib.nullcontext(LocalExecutor(pick_device(device.value)))
     results = Store(store)
     console = Console(stderr=True)
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                TextColumn("ETA"), TimeRemainingColumn())
     try:
-        with Progress(*columns, console=console, transient=True) as progress:
-            counts = execute(grid, results, torch_device, progress)
+        with runs_on as chosen, Progress(*columns, console=console, transient=True) as progress:
+            counts = execute(grid, results, chosen, progress)
+    except GridInterrupted as stop:
+        console.print(str(stop), markup=False, highlight=False, soft_wrap=True)
+        sys.exit(130)
     finally:
         results.close()
     ids = {r.run_id for r in grid.runs}
@@ -113,7 +135,7 @@ def run(
 
 
 RESULT_FIELDS = ("run_id", "kind", "suite", "model", "task", "method", "method_spec", "method_options", "scale",
-                 "n_train", "seed", "lr", "status", "error", "primary_metric", "score", "metrics", "trainable_params",
+                 "n_train", "seed", "lr", "status", "attempts", "error", "primary_metric", "score", "metrics", "trainable_params",
                  "total_params", "peak_memory_bytes", "peak_memory_kind", "train_tokens_per_s", "infer_tokens_per_s",
                  "wall_s", "train_seconds", "best_epoch", "seconds_to_best", "stopped_by", "curve", "provenance")
 

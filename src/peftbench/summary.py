@@ -11,13 +11,14 @@ def _number(value, digits: int = 0) -> str:
 
 
 def table_rows(rows: list[dict]) -> list[tuple[str, ...]]:
-    """One line per finished or failed run, sorted so a task's baselines and methods sit together."""
+    """One line per run, sorted so a task's baselines and methods sit together; a run that did not finish
+    shows its status (failed, interrupted, running) in place of a score."""
     lines = []
     for row in sorted(rows, key=lambda r: (r["task"], r["model"], r["n_train"], r["kind"] != "baseline",
                                            r["method_spec"], r["seed"])):
         if row["status"] != "finished":
             lines.append((row["task"], row["model"], row["method_spec"], str(row["n_train"]), str(row["seed"]),
-                          "", "failed", "", "", (row.get("error") or "")[:60], "", "", "", ""))
+                          "", row["status"], "", "", (row.get("error") or "")[:60], "", "", "", ""))
             continue
         total, trainable = row.get("total_params"), row.get("trainable_params")
         share = f"{trainable / total:.2%}" if total and trainable is not None else "–"

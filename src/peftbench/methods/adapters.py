@@ -258,11 +258,11 @@ def _parallel(model: nn.Module, options: ParallelOptions, context) -> nn.Module:
 def _add_prefix(model: nn.Module, tokens: int, hidden: int, family: str) -> nn.Module:
     """PEFT's prefix tuning over the adapted model. PEFT freezes everything it wraps; the adapters are
     unfrozen again. On T5, PEFT prefixes the decoder's self-attention only."""
-    from peft import PrefixTuningConfig, get_peft_model
+    from peft import get_peft_model
 
-    extra = {"prefix_projection": True, "encoder_hidden_size": hidden} if hidden else {}
-    wrapped = get_peft_model(model, PrefixTuningConfig(task_type=TASK_TYPES[family], num_virtual_tokens=tokens,
-                                                       **extra))
+    from peftbench.methods.prompt_methods import prefix_config
+
+    wrapped = get_peft_model(model, prefix_config(model, family, tokens, hidden))
     for name, parameter in wrapped.named_parameters():
         if "adapter_" in name:
             parameter.requires_grad_(True)

@@ -16,15 +16,23 @@ class PrefixTuningOptions(Options):
     hidden: int = Field(512, ge=1)  # width of the MLP that maps the prefix embedding to every layer's keys/values
 
 
-def _prefix_tuning(model, options: PrefixTuningOptions, context):
+def prefix_config(model, family: str, tokens: int, hidden: int):
+    """PEFT's prefix tuning config; `hidden` > 0 adds Li & Liang's MLP reparametrisation, their remedy for
+    unstable direct training. On T5, PEFT with transformers 5 puts the prefix on the decoder's self-attention
+    only: T5's encoder takes no past keys/values, and the cross-attention copy PEFT builds is not used.
+    Decoders and encoders get it in every layer's self-attention."""
     from peft import PrefixTuningConfig
 
-    # The MLP reparametrisation (prefix_projection) is Li & Liang's remedy for unstable direct training.
-    # On T5, PEFT with transformers 5 puts the prefix on the decoder's self-attention only: T5's encoder takes
-    # no past keys/values, and the cross-attention copy PEFT builds is not used. Decoders and encoders get it
-    # in every layer's self-attention.
-    return _wrap(model, PrefixTuningConfig(task_type=TASK_TYPES[context.family], num_virtual_tokens=options.tokens,
-                                           prefix_projection=True, encoder_hidden_size=options.hidden))
+    extra = {"prefix_projection": True, "encoder_hidden_size": hidden} if hidden else {}
+    config = model.config
+    if hasattr(config, "d_kv"):
+        # T5's keys are heads x d_kv wide, which is not d_model on T5-3B/11B; PEFT would size them by d_model.
+        extra["token_dim"] = config.num_heads * config.d_kv
+    return PrefixTuningConfig(task_type=TASK_TYPES[family], num_virtual_tokens=tokens, **extra)
+
+
+def _prefix_tuning(model, options: PrefixTuningOptions, context):
+    return _wrap(model, prefix_config(model, context.family, options.tokens, options.hidden))
 
 
 class PTuningOptions(Options):

@@ -1,0 +1,115 @@
+"""Where runs execute: one after another in this process, or as Ray tasks spread over a cluster. Both
+call runner.execute_one and hand each outcome back to the driver, which alone writes the store.
+
+An executor's `run(runs, plan, claim, stop, on_step)` claims each run (skipping those `claim` refuses)
+just before starting it, stops starting runs once `stop` is set, and yields (run, outcome) as runs end."""
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from threading import Event
+from typing import Protocol
+
+import torch
+
+from peftbench.errors import UserError
+from peftbench.runner import Outcome, Plan, Run, RunInterrupted, execute_one, pick_device
+
+Claim = Callable[[Run], bool]
+OnStep = Callable[[Run, int, int | None], None]  # run, steps done, steps in all
+
+
+class Executor(Protocol):
+    def run(self, runs: list[Run], plan: Plan, claim: Claim, stop: Event,
+            on_step: OnStep) -> Iterator[tuple[Run, Outcome]]: ...
+
+
+class LocalExecutor:
+    """One run at a time in this process; a stop request ends the current run after its training step."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+
+    def run(self, runs, plan, claim, stop, on_step):
+        for run in runs:
+            if stop.is_set():
+                return
+            if not claim(run):
+                continue
+            on_step(run, 0, None)  # shows which run is loading before its first step
+
+            def step(done: int, total: int, run: Run = run) -> None:
+                on_step(run, done, total)
+                if stop.is_set():
+                    raise RunInterrupted(f"stopped by SIGINT after training step {done} of {total}")
+
+            task = run.spec["task"]
+            yield run, execute_one(run, plan.tasks[task], plan.splits[task], self.device, step)
+
+
+def execute_on_worker(run: Run, task_data: tuple, device_choice: str) -> Outcome:
+    task, splits = task_data
+    return execute_one(run, task, splits, pick_device(device_choice))
+
+
+class RayExecutor:
+    """Each run is a Ray task holding `cpus_per_run` CPUs and `gpus_per_run` GPUs. A task whose worker
+    died (killed, out of host memory, node lost) is claimed and started once more before it counts as failed."""
+
+    def __init__(self, device_choice: str, cpus_per_run: float, gpus_per_run: float):
+        import ray
+
+        self.device_choice = device_choice
+        # max_retries=0: a retry is started here, so that it is claimed and counted in the store.
+        self.task = ray.remote(execute_on_worker).options(num_cpus=cpus_per_run, num_gpus=gpus_per_run,
+                                                           max_retries=0)
+
+    def run(self, runs, plan, claim, stop, on_step):
+        import ray
+
+        # Each task's data goes to the object store once, not once per run.
+        data = {name: ray.put((plan.tasks[name], plan.splits[name])) for name in plan.tasks}
+
+        def submit(run: Run):
+            return self.task.remote(run, data[run.spec["task"]], self.device_choice)
+
+        in_flight = {submit(run): run for run in runs if not stop.is_set() and claim(run)}
+        retried: set[str] = set()
+        while in_flight:
+            done, _ = ray.wait(list(in_flight), num_returns=1, timeout=1.0)  # wake up to notice a stop
+            for ref in done:
+                run = in_flight.pop(ref)
+                try:
+                    outcome = ray.get(ref)
+                except ray.exceptions.RayError as error:
+                    if isinstance(getattr(error, "cause", None), UserError):
+                        raise error.cause from None
+                    if stop.is_set():
+                        outcome = ("interrupted", {}, "stopped by SIGINT")
+                    elif run.run_id in retried or not claim(run):
+                        outcome = ("failed", {}, f"{type(error).__name__} on both attempts: {error}")
+                    else:
+                        retried.add(run.run_id)
+                        in_flight[submit(run)] = run
+                        continue
+                yield run, outcome
+            if stop.is_set():
+                for ref in in_flight:
+                    ray.cancel(ref)
+                return
+
+
+@contextmanager
+def ray_executor(address: str | None, device_choice: str, cpus_per_run: float,
+                 gpus_per_run: float | None) -> Iterator[RayExecutor]:
+    """Join the Ray cluster at `address`, or start a local one for the call (stopped at the end).
+    Without --gpus-per-run a run takes one GPU if the cluster has any and the device is not cpu."""
+    import ray
+
+    # Worker output would land on the driver's stdout and spoil --json; outcomes carry the errors.
+    ray.init(address=address or "local", include_dashboard=False, log_to_driver=False, logging_level="warning")
+    try:
+        if gpus_per_run is None:
+            gpus_per_run = 1 if device_choice != "cpu" and ray.cluster_resources().get("GPU") else 0
+        yield RayExecutor(device_choice, cpus_per_run, gpus_per_run)
+    finally:
+        ray.shutdown()

@@ -1,0 +1,98 @@
+"""The seed papers' parameter counts, printed by `peftbench params` from the built-in suites
+(docs/parameter-counts.md says which notion each paper's number is and why some cells cannot match)."""
+
+import json
+
+import pytest
+import torch
+from transformers import T5Config, T5ForConditionalGeneration
+
+from conftest import run_cli
+from peftbench.config import MethodSpec
+from peftbench.methods import METHODS
+from peftbench.methods.base import Context
+
+
+def _params(model: str, *args: str) -> dict[str, dict]:
+    code, out, err = run_cli("params", model, *args, "--json")
+    assert code == 0, err
+    return {row["spec"]: row for row in json.loads(out)}
+
+
+LORA = "lora_scaling[r=2,s=1,targets=qkvo"
+# Pu et al. Table 3 on FLAN-T5-XL: (spec, notion, printed). LoRA, prompt tuning and BitFit count trained
+# parameters; (IA)3 counts what T-Few adds (both scaling vectors), of which the output ones train.
+PU_TABLE_3 = [
+    ("full", "total", 2_849_757_184),
+    (f"{LORA}]", "trainable", 3_538_944),
+    ("ia3[layout=tfew]", "added", 933_888),
+    ("prompt_tuning[tokens=100]", "trainable", 204_800),
+    ("bitfit[add_bias=true]", "trainable", 1_179_648),
+]
+PU_ABLATIONS = [
+    (f"{LORA},layers=early]", "trainable", 1_769_472),
+    (f"{LORA},layers=later]", "trainable", 1_769_472),
+    (f"{LORA},layers=random]", "trainable", 1_769_472),
+    (f"{LORA},drop=self_attn]", "trainable", 1_179_648),
+    (f"{LORA},drop=cross_attn]", "trainable", 2_359_296),
+    (f"{LORA},drop=attn_qo]", "trainable", 1_769_472),
+    ("ia3[layout=tfew,layers=early]", "added", 466_944),
+    ("ia3[layout=tfew,layers=later]", "added", 466_944),
+    ("ia3[layout=tfew,layers=random]", "added", 466_944),
+    ("ia3[layout=tfew,drop=self_attn+cross_attn]", "added", 344_064),
+    ("ia3[layout=tfew,drop=ffn]", "added", 589_824),
+]
+
+
+@pytest.mark.parametrize("suite,expected", [("pu2023", PU_TABLE_3), ("pu2023-ablations", PU_ABLATIONS + [
+    (f"{LORA}]", "trainable", 3_538_944), ("ia3[layout=tfew]", "added", 933_888)])])
+def test_pu_et_al_table_3_exactly(suite, expected):
+    rows = _params("config:flan-t5-xl", "--suite", suite)
+    assert set(rows) == {spec for spec, _, _ in expected}
+    for spec, notion, printed in expected:
+        assert rows[spec][notion] == printed, spec
+    assert rows["ia3[layout=tfew]"]["trainable"] == 540_672  # T-Few trains the output vectors only
+
+
+# Lialin et al. Table 5, trainable parameters in millions (two decimals), for the rows whose definition can be
+# recovered; None marks a cell that cannot be (docs/parameter-counts.md, notes C-I).
+LIALIN_TABLE_5 = {
+    "full": (737.67, 2851.60, 11307.32),
+    "houlsby": (12.69, 12.69, 12.69),
+    "pfeiffer": (6.34, 6.34, 6.34),
+    "parallel_adapter[reduction=2,scale=4]": (50.41, 50.41, 50.41),
+    "ia3": (0.34, 1.38, None),
+    "ln_tuning": (0.12, 0.12, 0.12),
+    "lora[r=8,alpha=8,targets=qv]": (2.36, None, 20.05),
+    "lora[r=8,alpha=8,targets=all-linear]": (8.65, 25.17, 91.23),
+    "compacter": (0.30, 0.30, 0.30),
+    "compacter_pp": (0.15, 0.15, 0.15),
+}
+
+
+@pytest.mark.parametrize("size,model", list(enumerate(["config:t5-large", "config:t5-3b", "config:t5-11b"])))
+def test_lialin_et_al_table_5_recoverable_rows(size, model):
+    rows = _params(model, *(arg for spec in LIALIN_TABLE_5 for arg in ("--method", spec)))
+    for spec, printed in LIALIN_TABLE_5.items():
+        if printed[size] is not None:
+            assert round(rows[spec]["trainable"] / 1e6, 2) == printed[size], spec
+
+
+def test_lialin_t5_3b_lora_qv_is_self_attention_only():
+    rows = _params("config:t5-3b", "--method", "lora[r=8,alpha=8,targets=qv,drop=cross_attn]")
+    assert round(next(iter(rows.values()))["trainable"] / 1e6, 2) == 3.93
+
+
+@pytest.mark.parametrize("spec", ["prefix_tuning[tokens=4,hidden=16]", "mam[tokens=4,hidden=16]",
+                                  "unipelt[tokens=4,hidden=16]"])
+def test_prefix_methods_run_where_t5_keys_are_wider_than_d_model(spec):
+    """T5-3B/11B have heads x d_kv > d_model: the prefix must be sized by the key width."""
+    model = T5ForConditionalGeneration(T5Config(vocab_size=100, d_model=32, d_kv=16, num_heads=4, d_ff=64,
+                                                num_layers=2, decoder_start_token_id=0, pad_token_id=0,
+                                                eos_token_id=1))
+    method = METHODS.get(MethodSpec.parse(spec).name)
+    adapted = method.apply(model, method.parse_options(MethodSpec.parse(spec)), Context(family="seq2seq"))
+    ids = torch.randint(2, 100, (2, 7), generator=torch.Generator().manual_seed(0))
+    loss = adapted(input_ids=ids, attention_mask=torch.ones_like(ids), labels=ids[:, :3].clone()).loss
+    loss.backward()
+    assert torch.isfinite(loss)
