@@ -1,6 +1,9 @@
-"""Each user mistake: one line naming the problem and the fix, exit code 2, no traceback, store untouched."""
+"""The bad-input catalogue: one case per line. Every user mistake prints one line naming the problem and
+the fix, exits with code 2, shows no traceback, and leaves the results store exactly as it was."""
 
+import hashlib
 import json
+import shutil
 
 import pytest
 
@@ -8,48 +11,131 @@ from conftest import run_cli, write_suite
 
 
 def _jsonl(path, rows):
-    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
     return path
 
 
-def _cases(tmp_path):
-    no_label = _jsonl(tmp_path / "no_label.jsonl", [{"text": "a"}, {"text": "b"}])
-    empty = tmp_path / "empty.jsonl"
-    empty.write_text("")
-    bad_key = tmp_path / "bad_key.yaml"
-    bad_key.write_text("models: [config:tiny-bert]\ntasks: [bbc_topic]\nmethods: [lora]\nsead: [1]\n")
+def _text(path, content: str):
+    path.write_text(content, encoding="utf-8")
+    return path
+
+
+ROWS = [{"text": f"t{i}", "label": "ab"[i % 2]} for i in range(20)]
+
+
+def _catalogue(tmp):
+    """name -> (command-line arguments after `peftbench`, text the one-line message must contain)."""
+    suite = lambda name, **fields: write_suite(tmp / f"{name}.json", **fields)  # noqa: E731
+    data = lambda name, rows: _jsonl(tmp / f"{name}.jsonl", rows)  # noqa: E731
+    file_task = lambda path: suite(path.stem + "_suite", tasks=[f"file:{path}"])  # noqa: E731
+    good = suite("good")
+    latin = tmp / "latin.jsonl"
+    latin.write_bytes('{"text": "caf\u00e9", "label": "x"}\n'.encode("latin-1"))
     return {
-        "unknown suite key": ([bad_key], "unknown key 'sead'. Did you mean 'seeds'?"),
-        "unknown method": ([write_suite(tmp_path / "m.json", methods=["loar"])], "unknown method 'loar'. Did you mean 'lora'?"),
-        "unknown task": ([write_suite(tmp_path / "t.json", tasks=["bbc_topik"])], "unknown task 'bbc_topik'. Did you mean 'bbc_topic'?"),
-        "unknown model": ([write_suite(tmp_path / "d.json", models=["config:tiny-bart"])], "unknown model 'config:tiny-bart'. Did you mean 'tiny-bert'?"),
-        "unknown offline model": ([write_suite(tmp_path / "o.json", models=["offline:minilm"])], "unknown model 'offline:minilm'"),
-        "missing file": ([write_suite(tmp_path / "f.json", tasks=["file:/nonexistent/train.jsonl"])], "does not exist; check the path"),
-        "missing label column": ([write_suite(tmp_path / "l.json", tasks=[f"file:{no_label}"])], "has no 'label' column; add a 'label' field"),
-        "empty dataset": ([write_suite(tmp_path / "e.json", tasks=[f"file:{empty}"])], "has no rows; add examples"),
-        "scale larger than data": ([write_suite(tmp_path / "s.json", scales=[100000])], "use a scale of at most 2193"),
-        "missing suite": ([tmp_path / "nope.yaml"], "no suite file or built-in suite named"),
-        "unknown method option": ([write_suite(tmp_path / "x.json", methods=["lora[rank=4]"])], "method 'lora' has no option 'rank'"),
-        "generation on an encoder": ([write_suite(tmp_path / "g.json", tasks=["bbc_headline"])], "use a decoder or encoder-decoder model"),
-        "unknown flag": (["--epochz", "3"], "No such option"),
+        # suites
+        "unknown suite key": (["run", _text(tmp / "k.yaml", "models: [config:tiny-bert]\ntasks: [bbc_topic]\n"
+                                             "methods: [lora]\nsead: [1]\n")], "unknown key 'sead'. Did you mean 'seeds'?"),
+        "unknown nested key": (["run", suite("n", schedule={"warmup": 0.1})], "unknown key 'schedule.warmup'"),
+        "YAML syntax error": (["run", _text(tmp / "y.yaml", "methods: [lora[r=8]]\n")], "quote method specs"),
+        "YAML code tag": (["run", _text(tmp / "c.yaml", "models: !!python/object/apply:os.system ['echo hi']\n")],
+                          "not valid YAML"),
+        "suite is a list": (["run", _text(tmp / "l.yaml", "- lora\n- ia3\n")], "a suite must be a YAML mapping"),
+        "missing required key": (["run", _text(tmp / "m.yaml", "models: [config:tiny-bert]\ntasks: [bbc_topic]\n")],
+                                 "missing required key 'methods'"),
+        "wrong type": (["run", suite("w", batch_size="big")], "bad value for 'batch_size'"),
+        "zero batch size": (["run", suite("z", batch_size=0)], "bad value for 'batch_size'"),
+        "unknown scale name": (["run", suite("s", scales=["huge"])], "unknown scale 'huge'"),
+        "empty method list": (["run", suite("e", methods=[])], "bad value for 'methods'"),
+        "no such suite": (["run", tmp / "nope.yaml"], "no suite file or built-in suite named"),
+        "misspelt built-in suite": (["run", "quikstart"], "Did you mean 'quickstart'?"),
+        # command-line flags
+        "unknown flag": (["run", good, "--epochz", "3"], "No such option"),
+        "bad device": (["run", good, "--device", "gpu"], "Invalid value for '--device'"),
+        "seed not a number": (["run", good, "--seed", "abc"], "Invalid value for '--seed'"),
+        "ray address without ray": (["run", good, "--ray-address", "auto"], "--ray-address needs --executor ray"),
+        "bad scale override": (["run", good, "--scale", "huge"], "unknown scale 'huge'"),
+        "params without a method": (["params", "config:tiny-t5"], "name at least one method"),
+        # data files
+        "missing data file": (["run", suite("f", tasks=["file:/nonexistent/train.jsonl"])], "does not exist"),
+        "bad JSON line": (["run", file_task(_text(tmp / "bad.jsonl", '{"text": "a", "label": "x"}\n{oops\n'))],
+                          "line 2 is not valid JSON"),
+        "wrong encoding": (["run", file_task(latin)], "line 1 is not valid UTF-8; re-save the file as UTF-8"),
+        "missing label column": (["run", file_task(data("nolabel", [{"text": "a"}]))], "has no 'label' column"),
+        "no known columns": (["run", file_task(data("cols", [{"foo": 1}]))], "needs columns 'text' and 'label'"),
+        "empty label": (["run", file_task(data("emptylabel", [{"text": "a", "label": ""}]))], "has an empty 'label'"),
+        "one class only": (["run", file_task(data("oneclass", [{"text": "a", "label": "x"}] * 30))],
+                           "has only one label"),
+        "empty dataset": (["run", file_task(_text(tmp / "empty.jsonl", ""))], "has no rows"),
+        "unseen test labels": (["run", suite("u", tasks=[{"file": str(data("train", ROWS)),
+                                                          "test": str(data("test", [{"text": "x", "label": "c"}]))}])],
+                               "labels not in"),
+        "scale larger than data": (["run", suite("big", scales=[100000])], "use a scale of at most 2193"),
+        "unknown file format": (["run", file_task(_text(tmp / "data.txt", "a,b\n"))], "has an unknown format"),
+        # models
+        "unknown config shape": (["run", suite("cs", models=["config:tiny-bart"])], "Did you mean 'tiny-bert'?"),
+        "unknown offline model": (["run", suite("om", models=["offline:minilm"])], "unknown model 'offline:minilm'"),
+        "not a model name": (["run", suite("nm", models=["bert"])], "use a Hugging Face hub id"),
+        "generation on an encoder": (["run", suite("ge", tasks=["bbc_headline"])], "use a decoder or encoder-decoder"),
+        "method does not fit the model": (["run", suite("bf", models=["config:tiny-t5"], methods=["bitfit"])],
+                                          "use bitfit[add_bias=true]"),
+        # methods and their options
+        "unknown method": (["run", suite("um", methods=["loar"])], "unknown method 'loar'. Did you mean 'lora'?"),
+        "unknown task": (["run", suite("ut", tasks=["bbc_topik"])], "Did you mean 'bbc_topic'?"),
+        "negative rank": (["run", suite("nr", methods=["lora[r=-1]"])], "bad value for 'r'"),
+        "unknown option": (["run", suite("uo", methods=["lora[rank=4]"])], "has no option 'rank'"),
+        "layers out of range": (["run", suite("lr", methods=["lora[layers=9]"])], "the model has 2 layers per stack"),
+        "unknown module group": (["run", suite("mg", methods=["lora[drop=self_atn]"])], "Did you mean 'self_attn'?"),
+        "malformed method spec": (["run", suite("ms", methods=["lora[r]"])], "must be key=value"),
+        "option is never code": (["run", suite("code", methods=["lora[r=__import__('os').getpid()]"])],
+                                 "bad value for 'r'"),
+        "bad targets": (["params", "config:tiny-t5", "--method", "lora[targets=qx]"], "unknown projection"),
     }
 
 
-CASES = ["unknown suite key", "unknown method", "unknown task", "unknown model", "unknown offline model",
-         "missing file", "missing label column", "empty dataset", "scale larger than data", "missing suite",
-         "unknown method option", "generation on an encoder", "unknown flag"]
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    """A store holding one finished run, so 'unchanged' means something."""
+    folder = tmp_path_factory.mktemp("store")
+    suite = write_suite(folder / "seed.json", scales=[8], epochs=1)
+    code, _, err = run_cli("run", suite, "--store", folder / "results.db", "--json")
+    assert code == 0, err
+    return folder / "results.db"
 
 
-@pytest.mark.parametrize("case", CASES)
-def test_bad_input(tmp_path, case):
-    args, message = _cases(tmp_path)[case]
-    store = tmp_path / "store" / "results.db"
-    code, out, err = run_cli("run", *args, "--store", store)
-    assert code == 2
+def _digest(folder) -> dict[str, str]:
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir())}
+
+
+CASE_NAMES = [
+    "unknown suite key", "unknown nested key", "YAML syntax error", "YAML code tag", "suite is a list",
+    "missing required key", "wrong type", "zero batch size", "unknown scale name", "empty method list",
+    "no such suite", "misspelt built-in suite", "unknown flag", "bad device", "seed not a number",
+    "ray address without ray", "bad scale override", "params without a method", "missing data file",
+    "bad JSON line", "wrong encoding", "missing label column", "no known columns", "empty label",
+    "one class only", "empty dataset", "unseen test labels", "scale larger than data", "unknown file format",
+    "unknown config shape", "unknown offline model", "not a model name", "generation on an encoder",
+    "method does not fit the model", "unknown method", "unknown task", "negative rank", "unknown option",
+    "layers out of range", "unknown module group", "malformed method spec", "option is never code", "bad targets",
+]
+
+
+def test_catalogue_lists_every_case(tmp_path):
+    assert sorted(_catalogue(tmp_path)) == sorted(CASE_NAMES) and len(CASE_NAMES) >= 30
+
+
+@pytest.mark.parametrize("case", CASE_NAMES)
+def test_bad_input(tmp_path, store, case):
+    args, message = _catalogue(tmp_path)[case]
+    folder = tmp_path / "store"
+    shutil.copytree(store.parent, folder)
+    before = _digest(folder)
+    extra = ["--store", folder / "results.db"] if args[0] == "run" else []
+    code, out, err = run_cli(*args, *extra)
+    assert code == 2, err
     assert message in err
     assert len(err.strip().splitlines()) == 1 and err.startswith("error: ")
     assert "Traceback" not in err and out == ""
-    assert not store.parent.exists()
+    assert _digest(folder) == before
 
 
 def test_results_without_a_store(tmp_path):

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from peftbench.accounting import count
 from peftbench.config import MethodSpec, Suite
 from peftbench.data import Encoder, Splits, make_splits, rows_digest
 from peftbench.errors import UserError
@@ -93,6 +94,9 @@ def plan(suite: Suite, overrides: Overrides = Overrides()) -> Plan:
     families = {name: model_family(resolve(name)) for name in suite.models}
     methods = [(spec, METHODS.get(spec.name)) for spec in suite.method_specs()]
     options = {str(spec): method.parse_options(spec) for spec, method in methods}
+    for model_name in suite.models:
+        for spec, _ in methods:
+            count(model_name, str(spec))  # a method that does not fit the architecture fails here, not mid-grid
     result = Plan(suite=suite, runs=[])
     for task_ref in suite.tasks:
         name, test_path = (task_ref, None) if isinstance(task_ref, str) else (f"file:{task_ref.file}", task_ref.test)

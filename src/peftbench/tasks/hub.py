@@ -3,6 +3,7 @@
 
 from collections.abc import Callable
 
+from peftbench.errors import UserError
 from peftbench.tasks.spec import TaskData, TaskSpec
 
 
@@ -11,7 +12,12 @@ def _hub_loader(path: str, config: str | None, train_split: str, test_split: str
         import datasets  # imported lazily: it is slow to import and only needed when a hub task runs
 
         def rows(split: str) -> list[dict]:
-            return list(datasets.load_dataset(path, config, split=split))
+            try:
+                return list(datasets.load_dataset(path, config, split=split))
+            except (ConnectionError, OSError, ValueError) as error:
+                raise UserError(f"cannot load dataset '{path}' ({split}) from the Hugging Face hub"
+                                f" ({type(error).__name__}: {str(error).splitlines()[0]}); check the network,"
+                                " or use an offline task (bbc_topic, finefood_sentiment, ...) or file:PATH") from None
 
         return TaskData(train=rows(train_split), test=rows(test_split))
 
