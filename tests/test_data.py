@@ -1,7 +1,6 @@
 import pytest
 
 from peftbench.data import Encoder, _truncate, make_splits
-from peftbench.errors import UserError
 from peftbench.models import load_model
 from peftbench.tasks import TaskData, get_task
 

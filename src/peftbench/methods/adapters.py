@@ -18,26 +18,9 @@ from torch import nn
 from peftbench.architectures import LinearRole, linear_roles
 from peftbench.errors import UserError
 from peftbench.methods.base import AblationOptions, Method, Options, freeze, register
-from peftbench.methods.peft_methods import TASK_TYPES
+from peftbench.methods.wrapping import WrappedLinear, replace_module
 
 ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU}
-
-
-class Wrapped(nn.Module):
-    """A frozen linear layer with something added. `weight` and `bias` stay reachable because model code
-    reads them (T5 casts its FFN activations to `wo.weight.dtype`)."""
-
-    def __init__(self, base_layer: nn.Linear):
-        super().__init__()
-        self.base_layer = base_layer
-
-    @property
-    def weight(self) -> torch.Tensor:
-        return self.base_layer.weight
-
-    @property
-    def bias(self) -> torch.Tensor | None:
-        return self.base_layer.bias
 
 
 def _linear(base: nn.Linear, in_features: int, out_features: int, zero: bool = False, bias: bool = True) -> nn.Linear:
@@ -60,7 +43,7 @@ class Bottleneck(nn.Module):
         return self.up(self.act(self.down(x)))
 
 
-class SerialAdapter(Wrapped):
+class SerialAdapter(WrappedLinear):
     """Houlsby / Pfeiffer placement: the adapter, with its own skip connection, right after the frozen
     projection and before the block's residual and normalisation. UniPELT gates the adapter's change."""
 
@@ -77,7 +60,7 @@ class SerialAdapter(Wrapped):
         return hidden + change
 
 
-class ParallelAdapter(Wrapped):
+class ParallelAdapter(WrappedLinear):
     """He et al.'s scaled parallel adapter, at the FFN's output projection: base(x) + scale * adapter(u),
     where u is the FFN block's input, handed over by the FeedForwardTap on the block's input projection."""
 
@@ -92,7 +75,7 @@ class ParallelAdapter(Wrapped):
         return self.base_layer(x) + self.scale * self.adapter_bottleneck(ffn_input)
 
 
-class FeedForwardTap(Wrapped):
+class FeedForwardTap(WrappedLinear):
     """Wraps an FFN input projection to pass the block's input to its parallel adapter: BERT and OPT have
     no module around the FFN whose input could be taken instead."""
 
@@ -105,7 +88,7 @@ class FeedForwardTap(Wrapped):
         return self.base_layer(x)
 
 
-class GatedLoRA(Wrapped):
+class GatedLoRA(WrappedLinear):
     """UniPELT's LoRA: base(x) + sigmoid(w.x + b) * (alpha / r) * B A x, with B starting at zero."""
 
     def __init__(self, base_layer: nn.Linear, r: int, alpha: float):
@@ -148,14 +131,6 @@ class PHMLinear(nn.Module):
         return x @ weight + self.bias
 
 
-def _replace(model: nn.Module, name: str, make) -> nn.Module:
-    parent_name, _, child = name.rpartition(".")
-    parent = model.get_submodule(parent_name)
-    wrapper = make(getattr(parent, child))
-    setattr(parent, child, wrapper)
-    return wrapper
-
-
 def _size(d: int, reduction: int, multiple: int = 1) -> int:
     """Bottleneck width d / reduction (Lialin et al.'s counts use reduction 16, i.e. 64 on T5-Large's d=1024),
     at least 1 and rounded up to a multiple of Compacter's n."""
@@ -189,7 +164,7 @@ def _bottleneck(base: nn.Linear, reduction: int, nonlinearity: str) -> Bottlenec
 
 def _add_serial(model: nn.Module, names: list[str], reduction: int, nonlinearity: str, gated: bool = False) -> None:
     for name in names:
-        _replace(model, name, lambda base: SerialAdapter(base, _bottleneck(base, reduction, nonlinearity), gated))
+        replace_module(model, name, lambda base: SerialAdapter(base, _bottleneck(base, reduction, nonlinearity), gated))
 
 
 def _serial(keep):
@@ -220,7 +195,7 @@ def _compacter(keep):
             nn.init.xavier_uniform_(shared[i])
         size = _size(d, options.reduction, multiple=n)
         for name in names:
-            _replace(model, name, lambda base: SerialAdapter(base, Bottleneck(
+            replace_module(model, name, lambda base: SerialAdapter(base, Bottleneck(
                 PHMLinear(base, d, size, shared), PHMLinear(base, size, d, shared, zero=True),
                 options.nonlinearity)))
         return model
@@ -237,9 +212,9 @@ def _add_parallel(model: nn.Module, names: list[str], reduction: int, scale: flo
     roles = {role.name: role for role in linear_roles(model)}
     for name in names:
         role = roles[name]
-        adapter = _replace(model, name, lambda base: ParallelAdapter(base, _bottleneck(base, reduction, nonlinearity),
+        adapter = replace_module(model, name, lambda base: ParallelAdapter(base, _bottleneck(base, reduction, nonlinearity),
                                                                      scale))
-        _replace(model, inputs[(role.stack, role.layer)], functools.partial(FeedForwardTap, receiver=adapter))
+        replace_module(model, inputs[(role.stack, role.layer)], functools.partial(FeedForwardTap, receiver=adapter))
 
 
 class ParallelOptions(AblationOptions):
@@ -328,7 +303,7 @@ def _unipelt(model: nn.Module, options: UniPeltOptions, context) -> nn.Module:
     ffn = context.select(model, everything, _is_ffn_output)
     freeze(model)
     for name in lora:
-        _replace(model, name, lambda base: GatedLoRA(base, options.r, options.alpha))
+        replace_module(model, name, lambda base: GatedLoRA(base, options.r, options.alpha))
     _add_serial(model, ffn, options.reduction, options.nonlinearity, gated=True)
     if context.family == "encoder":
         for name in queries:

@@ -3,6 +3,7 @@ as PEFT has neither: T-Few's "LoRA with scaling" (Liu et al. 2022), the LoRA tha
 and KronA (Edalati et al. 2022). All pick their layers through architectures.py like `lora`, so targets
 and the layer/module ablations mean the same on every architecture."""
 
+import functools
 import math
 
 import torch
@@ -12,8 +13,16 @@ from torch.nn import functional as F
 
 from peftbench.errors import UserError
 from peftbench.methods.base import AblationOptions, Method, freeze, register
-from peftbench.methods.peft_methods import (TASK_TYPES, LoraOptions, _wrap, is_tfew_ia3_target, peft_merge,
-                                            target_filter)
+from peftbench.methods.peft_methods import (
+    TASK_TYPES,
+    LoraOptions,
+    _wrap,
+    is_tfew_ia3_target,
+    lora_apply,
+    peft_merge,
+    target_filter,
+)
+from peftbench.methods.wrapping import WrappedLinear, replace_module
 
 
 def _targets(targets: str):
@@ -25,16 +34,8 @@ def _targets(targets: str):
 # --- DoRA and AdaLoRA (HF PEFT) ---------------------------------------------------------------------------
 
 
-def _lora_family_config(config_class, options, names: list[str], family: str, **extra):
-    return config_class(task_type=TASK_TYPES[family], lora_alpha=options.alpha, lora_dropout=options.dropout,
-                        target_modules=names, **extra)
-
-
-def _dora(model, options: LoraOptions, context):
-    from peft import LoraConfig
-
-    names = context.select(model, options, target_filter(options.targets))
-    return _wrap(model, _lora_family_config(LoraConfig, options, names, context.family, r=options.r, use_dora=True))
+# DoRA is LoRA with a learned magnitude per output (PEFT's use_dora), targeted the same way.
+_dora = functools.partial(lora_apply, use_dora=True)
 
 
 class AdaLoraOptions(AblationOptions):
@@ -56,9 +57,10 @@ def _adalora(model, options: AdaLoraOptions, context):
 
     names = context.select(model, options, _targets(options.targets))
     total_step = options.total_step or context.total_steps or 1000
-    return _wrap(model, _lora_family_config(AdaLoraConfig, options, names, context.family, init_r=options.init_r,
-                                            target_r=options.target_r, total_step=total_step,
-                                            orth_reg_weight=options.orth_reg_weight))
+    return _wrap(model, AdaLoraConfig(task_type=TASK_TYPES[context.family], lora_alpha=options.alpha,
+                                      lora_dropout=options.dropout, target_modules=names, init_r=options.init_r,
+                                      target_r=options.target_r, total_step=total_step,
+                                      orth_reg_weight=options.orth_reg_weight))
 
 
 def _adalora_allocate(model: nn.Module, step: int) -> None:
@@ -68,23 +70,8 @@ def _adalora_allocate(model: nn.Module, step: int) -> None:
 # --- peftbench's own wrapped linear layers ----------------------------------------------------------------
 
 
-class AdaptedLinear(nn.Module):
-    """A frozen linear layer (kept as `base_layer`, PEFT's convention, so accounting finds it) plus an
-    update that folds into its weight. Subclasses give `forward` and `merged_weight`."""
-
-    def __init__(self, base_layer: nn.Linear):
-        super().__init__()
-        self.base_layer = base_layer
-        self.in_features, self.out_features = base_layer.in_features, base_layer.out_features
-
-    # Some models read their linear layers' weight (T5 checks wo.weight.dtype): answer with the base's.
-    @property
-    def weight(self) -> torch.Tensor:
-        return self.base_layer.weight
-
-    @property
-    def bias(self) -> torch.Tensor | None:
-        return self.base_layer.bias
+class AdaptedLinear(WrappedLinear):
+    """A wrapped linear layer whose update folds into its weight. Subclasses give `forward` and `merged_weight`."""
 
     def _like(self) -> dict:
         return {"dtype": self.weight.dtype, "device": self.weight.device}
@@ -95,10 +82,8 @@ class AdaptedLinear(nn.Module):
 
 def wrap_layers(model: nn.Module, names: list[str], make) -> None:
     """Replace each named linear layer by `make(name, layer)`."""
-    modules = dict(model.named_modules())
     for name in names:
-        parent, _, child = name.rpartition(".")
-        setattr(modules[parent] if parent else model, child, make(name, modules[name]))
+        replace_module(model, name, lambda layer, name=name: make(name, layer))
 
 
 def merge_adapted(model: nn.Module) -> nn.Module:

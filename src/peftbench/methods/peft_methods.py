@@ -45,12 +45,12 @@ class LoraOptions(AblationOptions):
     targets: str = "qv"
 
 
-def _lora(model, options: LoraOptions, context):
+def lora_apply(model, options: LoraOptions, context, use_dora: bool = False):
     from peft import LoraConfig
 
     names = context.select(model, options, target_filter(options.targets))
     return _wrap(model, LoraConfig(task_type=TASK_TYPES[context.family], r=options.r, lora_alpha=options.alpha,
-                                   lora_dropout=options.dropout, target_modules=names))
+                                   lora_dropout=options.dropout, target_modules=names, use_dora=use_dora))
 
 
 class IA3Options(AblationOptions):
@@ -142,7 +142,7 @@ def _ln_tuning(model, options: Options, context):
 
 
 register(Method(name="lora", summary="LoRA (Hu et al. 2021): low-rank updates of attention weights",
-                options=LoraOptions, apply=_lora, owns=lambda name: "lora_" in name, default_lr=3e-4,
+                options=LoraOptions, apply=lora_apply, owns=lambda name: "lora_" in name, default_lr=3e-4,
                 merge=peft_merge, identity_init=True, source="HF PEFT"))
 register(Method(name="ia3", summary="(IA)3 (Liu et al. 2022): learned rescaling of keys, values and FFN",
                 options=IA3Options, apply=_ia3, owns=lambda name: "ia3_" in name or name.endswith("multi_lora_b"),
