@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from conftest import TINY_MODELS
-from peftbench.accounting import adapter_state, unique_parameters
+from peftbench.accounting import adapter_state
 from peftbench.config import MethodSpec
 from peftbench.methods import METHODS
 from peftbench.methods.base import Context
@@ -30,7 +30,7 @@ def _cases():
 
 def _build(name: str, model_name: str, seed: int = 0):
     loaded = load_model(model_name)
-    base_ids = {id(p) for _, p in unique_parameters(loaded.model)}
+    base_ids = {id(p) for p in loaded.model.parameters()}
     method = METHODS.get(name)
     spec = MethodSpec.parse(TEST_SPECS.get(name, name))
     torch.manual_seed(seed)

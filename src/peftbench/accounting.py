@@ -36,19 +36,9 @@ class Accounting:
         return row
 
 
-def unique_parameters(model: nn.Module) -> list[tuple[str, nn.Parameter]]:
-    """Named parameters with tied tensors counted once."""
-    seen, result = set(), []
-    for name, parameter in model.named_parameters(remove_duplicate=False):
-        if id(parameter) not in seen:
-            seen.add(id(parameter))
-            result.append((name, parameter))
-    return result
-
-
 def adapter_state(model: nn.Module, base_ids: set[int]) -> dict[str, torch.Tensor]:
     """What a method checkpoint holds: every trained tensor and every tensor the method added."""
-    return {name: p for name, p in unique_parameters(model) if p.requires_grad or id(p) not in base_ids}
+    return {name: p for name, p in model.named_parameters() if p.requires_grad or id(p) not in base_ids}
 
 
 def weights_under_adapters(model: nn.Module, base_ids: set[int]) -> int:
@@ -60,7 +50,7 @@ def weights_under_adapters(model: nn.Module, base_ids: set[int]) -> int:
 
 
 def changed_entries(method, model: nn.Module, base_ids: set[int]) -> int:
-    trained_in_place = sum(p.numel() for _, p in unique_parameters(model) if p.requires_grad and id(p) in base_ids)
+    trained_in_place = sum(p.numel() for _, p in model.named_parameters() if p.requires_grad and id(p) in base_ids)
     if method.merge is None:
         return trained_in_place
     return trained_in_place + (method.changed_by_merge or weights_under_adapters)(model, base_ids)
@@ -80,11 +70,11 @@ def count(model_name: str, spec_text: str, seed: int = 0) -> Accounting:
     template, family = _meta_template(model_name)
     model = copy.deepcopy(template)  # a meta model copies in no time; building one takes a while
     with torch.device("meta"):
-        base = unique_parameters(model)
+        base = list(model.named_parameters())  # tied tensors (T5's embeddings) appear once
         base_ids = {id(p) for _, p in base}
         context = Context(family=family, seed=seed)
         adapted = method.apply(model, options, context)
-    parameters = unique_parameters(adapted)
+    parameters = list(adapted.named_parameters())
     state = adapter_state(adapted, base_ids)
     return Accounting(
         model=model_name, method=spec.name, spec=str(spec), total=sum(p.numel() for _, p in base),
