@@ -12,6 +12,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.text import Text
 
 from peftbench.errors import UserError
 
@@ -48,7 +49,6 @@ def _stdout() -> Console:
 
 def _print_table(title: str, columns: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
     from rich.table import Table
-    from rich.text import Text
 
     table = Table(title=title)
     for column in columns:
@@ -93,16 +93,10 @@ def run(
     from peftbench.store import Store, read_rows
     from peftbench.summary import rich_table, write_markdown
 
-    grid = plan(load_suite(suite), Overrides(models=model, tasks=task, methods=method, scales=scale, seeds=seed))
+    overrides = Overrides(models=model, tasks=task, methods=method, scales=scale, seeds=seed)
+    grid = plan(load_suite(suite), overrides, load_data=not dry_run)
     if dry_run:
-        runs = [{"run_id": r.run_id, "kind": r.kind, **r.spec} for r in grid.runs]
-        if as_json:
-            _print_json({"suite": grid.suite.name, "size": len(runs), "runs": runs})
-            return
-        console = Console()
-        for r in grid.runs:
-            console.print(f"{r.run_id}  {r.kind:8}  {r.label}")
-        console.print(f"{len(runs)} runs in suite '{grid.suite.name}'")
+        _print_grid(grid, as_json)
         return
     if ray_address and executor != ExecutorKind.ray:
         raise UserError("--ray-address needs --executor ray")
@@ -134,10 +128,36 @@ def run(
                     f" failed {counts.get('failed', 0)}; store {store}; summary {summary}")
 
 
+def _print_grid(grid, as_json: bool) -> None:
+    """A dry run's grid: the runs, then the seeds that wait for their sweep to choose an LR. Hub tasks are
+    not downloaded for it, so their runs show the scale's nominal size (n<=N) and no final id."""
+    waiting = [{**f.template, "lr": "chosen by sweep", "seed": seed, "kind": "train"}
+               for f in grid.follow_ups for seed in f.sweep["seeds"][1:]]
+    runs = [{"run_id": r.run_id if r.spec["task"] in grid.splits else None, "kind": r.kind, **r.spec}
+            for r in grid.runs]
+    if as_json:
+        _print_json({"suite": grid.suite.name, "size": grid.size, "runs": runs, "after_sweep": waiting})
+        return
+    console = Console()
+    for r in grid.runs:
+        n = r.spec["n_train"]
+        size = f"n={n}" if r.spec["task"] in grid.splits else f"n<={n or 'all'}"
+        run_id = r.run_id if r.spec["task"] in grid.splits else "(after download)"
+        lr = f" · lr {r.spec['lr']:g}" if "lr" in r.spec else ""
+        console.print(Text(f"{run_id:16}  {r.kind:8}  {r.spec['model']} · {r.spec['task']} · "
+                           f"{r.spec['method_spec']} · {size} · seed {r.spec['seed']}{lr}"))
+    for w in waiting:
+        console.print(Text(f"{'(after sweep)':16}  train     {w['model']} · {w['task']} · {w['method_spec']} · "
+                           f"seed {w['seed']} · lr chosen by the sweep ({w['sweep']['select_by']})"))
+    console.print(f"{grid.size} runs in suite '{grid.suite.name}'"
+                  + (f" ({len(waiting)} wait for their sweep)" if waiting else ""))
+
+
 RESULT_FIELDS = ("run_id", "kind", "suite", "model", "task", "method", "method_spec", "method_options", "scale",
                  "n_train", "seed", "lr", "status", "attempts", "error", "primary_metric", "score", "metrics", "trainable_params",
                  "total_params", "peak_memory_bytes", "peak_memory_kind", "train_tokens_per_s", "infer_tokens_per_s",
-                 "wall_s", "train_seconds", "best_epoch", "seconds_to_best", "stopped_by", "curve", "provenance")
+                 "wall_s", "train_seconds", "best_epoch", "best_val_loss", "seconds_to_best", "stopped_by", "steps",
+                 "cost_usd", "budget", "sweep", "val_score", "curve", "provenance")
 
 
 @app.command()
@@ -221,6 +241,20 @@ def params(
                  [(r["spec"], f"{r['trainable']:,}", f"{r['trainable_pct']:.4f}", f"{r['added']:,}",
                    f"{r['added_pct']:.4f}", f"{r['changed']:,}" + ("" if r["mergeable"] else " (no merge)"),
                    f"{r['changed_pct']:.2f}", f"{r['adapter_bytes']:,}") for r in rows])
+
+
+@app.command()
+def prices(as_json: JsonFlag = False) -> None:
+    """List the machine price table (USD per hour) used for budgets and costs; PEFTBENCH_PRICES replaces it."""
+    from peftbench.prices import price_table
+
+    table = price_table()
+    if as_json:
+        _print_json(table)
+        return
+    _print_table("machine prices (edit prices.yaml or set PEFTBENCH_PRICES)", ("name", "USD/hour", "$1 buys", "source"),
+                 [(name, f"{entry['usd_per_hour']:.4f}", f"{3600 / entry['usd_per_hour']:,.0f} s",
+                   " ".join(str(entry.get("source", "")).split())) for name, entry in table.items()])
 
 
 def main() -> None:

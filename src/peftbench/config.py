@@ -1,12 +1,13 @@
 """Typed suite configuration: YAML validated on load, unknown keys rejected with a hint."""
 
+import math
 import re
 from importlib import resources
 from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from peftbench.errors import UserError
 from peftbench.registry import did_you_mean
@@ -65,6 +66,33 @@ class Schedule(BaseModel):
     final_factor: float | None = Field(None, ge=0)
 
 
+class Sweep(BaseModel):
+    """Lialin et al. 11.1: try every LR on the first seed, keep the best on the validation set, then run
+    the other seeds at it. Applies to every trained method of the suite."""
+
+    model_config = ConfigDict(extra="forbid")
+    lr: list[float] = Field(min_length=2)
+    select_by: Literal["val_loss", "val_score"] = "val_loss"
+    then_seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
+
+    @field_validator("lr")
+    @classmethod
+    def _distinct_positive(cls, lrs: list[float]) -> list[float]:
+        if any(lr <= 0 for lr in lrs) or len(set(lrs)) != len(lrs):
+            raise ValueError("sweep.lr needs distinct positive learning rates, e.g. [1.0e-3, 1.0e-4, 1.0e-5]")
+        return lrs
+
+
+class Budget(BaseModel):
+    """Hamilton & Mueller 3.2: a dollar budget per run, turned into a training-time cap at a price per
+    hour given directly or by the name of an entry in the price table (peftbench.prices)."""
+
+    model_config = ConfigDict(extra="forbid")
+    usd: float = Field(gt=0)
+    gpu_usd_per_hour: float | None = Field(None, gt=0)
+    gpu: str | None = None
+
+
 class Suite(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str
@@ -82,6 +110,7 @@ class Suite(BaseModel):
     max_input_length: int = Field(256, ge=8)
     max_target_length: int = Field(32, ge=1)
     patience: int = Field(2, ge=1)
+    min_steps: int | None = Field(None, ge=1)  # more epochs where needed to reach this many optimizer steps
     val_cap: int = Field(2500, ge=1)
     test_cap: int = Field(2500, ge=1)
     split_seed: int = 0
@@ -91,6 +120,20 @@ class Suite(BaseModel):
     weight_decay: float = Field(0.0, ge=0)
     max_grad_norm: float | None = Field(1.0, gt=0)
     baselines: list[Literal["majority", "zero_shot"]] = Field(default_factory=lambda: ["majority", "zero_shot"])
+    sweep: Sweep | None = None
+    budget: Budget | None = None
+    price: str | float | None = None  # USD per hour, or a price-table name: every run records its cost
+
+    @model_validator(mode="after")
+    def _sweep_owns_seeds(self) -> "Suite":
+        if self.sweep and "seeds" in self.model_fields_set and self.seeds != self.sweep.then_seeds:
+            raise ValueError("a suite with a sweep takes its seeds from sweep.then_seeds; remove 'seeds'")
+        if self.budget and self.budget.gpu_usd_per_hour is None and self.budget.gpu is None and self.price is None:
+            raise ValueError("budget needs a price: add budget.gpu_usd_per_hour, budget.gpu (a name from"
+                             " `peftbench prices`) or the suite's 'price'")
+        if self.sweep:
+            self.seeds = list(self.sweep.then_seeds)
+        return self
 
     @field_validator("methods")
     @classmethod
@@ -123,9 +166,14 @@ class Suite(BaseModel):
 
     def epochs_for(self, scale: str | int, n_train: int) -> int:
         if isinstance(self.epochs, int):
-            return self.epochs
-        bucket = scale if scale in NAMED_SCALES else scale_bucket(n_train)
-        return self.epochs.get(str(scale), self.epochs.get(bucket, DEFAULT_EPOCHS[bucket]))
+            epochs = self.epochs
+        else:
+            bucket = scale if scale in NAMED_SCALES else scale_bucket(n_train)
+            epochs = self.epochs.get(str(scale), self.epochs.get(bucket, DEFAULT_EPOCHS[bucket]))
+        if self.min_steps and n_train:  # Lialin et al.: 3 epochs, but at least 100 updates on small sets
+            steps_per_epoch = math.ceil(math.ceil(n_train / self.batch_size) / self.grad_accum)
+            epochs = max(epochs, math.ceil(self.min_steps / steps_per_epoch))
+        return epochs
 
 
 def _explain(error: ValidationError, source: str) -> str:
@@ -133,7 +181,8 @@ def _explain(error: ValidationError, source: str) -> str:
     where = ".".join(str(part) for part in first["loc"]) or "suite"
     if first["type"] == "extra_forbidden":
         key = str(first["loc"][-1])
-        parent = Suite if len(first["loc"]) == 1 else Schedule if first["loc"][0] == "schedule" else FileTask
+        nested = {"schedule": Schedule, "sweep": Sweep, "budget": Budget}
+        parent = Suite if len(first["loc"]) == 1 else nested.get(str(first["loc"][0]), FileTask)
         hint = did_you_mean(key, list(parent.model_fields))
         return f"{source}: unknown key '{where}'.{hint} Remove or rename it."
     if first["type"] == "missing":

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from peftbench.accounting import count
-from peftbench.config import MethodSpec, Suite
+from peftbench.config import ALL, NAMED_SCALES, MethodSpec, Suite
 from peftbench.data import Encoder, Splits, make_splits, rows_digest
 from peftbench.errors import UserError
 from peftbench.evaluate import TaskModel, classification_metrics, evaluate
@@ -28,7 +28,9 @@ from peftbench.measure import PeakMemory, parameter_counts, provenance, spec_has
 from peftbench.methods import METHODS
 from peftbench.methods.base import Context, freeze
 from peftbench.models import load_model, model_family, resolve
+from peftbench.prices import usd_per_hour
 from peftbench.store import Heartbeat, Store
+from peftbench.sweep import select_lr
 from peftbench.tasks import TaskSpec, get_task
 from peftbench.train import TrainSettings, train
 
@@ -56,11 +58,30 @@ class Run:
 
 
 @dataclass
+class FollowUp:
+    """The seeds of a sweep group still to run once its sweep has chosen an LR: `template` is their spec
+    without lr and seed."""
+
+    template: dict
+    sweep: dict
+
+    def runs(self, lr: float) -> list[Run]:
+        return [Run({**self.template, "lr": lr, "seed": seed}, kind="train") for seed in self.sweep["seeds"][1:]]
+
+
+@dataclass
 class Plan:
     suite: Suite
     runs: list[Run]
     tasks: dict[str, TaskSpec] = field(default_factory=dict)
     splits: dict[str, Splits] = field(default_factory=dict)
+    follow_ups: list[FollowUp] = field(default_factory=list)
+    usd_per_hour: float | None = None  # the machine's price, for every run's cost
+
+    @property
+    def size(self) -> int:
+        """Runs in all, counting the seeds that wait for their sweep."""
+        return len(self.runs) + sum(len(f.sweep["seeds"]) - 1 for f in self.follow_ups)
 
 
 @dataclass(frozen=True)
@@ -77,19 +98,37 @@ def _apply_overrides(suite: Suite, overrides: Overrides) -> Suite:
     for axis in ("models", "tasks", "methods", "seeds"):
         if getattr(overrides, axis):
             changes[axis] = getattr(overrides, axis)
+    if suite.sweep and overrides.seeds:  # a sweep owns the seeds: the first sweeps, the others follow
+        changes["sweep"] = {**suite.sweep.model_dump(), "then_seeds": changes.pop("seeds")}
     if overrides.scales:
         changes["scales"] = [int(s) if s.isdigit() else s for s in overrides.scales]
     from pydantic import ValidationError
 
     try:
-        return Suite.model_validate({**suite.model_dump(), **changes})
+        current = suite.model_dump(exclude={"seeds"} if "sweep" in changes else set())
+        return Suite.model_validate({**current, **changes})
     except ValidationError as error:
         first = error.errors()[0]
         raise UserError(f"bad override for {first['loc'][0]}: {first['msg'].removeprefix('Value error, ')}") from None
 
 
-def plan(suite: Suite, overrides: Overrides = Overrides()) -> Plan:
-    """Expand and validate the whole grid: every name resolved, every file read, every scale checked."""
+def _budget(suite: Suite) -> dict | None:
+    """The per-run budget as a training-time cap: dollars at the machine's price per hour."""
+    if not suite.budget:
+        return None
+    price = suite.budget.gpu_usd_per_hour or usd_per_hour(suite.budget.gpu or suite.price)
+    return {"usd": suite.budget.usd, "usd_per_hour": price, "seconds": suite.budget.usd / price * 3600}
+
+
+def _nominal_size(suite: Suite, scale: str | int) -> int | None:
+    """Training examples of a scale before the data is read (a dry run of hub tasks): at most this many."""
+    return None if scale == ALL else NAMED_SCALES.get(scale, scale) if isinstance(scale, str) else scale
+
+
+def plan(suite: Suite, overrides: Overrides = Overrides(), load_data: bool = True) -> Plan:
+    """Expand and validate the whole grid: every name resolved, every file read, every scale checked.
+    With `load_data` False (a dry run) hub datasets are not downloaded: their runs show the scale's
+    nominal size, and their ids are not final."""
     suite = _apply_overrides(suite, overrides)
     families = {name: model_family(resolve(name)) for name in suite.models}
     methods = [(spec, METHODS.get(spec.name)) for spec in suite.method_specs()]
@@ -97,22 +136,28 @@ def plan(suite: Suite, overrides: Overrides = Overrides()) -> Plan:
     for model_name in suite.models:
         for spec, _ in methods:
             count(model_name, str(spec))  # a method that does not fit the architecture fails here, not mid-grid
-    result = Plan(suite=suite, runs=[])
+    budget = _budget(suite)
+    price = usd_per_hour(suite.price) if suite.price is not None else budget["usd_per_hour"] if budget else None
+    result = Plan(suite=suite, runs=[], usd_per_hour=price)
     for task_ref in suite.tasks:
         name, test_path = (task_ref, None) if isinstance(task_ref, str) else (f"file:{task_ref.file}", task_ref.test)
         task = get_task(name, test_path)
-        splits = make_splits(task, task.load(), suite.split_seed, suite.val_cap, suite.test_cap)
-        result.tasks[name], result.splits[name] = task, splits
+        splits = None
+        if load_data or not task.source.startswith("hub:"):
+            splits = make_splits(task, task.load(), suite.split_seed, suite.val_cap, suite.test_cap)
+            result.tasks[name], result.splits[name] = task, splits
+        if task.kind == "generation" and set(families.values()) == {"encoder"}:
+            raise UserError(f"task '{name}' is generation but the suite's models are encoders;"
+                            " use a decoder or encoder-decoder model for it")
         for model_name, family in families.items():
             if family == "encoder" and task.kind == "generation":
-                raise UserError(f"task '{name}' is generation but model '{model_name}' is an encoder;"
-                                " use a decoder or encoder-decoder model for it")
+                continue  # another model of the suite generates for this task; an encoder cannot
             for scale in suite.scales:
-                n_train = suite.training_size(scale, len(splits.train), name)
+                n_train = suite.training_size(scale, len(splits.train), name) if splits else _nominal_size(suite, scale)
                 common = {"model": model_name, "task": name, "task_source": task.source, "scale": scale,
                           "n_train": n_train, "split_seed": suite.split_seed, "val_cap": suite.val_cap,
-                          "test_cap": suite.test_cap, "eval": suite.eval, "group_by_length": suite.group_by_length, "max_input_length": suite.max_input_length,
-                          "max_target_length": suite.max_target_length}
+                          "test_cap": suite.test_cap, "eval": suite.eval, "group_by_length": suite.group_by_length,
+                          "max_input_length": suite.max_input_length, "max_target_length": suite.max_target_length}
                 for baseline in suite.baselines:
                     if baseline == "majority" and task.kind == "generation":
                         continue  # no majority answer for free text
@@ -121,19 +166,28 @@ def plan(suite: Suite, overrides: Overrides = Overrides()) -> Plan:
                     result.runs.append(Run({**common, "method": baseline, "method_spec": baseline,
                                             "method_options": {}, "seed": suite.seeds[0]}, kind="baseline"))
                 for spec, method in methods:
+                    template = {
+                        **common, "method": spec.name, "method_spec": str(spec),
+                        "method_options": options[str(spec)].model_dump(),
+                        "peak_factor": suite.schedule.peak_factor or method.peak_factor,
+                        "final_factor": suite.schedule.final_factor if suite.schedule.final_factor is not None
+                        else method.final_factor,
+                        "warmup_ratio": suite.schedule.warmup_ratio, "epochs": suite.epochs_for(scale, n_train or 0),
+                        "batch_size": suite.batch_size, "grad_accum": suite.grad_accum,
+                        "patience": suite.patience, "max_minutes": suite.max_minutes,
+                        "weight_decay": suite.weight_decay, "max_grad_norm": suite.max_grad_norm,
+                        **({"budget": budget} if budget else {}),
+                    }
+                    if suite.sweep:
+                        sweep = {"lrs": suite.sweep.lr, "select_by": suite.sweep.select_by, "seeds": suite.seeds}
+                        template["sweep"] = {**sweep, "group": spec_hash({**template, "sweep": sweep})}
+                        result.runs += [Run({**template, "lr": lr, "seed": suite.seeds[0]}, kind="train")
+                                        for lr in suite.sweep.lr]
+                        if len(suite.seeds) > 1:
+                            result.follow_ups.append(FollowUp(template, template["sweep"]))
+                        continue
                     lr = suite.learning_rates.get(str(spec), suite.learning_rates.get(spec.name, method.default_lr))
-                    for seed in suite.seeds:
-                        result.runs.append(Run({
-                            **common, "method": spec.name, "method_spec": str(spec),
-                            "method_options": options[str(spec)].model_dump(), "seed": seed, "lr": lr,
-                            "peak_factor": suite.schedule.peak_factor or method.peak_factor,
-                            "final_factor": suite.schedule.final_factor if suite.schedule.final_factor is not None
-                            else method.final_factor,
-                            "warmup_ratio": suite.schedule.warmup_ratio, "epochs": suite.epochs_for(scale, n_train),
-                            "batch_size": suite.batch_size, "grad_accum": suite.grad_accum,
-                            "patience": suite.patience, "max_minutes": suite.max_minutes,
-                            "weight_decay": suite.weight_decay, "max_grad_norm": suite.max_grad_norm,
-                        }, kind="train"))
+                    result.runs += [Run({**template, "lr": lr, "seed": seed}, kind="train") for seed in suite.seeds]
     return result
 
 
@@ -198,8 +252,13 @@ def execute_train(spec: dict, task: TaskSpec, splits: Splits, device: torch.devi
         lr=spec["lr"], peak_factor=spec["peak_factor"], final_factor=spec["final_factor"],
         warmup_ratio=spec["warmup_ratio"], epochs=spec["epochs"], batch_size=spec["batch_size"],
         grad_accum=spec["grad_accum"], patience=spec["patience"], seed=spec["seed"],
-        weight_decay=spec["weight_decay"], max_grad_norm=spec["max_grad_norm"], max_minutes=spec["max_minutes"])
+        weight_decay=spec["weight_decay"], max_grad_norm=spec["max_grad_norm"], max_minutes=spec["max_minutes"],
+        budget_seconds=spec["budget"]["seconds"] if spec.get("budget") else None)
     trained = train(task_model, train_examples, val_examples, settings, on_step=on_step)
+    selection = {}
+    if spec.get("sweep", {}).get("select_by") == "val_score":  # the sweep picks on validation, never on test
+        val_metrics = _evaluate_timed(task_model, splits.val, spec, spec["batch_size"])["metrics"]
+        selection = {"val_score": val_metrics.get(task.primary_metric), "val_metrics": val_metrics}
     evaluation = _evaluate_timed(task_model, splits.test, spec, spec["batch_size"])
     peak, peak_kind = memory.peak_bytes()
     return {
@@ -207,6 +266,7 @@ def execute_train(spec: dict, task: TaskSpec, splits: Splits, device: torch.devi
         "train_tokens_per_s": trained.train_tokens / trained.train_seconds if trained.train_seconds else None,
         "train_seconds": trained.train_seconds, "steps": trained.steps, "curve": trained.curve,
         "best_epoch": trained.best_epoch, "seconds_to_best": trained.seconds_to_best,
+        "best_val_loss": trained.best_val_loss if math.isfinite(trained.best_val_loss) else None, **selection,
         "stopped_by": trained.stopped_by, "wall_s": time.perf_counter() - started,
         "method_record": task_model.method_record,
     }
@@ -263,6 +323,21 @@ def execute_one(run: Run, task: TaskSpec, splits: Splits, device: torch.device,
         return "failed", {"traceback": traceback.format_exc(limit=5)}, f"{type(error).__name__}: {error}"
 
 
+def resolve_follow_ups(plan_: Plan, rows: list[dict]) -> list[Run]:
+    """The seed runs of every sweep group whose LR can be chosen from the stored sweep runs; a group
+    whose every LR failed gets none."""
+    by_group: dict[str, list[dict]] = {}
+    for row in rows:
+        if row.get("sweep"):
+            by_group.setdefault(row["sweep"]["group"], []).append(row)
+    runs = []
+    for follow_up in plan_.follow_ups:
+        chosen = select_lr(by_group.get(follow_up.sweep["group"], []), follow_up.sweep)
+        if chosen is not None:
+            runs += follow_up.runs(chosen)
+    return runs
+
+
 class GridInterrupted(Exception):
     """SIGINT stopped the grid; the message says how many runs were stored as interrupted."""
 
@@ -301,7 +376,8 @@ def execute(plan_: Plan, store: Store, executor: "Executor", progress=None) -> d
     done = store.finished_ids()
     todo = [run for run in plan_.runs if run.run_id not in done]
     counts = Counter(skipped=len(plan_.runs) - len(todo))
-    overall = progress.add_task("grid", total=len(todo)) if progress else None
+    first_phase = len(todo)
+    overall = progress.add_task("grid", total=first_phase) if progress else None
     step_tasks: dict[str, object] = {}
 
     def claim(run: Run) -> bool:
@@ -313,20 +389,35 @@ def execute(plan_: Plan, store: Store, executor: "Executor", progress=None) -> d
                 step_tasks[run.run_id] = progress.add_task(run.label, total=total)
             progress.update(step_tasks[run.run_id], completed=step)
 
+    def run_all(runs: list[Run]) -> None:
+        while runs and not stop.is_set():
+            for run, (status, result, error) in executor.run(runs, plan_, claim, stop, on_step):
+                if status == "finished" and plan_.usd_per_hour is not None:
+                    result["cost_usd"] = result["wall_s"] * plan_.usd_per_hour / 3600
+                if store.end(run.run_id, owner, status, result, error):
+                    counts[status] += 1
+                if progress:
+                    if run.run_id in step_tasks:
+                        progress.remove_task(step_tasks.pop(run.run_id))
+                    progress.advance(overall)
+            held = store.running_elsewhere(owner)
+            runs = [run for run in runs if run.run_id in held]
+            if runs:
+                stop.wait(lease / 3)  # until their runners end them or their leases lapse
+
     with _stop_on_sigint() as stop, Heartbeat(store.path, owner, lease):
         try:
-            while todo and not stop.is_set():
-                for run, (status, result, error) in executor.run(todo, plan_, claim, stop, on_step):
-                    if store.end(run.run_id, owner, status, result, error):
-                        counts[status] += 1
-                    if progress:
-                        if run.run_id in step_tasks:
-                            progress.remove_task(step_tasks.pop(run.run_id))
-                        progress.advance(overall)
-                held = store.running_elsewhere(owner)
-                todo = [run for run in todo if run.run_id in held]
-                if todo:
-                    stop.wait(lease / 3)  # until their runners end them or their leases lapse
+            run_all(todo)
+            if plan_.follow_ups and not stop.is_set():
+                # Every sweep run has ended (here or in another runner): choose each group's LR, then the other seeds.
+                later = resolve_follow_ups(plan_, store.rows("train"))
+                plan_.runs += later
+                done = store.finished_ids()
+                todo = [run for run in later if run.run_id not in done]
+                counts["skipped"] += len(later) - len(todo)
+                if progress:
+                    progress.update(overall, total=first_phase + len(todo))
+                run_all(todo)
         finally:
             # Nothing this runner claimed stays `running` after it leaves, whatever made it leave.
             reason = "stopped by SIGINT" if stop.is_set() else "the runner stopped before this run ended"

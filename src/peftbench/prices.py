@@ -1,0 +1,37 @@
+"""Machine prices for budgets and costs: a small YAML table shipped with peftbench (prices.yaml) that a
+user edits or replaces through PEFTBENCH_PRICES=path."""
+
+import os
+from importlib import resources
+from pathlib import Path
+
+import yaml
+
+from peftbench.errors import UserError
+from peftbench.registry import did_you_mean
+
+
+def price_table() -> dict[str, dict]:
+    override = os.environ.get("PEFTBENCH_PRICES")
+    path = Path(override) if override else Path(str(resources.files("peftbench") / "prices.yaml"))
+    try:
+        table = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as error:
+        raise UserError(f"price table '{path}' (PEFTBENCH_PRICES) cannot be read: {error}; point it at a YAML"
+                        " file of NAME: {usd_per_hour: X}") from None
+    if not isinstance(table, dict) or not all(isinstance(entry, dict) and isinstance(entry.get("usd_per_hour"),
+                                                                                       (int, float))
+                                              for entry in table.values()):
+        raise UserError(f"price table '{path}' must map each name to {{usd_per_hour: NUMBER, source: TEXT}}")
+    return table
+
+
+def usd_per_hour(price: str | float) -> float:
+    """A price given as a number (USD per hour) or as the name of a price-table entry."""
+    if isinstance(price, (int, float)):
+        return float(price)
+    table = price_table()
+    if price not in table:
+        raise UserError(f"no machine price named '{price}'.{did_you_mean(price, list(table))} Known: "
+                        f"{', '.join(sorted(table))}; give USD per hour as a number or add it to the price table")
+    return float(table[price]["usd_per_hour"])
