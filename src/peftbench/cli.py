@@ -138,10 +138,10 @@ def _print_grid(grid, as_json: bool) -> None:
     if as_json:
         _print_json({"suite": grid.suite.name, "size": grid.size, "runs": runs, "after_sweep": waiting})
         return
-    console = Console()
+    console = _stdout()
     for r in grid.runs:
         n = r.spec["n_train"]
-        size = f"n={n}" if r.spec["task"] in grid.splits else f"n<={n or 'all'}"
+        size = f"n={n}" if r.spec["task"] in grid.splits else f"n<={n}" if n else "n=all"
         run_id = r.run_id if r.spec["task"] in grid.splits else "(after download)"
         lr = f" · lr {r.spec['lr']:g}" if "lr" in r.spec else ""
         console.print(Text(f"{run_id:16}  {r.kind:8}  {r.spec['model']} · {r.spec['task']} · "
