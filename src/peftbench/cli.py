@@ -192,6 +192,61 @@ def report(
     _stdout().print(f"{len(built.tables)} tables from {len(rows)} runs; wrote {len(written)} files under {out}")
 
 
+class TaskType(str, Enum):
+    classification = "classification"
+    generation = "generation"
+
+
+class Priority(str, Enum):
+    performance = "performance"
+    memory = "memory"
+    time = "time"
+    inference = "inference"
+
+
+@app.command()
+def recommend(
+    task_type: Annotated[TaskType, typer.Option("--task-type", help="what the task asks for")],
+    train_samples: Annotated[int, typer.Option("--train-samples", min=1, help="training examples you have")],
+    priority: Annotated[Priority, typer.Option("--priority", help="what to optimise")] = Priority.performance,
+    max_memory_gb: Annotated[float | None, typer.Option("--max-memory-gb", min=0, help="exclude methods whose"
+                                                        " measured peak memory exceeds this")] = None,
+    max_minutes: Annotated[float | None, typer.Option("--max-minutes", min=0, help="exclude methods whose runs"
+                                                      " took longer")] = None,
+    max_usd: Annotated[float | None, typer.Option("--max-usd", min=0, help="exclude methods whose runs cost"
+                                                  " more (or have no known price)")] = None,
+    store: StoreOption = DEFAULT_STORE,
+    as_json: JsonFlag = False,
+) -> None:
+    """Rank methods for a task: from the store's measurements at a nearby data size when it has them,
+    otherwise from the papers' findings, each cited."""
+    from peftbench.recommend import Limits
+    from peftbench.recommend import recommend as rank
+    from peftbench.store import read_rows
+
+    answer = rank(read_rows(store), task_type.value, train_samples, priority.value,
+                  Limits(max_memory_gb, max_minutes, max_usd))
+    if as_json:
+        _print_json(answer.as_dict())
+        return
+    console = _stdout()
+    console.print(f"{answer.task_type}, {answer.train_samples} training examples, priority {answer.priority}:"
+                  f" ranked from {answer.source.upper()}", markup=False, highlight=False)
+    for place, choice in enumerate(answer.ranking, 1):
+        console.print(f"{place}. {choice.method}", markup=False, highlight=False)
+        for reason in choice.reasons:
+            console.print(f"   - {reason}", markup=False, highlight=False)
+        for source in dict.fromkeys(choice.sources):
+            console.print(f"   source: {source}", markup=False, highlight=False)
+        if choice.evidence:
+            shown = ", ".join(choice.evidence[:6]) + (" ..." if len(choice.evidence) > 6 else "")
+            console.print(f"   evidence: {len(choice.evidence)} runs ({shown})", markup=False, highlight=False)
+    for item in answer.excluded:
+        console.print(f"excluded {item['method']}: {item['reason']}", markup=False, highlight=False)
+    for note in answer.notes:
+        console.print(f"note: {note}", markup=False, highlight=False)
+
+
 @app.command()
 def methods(as_json: JsonFlag = False) -> None:
     """List the fine-tuning methods, their options and learning-rate defaults."""
