@@ -133,17 +133,16 @@ def from_measurements(rows: list[dict], kind: str, n: int, size: int, priority: 
     for label in order:
         mine = [c for c in allowed if c.label == label]
         runs = [run for c in mine for run in c.runs]
-        score = summarise([run.get("score") for run in runs])
         peak = max((run.get("peak_memory_bytes") or 0 for run in runs), default=0) / 1e9
         seconds = max((run.get("wall_s") or 0 for run in runs), default=0)
         infer = summarise([run.get("infer_tokens_per_s") for run in runs])
         reasons = [f"{priority}: {_mean(relative[label][priority]):.0%} of the best on average over"
                    f" {len(relative[label][priority])} model × task group(s)"]
-        if score:
-            seeds = sorted({c.seeds for c in mine})
-            spread = f" ± {score.std:.3f}" if score.std is not None else " (one seed: no spread known)"
-            reasons.append(f"score {score.mean:.3f}{spread} over {len(runs)} runs ({'/'.join(map(str, seeds))} seeds"
-                           f" per configuration) on {', '.join(sorted({c.task for c in mine}))}")
+        for config in mine:
+            score = config.summary(lambda run: run.get("score"))
+            if score:
+                spread = f" ± {score.std:.3f} over {score.n} seeds" if score.std is not None else " (one seed: spread unknown)"
+                reasons.append(f"score {score.mean:.3f}{spread} on {config.model} / {config.task}")
         reasons.append(f"peak memory up to {peak:.2f} GB, up to {seconds:,.1f} s per run"
                        + (f", inference {infer.mean:,.0f} tokens/s" if infer else ""))
         ranking.append(Choice(label, reasons, evidence=[run["run_id"] for run in runs]))
