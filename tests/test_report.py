@@ -204,7 +204,7 @@ def test_suite_filter_and_bad_input(grid_store, tmp_path):
                     "--format", "csv", "--json")
     assert "scores-config-tiny-t5-n-8" in only["tables"] and "scores-config-tiny-bert-n-8" not in only["tables"]
     missing = tmp_path / "absent.db"
-    code, out, err = run_cli("report", "--store", missing, "--out", tmp_path / "x")
+    code, _, err = run_cli("report", "--store", missing, "--out", tmp_path / "x")
     assert code == 2 and "no results store" in err and "--store" in err and not missing.exists()
     code, _, err = run_cli("report", "--store", grid_store, "--format", "md,pdf", "--out", tmp_path / "y")
     assert code == 2 and "unknown report format 'pdf'" in err and not (tmp_path / "y").exists()

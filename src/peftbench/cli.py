@@ -89,8 +89,8 @@ def run(
 
     from peftbench.config import load_suite
     from peftbench.executors import LocalExecutor, ray_executor
-    from peftbench.runner import GridInterrupted, Overrides, execute, pick_device, plan
     from peftbench.report import runs_view, summary_markdown
+    from peftbench.runner import GridInterrupted, Overrides, execute, pick_device, plan
     from peftbench.store import Store, read_rows
 
     grid = plan(load_suite(suite), Overrides(models=model, tasks=task, methods=method, scales=scale, seeds=seed))

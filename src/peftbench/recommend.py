@@ -162,7 +162,7 @@ def _mean(values: list[float]) -> float:
 
 def _baseline_notes(items: list[Config], groups: dict[tuple, list[Config]]) -> list[str]:
     """Hamilton & Mueller's check: does any method beat the best baseline of its model x task?"""
-    mean_score = lambda c: (s := c.summary(lambda r: r.get("score"))) and s.mean  # noqa: E731
+    mean_score = lambda c: (s := c.summary(lambda r: r.get("score"))) and s.mean
     notes = []
     for (model, task), group in groups.items():
         best_method = max((m for c in group if (m := mean_score(c)) is not None), default=None)

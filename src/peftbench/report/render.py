@@ -9,7 +9,7 @@ from peftbench.report.tables import Cell, Table
 
 
 def markdown_table(table: Table) -> str:
-    escape = lambda text: text.replace("|", "\\|")  # noqa: E731
+    escape = lambda text: text.replace("|", "\\|")
     lines = [f"## {table.title}", "", "| " + " | ".join(map(escape, table.columns)) + " |",
              "|" + "---|" * len(table.columns)]
     for row in table.rows:

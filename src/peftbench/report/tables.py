@@ -193,7 +193,7 @@ def compare_top_two(items: list[Config]) -> list[Comparison]:
                 continue
             first, second = ranked[:2]
             a, b = per_example(first), per_example(second)
-            digest = lambda c: (c.runs[0].get("data_digest") or {}).get("test")  # noqa: E731
+            digest = lambda c: (c.runs[0].get("data_digest") or {}).get("test")
             if a is None or b is None:
                 comparisons.append(Comparison(model, scale, task, first, second, None,
                                               "runs stored without per-example results"))
