@@ -219,3 +219,13 @@ def test_configurations_with_different_learning_rates_stay_apart(rows):
     for config in report.tables.configs(lora):
         labels[config.label] += config.seeds
     assert labels == {f"lora (lr={lora[0]['lr']})": 1, f"lora (lr={lora[1]['lr']})": 1}
+
+
+def test_of_an_lr_sweep_only_the_chosen_lr_is_aggregated(rows):
+    lora = [r for r in rows if r["model"] == "config:tiny-bert" and r["method_spec"] == "lora" and r["n_train"] == 8]
+    sweep = {"group": "g", "lrs": [1e-3, 1e-4], "select_by": "val_loss", "seeds": GRID_SEEDS}
+    chosen = [dict(r, lr=1e-4, sweep=sweep, best_val_loss=1.0, score=0.9 + r["seed"] / 100) for r in lora]
+    loser = dict(lora[0], lr=1e-3, sweep=sweep, best_val_loss=2.0, score=0.1, run_id="loser")
+    [config] = report.tables.configs([*chosen, loser])
+    assert config.label == "lora" and config.seeds == 2
+    assert config.summary(lambda run: run["score"]).mean == pytest.approx(0.905)
