@@ -4,6 +4,8 @@ import json
 import sys
 from pathlib import Path
 
+import pytest
+
 from peftbench import cli
 
 TINY_MODELS = ["config:tiny-t5", "config:tiny-llama", "config:tiny-bert"]
@@ -39,3 +41,25 @@ def write_suite(path: Path, **fields) -> Path:
     suite.update(fields)
     path.write_text(json.dumps(suite))  # JSON is YAML
     return path
+
+
+GRID_SEEDS, GRID_SCALES = [0, 1], [8, 16]
+GRID_METHODS = ["full", "lora", "lora[layers=later]", "ln_tuning"]
+
+
+@pytest.fixture(scope="session")
+def grid_store(tmp_path_factory) -> Path:
+    """A store filled once per session by a real tiny grid (2 seeds, 2 scales): classification on an
+    encoder (head) and an encoder-decoder (generated label), and generation; the run summaries go to
+    the store's folder."""
+    folder = tmp_path_factory.mktemp("grid")
+    store = folder / "results.db"
+    common = dict(scales=GRID_SCALES, seeds=GRID_SEEDS, epochs=2, max_input_length=32, max_target_length=6,
+                  val_cap=8, test_cap=12)
+    classify = write_suite(folder / "classify.json", models=["config:tiny-bert", "config:tiny-t5"],
+                           tasks=["bbc_topic"], methods=GRID_METHODS, **common)
+    generate = write_suite(folder / "generate.json", models=["config:tiny-t5"], tasks=["bbc_headline"],
+                           methods=["full", "lora"], **common)
+    for suite in (classify, generate):
+        run_json("run", suite, "--store", store, "--device", "cpu", "--json")
+    return store

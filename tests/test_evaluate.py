@@ -20,9 +20,11 @@ def test_classification_metrics_by_hand():
     assert metrics["prediction_counts"] == {"no": 2, "yes": 1, OTHER: 1}
     # macro-F1 over the task labels: yes P=1 R=1/3 -> 0.5; no P=1/2 R=1 -> 2/3
     assert metrics["macro_f1"] == pytest.approx((0.5 + 2 / 3) / 2)
+    assert metrics["per_example"] == [1, 0, 0, 1]
 
 
 def test_rouge_identical_and_disjoint():
     metrics = generation_metrics(["the cat sat", "a b"], ["the cat sat", "x y"])
     assert metrics["rougeL"] == pytest.approx(0.5)
     assert metrics["rouge1"] == pytest.approx(0.5)
+    assert metrics["per_example"] == [1.0, 0.0]

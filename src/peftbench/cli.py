@@ -89,9 +89,9 @@ def run(
 
     from peftbench.config import load_suite
     from peftbench.executors import LocalExecutor, ray_executor
+    from peftbench.report import runs_view, summary_markdown
     from peftbench.runner import GridInterrupted, Overrides, execute, pick_device, plan
     from peftbench.store import Store, read_rows
-    from peftbench.summary import rich_table, write_markdown
 
     overrides = Overrides(models=model, tasks=task, methods=method, scales=scale, seeds=seed)
     grid = plan(load_suite(suite), overrides, load_data=not dry_run)
@@ -118,12 +118,14 @@ def run(
         results.close()
     ids = {r.run_id for r in grid.runs}
     rows = [row for row in read_rows(store) if row["run_id"] in ids]
-    summary = write_markdown(rows, (out or store.parent) / f"{grid.suite.name}.md", f"peftbench suite {grid.suite.name}")
+    summary = (out or store.parent) / f"{grid.suite.name}.md"
+    summary.parent.mkdir(parents=True, exist_ok=True)
+    summary.write_text(summary_markdown(rows, f"peftbench suite {grid.suite.name}"), encoding="utf-8")
     if as_json:
         _print_json({"suite": grid.suite.name, "counts": counts, "store": str(store), "summary": str(summary),
                      "runs": rows})
         return
-    _stdout().print(rich_table(rows, f"suite {grid.suite.name}"))
+    _stdout().print(runs_view(rows, f"suite {grid.suite.name}"))
     _stdout().print(f"trained {counts.get('finished', 0)}, skipped {counts.get('skipped', 0)} already stored,"
                     f" failed {counts.get('failed', 0)}; store {store}; summary {summary}")
 
@@ -168,8 +170,8 @@ def results(
     as_json: JsonFlag = False,
 ) -> None:
     """List stored runs (training runs; --baselines adds the baseline rows)."""
+    from peftbench.report import runs_view
     from peftbench.store import read_rows
-    from peftbench.summary import rich_table
 
     if not store.exists():
         raise UserError(f"no results store at '{store}'; run `peftbench run` first or pass --store PATH")
@@ -178,7 +180,91 @@ def results(
     if as_json:
         _print_json([{key: row.get(key) for key in RESULT_FIELDS} for row in rows])
         return
-    _stdout().print(rich_table(rows, f"{len(rows)} runs in {store}"))
+    _stdout().print(runs_view(rows, f"{len(rows)} runs in {store}"))
+
+
+@app.command()
+def report(
+    store: StoreOption = DEFAULT_STORE,
+    out: Annotated[Path, typer.Option("--out", help="directory for the report")] = Path("peftbench-report"),
+    formats: Annotated[str, typer.Option("--format", help="comma-separated: md, csv, tex, html")] = "md,csv,tex,html",
+    suite: Annotated[str | None, typer.Option("--suite", help="only runs of this suite")] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Tables (scores, ablations, convergence, per-parameter and per-minute scores, efficiency, cost,
+    predictions), statistics over seeds and plots, from the runs in a store."""
+    from peftbench import report as report_
+    from peftbench.store import read_rows
+
+    chosen = report_.parse_formats(formats)
+    if not store.exists():
+        raise UserError(f"no results store at '{store}'; run `peftbench run` first or pass --store PATH")
+    rows = [row for row in read_rows(store) if suite is None or row["suite"] == suite]
+    if not rows:
+        raise UserError(f"the store '{store}' holds no runs" + (f" of suite '{suite}'" if suite else "")
+                        + "; check --suite against `peftbench results`")
+    built = report_.build(rows, f"peftbench report: {suite or store}")
+    written = report_.write(built, out, chosen)
+    if as_json:
+        _print_json({"out": str(out), "files": [str(path) for path in written],
+                     "tables": [table.key for table in built.tables], "notes": built.intro})
+        return
+    _stdout().print(f"{len(built.tables)} tables from {len(rows)} runs; wrote {len(written)} files under {out}")
+
+
+class TaskType(str, Enum):
+    classification = "classification"
+    generation = "generation"
+
+
+class Priority(str, Enum):
+    performance = "performance"
+    memory = "memory"
+    time = "time"
+    inference = "inference"
+
+
+@app.command()
+def recommend(
+    task_type: Annotated[TaskType, typer.Option("--task-type", help="what the task asks for")],
+    train_samples: Annotated[int, typer.Option("--train-samples", min=1, help="training examples you have")],
+    priority: Annotated[Priority, typer.Option("--priority", help="what to optimise")] = Priority.performance,
+    max_memory_gb: Annotated[float | None, typer.Option("--max-memory-gb", min=0, help="exclude methods whose"
+                                                        " measured peak memory exceeds this")] = None,
+    max_minutes: Annotated[float | None, typer.Option("--max-minutes", min=0, help="exclude methods whose runs"
+                                                      " took longer")] = None,
+    max_usd: Annotated[float | None, typer.Option("--max-usd", min=0, help="exclude methods whose runs cost"
+                                                  " more (or have no known price)")] = None,
+    store: StoreOption = DEFAULT_STORE,
+    as_json: JsonFlag = False,
+) -> None:
+    """Rank methods for a task: from the store's measurements at a nearby data size when it has them,
+    otherwise from the papers' findings, each cited."""
+    from peftbench.recommend import Limits
+    from peftbench.recommend import recommend as rank
+    from peftbench.store import read_rows
+
+    answer = rank(read_rows(store), task_type.value, train_samples, priority.value,
+                  Limits(max_memory_gb, max_minutes, max_usd))
+    if as_json:
+        _print_json(answer.as_dict())
+        return
+    console = _stdout()
+    console.print(f"{answer.task_type}, {answer.train_samples} training examples, priority {answer.priority}:"
+                  f" ranked from {answer.source.upper()}", markup=False, highlight=False)
+    for place, choice in enumerate(answer.ranking, 1):
+        console.print(f"{place}. {choice.method}", markup=False, highlight=False)
+        for reason in choice.reasons:
+            console.print(f"   - {reason}", markup=False, highlight=False)
+        for source in dict.fromkeys(choice.sources):
+            console.print(f"   source: {source}", markup=False, highlight=False)
+        if choice.evidence:
+            shown = ", ".join(choice.evidence[:6]) + (" ..." if len(choice.evidence) > 6 else "")
+            console.print(f"   evidence: {len(choice.evidence)} runs ({shown})", markup=False, highlight=False)
+    for item in answer.excluded:
+        console.print(f"excluded {item['method']}: {item['reason']}", markup=False, highlight=False)
+    for note in answer.notes:
+        console.print(f"note: {note}", markup=False, highlight=False)
 
 
 @app.command()

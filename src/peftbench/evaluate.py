@@ -165,6 +165,8 @@ def classification_metrics(golds: list[str], predictions: list[str], labels: lis
         "other_rate": counts.get(OTHER, 0) / len(predictions),
         "prediction_counts": {label: counts.get(label, 0) for label in [*labels, OTHER]},
         "n_test": len(golds),
+        # 0/1 per test row, in test order: the report's paired bootstrap compares methods on the same rows
+        "per_example": [int(c) for c in correct],
     }
 
 
@@ -172,12 +174,15 @@ def generation_metrics(references: list[str], predictions: list[str]) -> dict:
     from rouge_score import rouge_scorer
 
     scorer = rouge_scorer.RougeScorer(["rouge1", "rouge2", "rougeL"], use_stemmer=True)
-    totals = Counter()
+    totals, per_example = Counter(), []
     for reference, prediction in zip(references, predictions):
-        for name, score in scorer.score(reference, prediction).items():
+        scores = scorer.score(reference, prediction)
+        for name, score in scores.items():
             totals[name] += score.fmeasure
+        per_example.append(round(scores["rougeL"].fmeasure, 4))
     metrics = {name: totals[name] / len(references) for name in ("rouge1", "rouge2", "rougeL")}
     metrics["n_test"] = len(references)
+    metrics["per_example"] = per_example  # ROUGE-L per test row, in test order, for the paired bootstrap
     return metrics
 
 

@@ -1,0 +1,231 @@
+"""`peftbench report` on a store filled by a real tiny grid: the numbers in the tables are checked against
+the stored runs, computed here independently (statistics module, not the report's code)."""
+
+import csv
+import math
+import statistics
+from collections import defaultdict
+from pathlib import Path
+
+import pytest
+from conftest import GRID_METHODS, GRID_SCALES, GRID_SEEDS, run_cli, run_json
+
+from peftbench import report
+from peftbench.report.plots import pareto_front
+from peftbench.report.stats import paired_bootstrap
+from peftbench.store import read_rows
+
+T_975_ONE_DF = 12.706204736174698  # Student's t, 97.5% quantile, 1 degree of freedom (two seeds)
+
+
+@pytest.fixture(scope="module")
+def written(grid_store, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("report")
+    result = run_json("report", "--store", grid_store, "--out", out, "--json")
+    assert result["out"] == str(out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def rows(grid_store) -> list[dict]:
+    return read_rows(grid_store)
+
+
+def read_csv(path: Path) -> dict[str, dict[str, str]]:
+    with path.open() as handle:
+        return {line[next(iter(line))]: line for line in csv.DictReader(handle)}
+
+
+def seeds_of(rows, model, task, n, spec) -> list[dict]:
+    found = [r for r in rows if (r["model"], r["task"], r["n_train"], r["method_spec"]) == (model, task, n, spec)
+             and r["kind"] == "train" and r["status"] == "finished"]
+    assert sorted(r["seed"] for r in found) == GRID_SEEDS
+    return found
+
+
+def mean_std(values) -> tuple[float, float]:
+    return statistics.mean(values), statistics.stdev(values)
+
+
+BLOCKS = [(model, task, n) for model, task in [("config:tiny-bert", "bbc_topic"), ("config:tiny-t5", "bbc_topic"),
+                                               ("config:tiny-t5", "bbc_headline")] for n in GRID_SCALES]
+
+
+@pytest.mark.parametrize("model,task,n", BLOCKS)
+def test_scores_are_mean_and_std_over_seeds(written, rows, model, task, n):
+    table = read_csv(written / "csv" / f"scores-{model.replace(':', '-')}-n-{n}.csv")
+    methods = GRID_METHODS if task == "bbc_topic" else ["full", "lora"]
+    for spec in methods:
+        mean, std = mean_std([r["score"] for r in seeds_of(rows, model, task, n, spec)])
+        assert float(table[spec][task]) == pytest.approx(mean)
+        assert float(table[spec][f"{task} std"]) == pytest.approx(std)
+    majority = [r for r in rows if (r["model"], r["task"], r["n_train"], r["method"]) == (model, task, n, "majority")]
+    if task == "bbc_topic":
+        assert float(table["majority"][task]) == pytest.approx(majority[0]["score"])
+        assert table["majority"][f"{task} std"] == ""  # one baseline run: no spread to show
+
+
+def test_statistics_give_a_t_interval_with_two_seeds(written, rows):
+    stats = list(csv.DictReader((written / "csv" / "statistics.csv").open()))
+    line = next(s for s in stats if s["model"] == "config:tiny-bert" and s["scale"] == "16"
+                and s["task"] == "bbc_topic" and s["method"] == "ln_tuning")
+    mean, std = mean_std([r["score"] for r in seeds_of(rows, "config:tiny-bert", "bbc_topic", 16, "ln_tuning")])
+    half = T_975_ONE_DF * std / math.sqrt(2)
+    assert line["seeds"] == "2"
+    assert float(line["95% low"]) == pytest.approx(mean - half)
+    assert float(line["95% high"]) == pytest.approx(mean + half)
+
+
+@pytest.mark.parametrize("model,task,n", BLOCKS)
+def test_per_100k_parameters_and_per_minute(written, rows, model, task, n):
+    table = read_csv(written / "csv" / f"ratios-{model.replace(':', '-')}-n-{n}.csv")
+    for spec in (GRID_METHODS if task == "bbc_topic" else ["full", "lora"]):
+        runs = seeds_of(rows, model, task, n, spec)
+        per_100k = mean_std([r["score"] / (r["trainable_params"] / 100_000) for r in runs])
+        per_minute = mean_std([r["score"] / (r["seconds_to_best"] / 60) for r in runs])
+        assert float(table[spec][f"{task} per 100k params"]) == pytest.approx(per_100k[0])
+        assert float(table[spec][f"{task} per 100k params std"]) == pytest.approx(per_100k[1])
+        assert float(table[spec][f"{task} per minute"]) == pytest.approx(per_minute[0])
+        assert float(table[spec][f"{task} per minute std"]) == pytest.approx(per_minute[1], abs=1e-9)
+
+
+@pytest.mark.parametrize("model", ["config:tiny-bert", "config:tiny-t5"])
+def test_efficiency_is_relative_to_full_tuning_on_the_same_inputs(written, rows, model):
+    table = read_csv(written / "csv" / f"efficiency-{model.replace(':', '-')}.csv")
+    tasks = ["bbc_topic"] + (["bbc_headline"] if model == "config:tiny-t5" else [])
+    for spec in ("lora", "ln_tuning"):
+        for key, column in (("train_tokens_per_s", "train throughput % of full"),
+                            ("infer_tokens_per_s", "inference throughput % of full")):
+            ratios = []
+            for task in tasks:
+                for n in GRID_SCALES:
+                    if spec == "ln_tuning" and task == "bbc_headline":
+                        continue
+                    ours = statistics.mean(r[key] for r in seeds_of(rows, model, task, n, spec))
+                    full = statistics.mean(r[key] for r in seeds_of(rows, model, task, n, "full"))
+                    ratios.append(100 * ours / full)
+            assert float(table[spec][column]) == pytest.approx(statistics.mean(ratios))
+        runs = [r for task in tasks for n in GRID_SCALES for r in
+                (seeds_of(rows, model, task, n, spec) if not (spec == "ln_tuning" and task == "bbc_headline") else [])]
+        assert float(table[spec]["trainable %"]) == pytest.approx(
+            statistics.mean(100 * r["trainable_params"] / r["total_params"] for r in runs))
+        assert float(table[spec]["peak memory (GB)"]) == pytest.approx(
+            statistics.mean(r["peak_memory_bytes"] / 1e9 for r in runs))
+    assert float(table["full"]["train throughput % of full"]) == pytest.approx(100)
+
+
+def test_convergence_and_full_tunings_speed_up(written, rows):
+    table = read_csv(written / "csv" / "convergence-config-tiny-bert-n-16.csv")
+    seconds = {spec: statistics.mean(r["seconds_to_best"] for r in seeds_of(rows, "config:tiny-bert", "bbc_topic", 16, spec))
+               for spec in GRID_METHODS}
+    epochs = statistics.mean(r["best_epoch"] for r in seeds_of(rows, "config:tiny-bert", "bbc_topic", 16, "lora"))
+    assert float(table["lora"]["bbc_topic best epoch"]) == pytest.approx(epochs)
+    assert float(table["lora"]["bbc_topic s to best"]) == pytest.approx(seconds["lora"])
+    others = statistics.mean(seconds[spec] for spec in GRID_METHODS if spec != "full")
+    assert float(table["full tuning speed-up"]["bbc_topic s to best"]) == pytest.approx(1 - seconds["full"] / others)
+
+
+def test_ablation_table_counts_parameters(written, rows):
+    table = read_csv(written / "csv" / "ablations-config-tiny-bert-n-8.csv")
+    assert set(table) == {"lora", "lora[layers=later]"}  # the family with an ablated variant, nothing else
+    # config:tiny-bert has 2 layers (hidden 32): LoRA r=8 on q and v adds 2 x (8x32 + 32x8) per layer
+    assert table["lora"]["added"] == "2048" and table["lora[layers=later]"]["added"] == "1024"
+    stored = seeds_of(rows, "config:tiny-bert", "bbc_topic", 8, "lora[layers=later]")[0]["trainable_params"]
+    assert float(table["lora[layers=later]"]["trainable"]) == stored
+
+
+def test_prediction_counts_only_for_generated_labels(written, rows):
+    files = sorted(path.name for path in (written / "csv").glob("predictions-*.csv"))
+    assert files == ["predictions-config-tiny-t5-bbc-topic-n-16.csv", "predictions-config-tiny-t5-bbc-topic-n-8.csv"]
+    table = read_csv(written / "csv" / files[1])
+    runs = seeds_of(rows, "config:tiny-t5", "bbc_topic", 8, "lora")
+    assert float(table["lora"]["<other>"]) == statistics.mean(r["metrics"]["prediction_counts"]["<other>"] for r in runs)
+    assert list(table["lora"])[-4:] == ["<other>", "<other> std", "other rate", "other rate std"]  # labels first
+
+
+def test_every_format_holds_every_table(written):
+    tables = sorted(path.stem for path in (written / "csv").glob("*.csv"))
+    assert sorted(path.stem for path in (written / "tex").glob("*.tex")) == tables
+    assert {"statistics", "significance", "runs"} <= set(tables)
+    # per model x scale: scores, ablations, convergence, ratios; per model: efficiency; per generated-label
+    # classification block: predictions; and statistics, significance, runs
+    assert len(tables) == 4 * 4 + 2 + 2 + 3
+    markdown, page = (written / "report.md").read_text(), (written / "report.html").read_text()
+    for table in tables:
+        assert f'id="{table}"' in page and f'href="#{table}"' in page
+    assert markdown.count("\n## ") == len(tables) + 1  # and the plots section
+    images = sorted((written / "plots").glob("*.png"))
+    assert len(images) == 6 + 4  # four-panel figure per model, task, scale; bars per classification block
+    assert page.count('src="data:image/png;base64,') == len(images)
+    assert "<script" not in page and "http" not in page.replace("http://www.w3.org", "")
+    tex = (written / "tex" / "scores-config-tiny-bert-n-8.tex").read_text()
+    assert r"\begin{tabular}" in tex and r"$\pm$" in tex
+
+
+def test_top_two_are_compared_by_paired_bootstrap(written):
+    lines = list(csv.DictReader((written / "csv" / "significance.csv").open()))
+    assert len(lines) == 6  # one per model x task x scale block with two or more trained methods
+    for line in lines:
+        assert line["verdict"] in ("significantly different", "not significantly different")
+        assert float(line["95% low"]) <= float(line["difference"]) <= float(line["95% high"])
+    markdown = (written / "report.md").read_text()
+    assert "significantly different (paired bootstrap over 12 test rows" in markdown
+
+
+def test_paired_bootstrap_separates_a_clear_win_from_a_tie():
+    tie = paired_bootstrap([1, 0] * 50, [0, 1] * 50)
+    assert not tie.significant and tie.difference == 0 and tie.p_value > 0.5
+    win = paired_bootstrap([1] * 90 + [0] * 10, [0] * 60 + [1] * 40)
+    assert win.significant and win.difference == pytest.approx(0.5) and win.p_value < 0.01
+
+
+def test_pareto_front_keeps_undominated_points():
+    points = [(1, 0.5), (2, 0.4), (3, 0.7), (4, 0.7), (5, 0.9)]
+    assert pareto_front(points) == [(1, 0.5), (3, 0.7), (5, 0.9)]
+
+
+def test_one_seed_is_said_not_hidden(rows):
+    built = report.build([r for r in rows if r["seed"] == 0], "one seed")
+    assert any("one seed" in line for line in built.intro)
+    scores = next(table for table in built.tables if table.key == "scores-config-tiny-bert-n-8")
+    assert "±" not in "".join(cell.text for row in scores.rows for cell in row)
+    assert any("One seed per configuration" in note for note in scores.notes)
+
+
+def test_run_summary_is_the_report_markdown(grid_store, rows):
+    summary = grid_store.parent / "classify.md"
+    suite_rows = [row for row in rows if row["suite"] == "classify"]
+    assert summary.read_text() == report.summary_markdown(suite_rows, "peftbench suite classify")
+    assert "## Scores: config:tiny-bert, n=8" in summary.read_text()
+
+
+def test_suite_filter_and_bad_input(grid_store, tmp_path):
+    only = run_json("report", "--store", grid_store, "--out", tmp_path / "gen", "--suite", "generate",
+                    "--format", "csv", "--json")
+    assert "scores-config-tiny-t5-n-8" in only["tables"] and "scores-config-tiny-bert-n-8" not in only["tables"]
+    missing = tmp_path / "absent.db"
+    code, _, err = run_cli("report", "--store", missing, "--out", tmp_path / "x")
+    assert code == 2 and "no results store" in err and "--store" in err and not missing.exists()
+    code, _, err = run_cli("report", "--store", grid_store, "--format", "md,pdf", "--out", tmp_path / "y")
+    assert code == 2 and "unknown report format 'pdf'" in err and not (tmp_path / "y").exists()
+    code, _, err = run_cli("report", "--store", grid_store, "--suite", "nope", "--out", tmp_path / "z")
+    assert code == 2 and "holds no runs of suite 'nope'" in err
+
+
+def test_configurations_with_different_learning_rates_stay_apart(rows):
+    lora = [dict(r, lr=r["lr"] * 10 if r["seed"] == 1 else r["lr"]) for r in rows
+            if r["model"] == "config:tiny-bert" and r["method_spec"] == "lora" and r["n_train"] == 8]
+    labels = defaultdict(int)
+    for config in report.tables.configs(lora):
+        labels[config.label] += config.seeds
+    assert labels == {f"lora (lr={lora[0]['lr']})": 1, f"lora (lr={lora[1]['lr']})": 1}
+
+
+def test_of_an_lr_sweep_only_the_chosen_lr_is_aggregated(rows):
+    lora = [r for r in rows if r["model"] == "config:tiny-bert" and r["method_spec"] == "lora" and r["n_train"] == 8]
+    sweep = {"group": "g", "lrs": [1e-3, 1e-4], "select_by": "val_loss", "seeds": GRID_SEEDS}
+    chosen = [dict(r, lr=1e-4, sweep=sweep, best_val_loss=1.0, score=0.9 + r["seed"] / 100) for r in lora]
+    loser = dict(lora[0], lr=1e-3, sweep=sweep, best_val_loss=2.0, score=0.1, run_id="loser")
+    [config] = report.tables.configs([*chosen, loser])
+    assert config.label == "lora" and config.seeds == 2
+    assert config.summary(lambda run: run["score"]).mean == pytest.approx(0.905)
