@@ -1,6 +1,7 @@
 """From a suite to stored results: expand the grid, check every input before anything is written,
 then train, evaluate and measure each run, skipping runs the store already holds."""
 
+import dataclasses
 import functools
 import math
 import os
@@ -26,7 +27,7 @@ from peftbench.evaluate import TaskModel, classification_metrics, evaluate
 from peftbench.heads import MeanPoolClassifier
 from peftbench.measure import PeakMemory, parameter_counts, provenance, spec_hash
 from peftbench.methods import METHODS
-from peftbench.methods.base import Context, freeze
+from peftbench.methods.base import Context, freeze, keep_model, merged_copy
 from peftbench.models import load_model, model_family, resolve
 from peftbench.store import Heartbeat, Store
 from peftbench.tasks import TaskSpec, get_task
@@ -112,6 +113,7 @@ def plan(suite: Suite, overrides: Overrides = Overrides()) -> Plan:
                 common = {"model": model_name, "task": name, "task_source": task.source, "scale": scale,
                           "n_train": n_train, "split_seed": suite.split_seed, "val_cap": suite.val_cap,
                           "test_cap": suite.test_cap, "eval": suite.eval, "group_by_length": suite.group_by_length, "max_input_length": suite.max_input_length,
+                          "merge_for_eval": suite.merge_for_eval, "bf16_autocast": suite.bf16_autocast,
                           "max_target_length": suite.max_target_length}
                 for baseline in suite.baselines:
                     if baseline == "majority" and task.kind == "generation":
@@ -133,6 +135,7 @@ def plan(suite: Suite, overrides: Overrides = Overrides()) -> Plan:
                             "batch_size": suite.batch_size, "grad_accum": suite.grad_accum,
                             "patience": suite.patience, "max_minutes": suite.max_minutes,
                             "weight_decay": suite.weight_decay, "max_grad_norm": suite.max_grad_norm,
+                            "fused_adamw": suite.fused_adamw,
                         }, kind="train"))
     return result
 
@@ -153,10 +156,11 @@ def _total_steps(spec: dict) -> int | None:
     return math.ceil(batches / spec["grad_accum"]) * spec["epochs"]
 
 
-def build_task_model(spec: dict, task: TaskSpec, method_name: str | None) -> TaskModel:
+def build_task_model(spec: dict, task: TaskSpec, method_name: str | None, random_init: bool = False) -> TaskModel:
     """Load the model, apply the method (None: no training, all frozen) and, for an encoder on a
-    classification task, put the mean-pooling head on top. Seeded so the head starts alike per seed."""
-    loaded = load_model(spec["model"])
+    classification task, put the mean-pooling head on top. Seeded so the head starts alike per seed.
+    `random_init`: the checkpoint's architecture with random weights (profiling)."""
+    loaded = load_model(spec["model"], random_init)
     torch.manual_seed(spec["seed"])
     model, context = loaded.model, Context(family=loaded.family, seed=spec["seed"], total_steps=_total_steps(spec))
     step_hook = None
@@ -173,7 +177,22 @@ def build_task_model(spec: dict, task: TaskSpec, method_name: str | None) -> Tas
         model.head.requires_grad_(method_name is not None)
     encoder = Encoder(task, loaded.family, loaded.tokenizer, spec["max_input_length"], spec["max_target_length"])
     return TaskModel(model=model, encoder=encoder, uses_head=uses_head, group_by_length=spec["group_by_length"],
-                     method_record=context.record, on_optimizer_step=step_hook)
+                     bf16_autocast=spec["bf16_autocast"], method_record=context.record, on_optimizer_step=step_hook)
+
+
+def merged_for_eval(task_model: TaskModel, method_name: str) -> TaskModel:
+    """The task model with the method folded into a copy of the weights, for faster evaluation; the
+    trained model is left as it is. Methods that train weights in place (full, BitFit) have nothing to
+    fold, and the others with no merge are returned unchanged."""
+    method = METHODS.get(method_name)
+    if method.merge is None or method.merge is keep_model:
+        return task_model
+    merge = method.merge
+    if task_model.uses_head:
+        def merge(classifier: MeanPoolClassifier) -> MeanPoolClassifier:  # the head has nothing to fold
+            classifier.backbone = method.merge(classifier.backbone)
+            return classifier
+    return dataclasses.replace(task_model, model=merged_copy(task_model.model, merge))
 
 
 def _evaluate_timed(task_model: TaskModel, rows: list, spec: dict, batch_size: int) -> dict:
@@ -198,9 +217,12 @@ def execute_train(spec: dict, task: TaskSpec, splits: Splits, device: torch.devi
         lr=spec["lr"], peak_factor=spec["peak_factor"], final_factor=spec["final_factor"],
         warmup_ratio=spec["warmup_ratio"], epochs=spec["epochs"], batch_size=spec["batch_size"],
         grad_accum=spec["grad_accum"], patience=spec["patience"], seed=spec["seed"],
-        weight_decay=spec["weight_decay"], max_grad_norm=spec["max_grad_norm"], max_minutes=spec["max_minutes"])
+        weight_decay=spec["weight_decay"], max_grad_norm=spec["max_grad_norm"], max_minutes=spec["max_minutes"],
+        fused_adamw=spec["fused_adamw"])
     trained = train(task_model, train_examples, val_examples, settings, on_step=on_step)
-    evaluation = _evaluate_timed(task_model, splits.test, spec, spec["batch_size"])
+    evaluated = merged_for_eval(task_model, spec["method"]) if spec["merge_for_eval"] else task_model
+    evaluation = _evaluate_timed(evaluated, splits.test, spec, spec["batch_size"])
+    del evaluated
     peak, peak_kind = memory.peak_bytes()
     return {
         **evaluation, **counts, "peak_memory_bytes": peak, "peak_memory_kind": peak_kind,
