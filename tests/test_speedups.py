@@ -126,3 +126,18 @@ def test_methods_trained_in_place_are_evaluated_as_they_are():
     assert merged_for_eval(task_model, "full") is task_model
     prompt_model, *_ = _prepared("config:tiny-bert", "prompt_tuning[tokens=4]")
     assert merged_for_eval(prompt_model, "prompt_tuning") is prompt_model  # not mergeable
+
+
+def test_speed_switches_reach_the_run_spec():
+    from peftbench.config import Suite
+    from peftbench.runner import Overrides, plan
+
+    suite = Suite(name="switches", models=["config:tiny-bert"], tasks=["bbc_topic"], methods=["lora"], scales=[16],
+                  baselines=[], group_by_length=False, merge_for_eval=False, bf16_autocast=False, fused_adamw=False)
+    (run,) = plan(suite, Overrides()).runs
+    assert {key: run.spec[key] for key in ("group_by_length", "merge_for_eval", "bf16_autocast", "fused_adamw")} \
+        == dict.fromkeys(("group_by_length", "merge_for_eval", "bf16_autocast", "fused_adamw"), False)
+    defaults = plan(suite.model_copy(update={"group_by_length": True, "merge_for_eval": True, "bf16_autocast": True,
+                                             "fused_adamw": True}), Overrides()).runs[0].spec
+    assert defaults["merge_for_eval"] and defaults["fused_adamw"] and run.run_id != plan(
+        suite.model_copy(update={"merge_for_eval": True}), Overrides()).runs[0].run_id
