@@ -11,7 +11,7 @@ MEASURED = ("peak_memory_bytes", "train_tokens_per_s", "infer_tokens_per_s", "in
 def test_profile_json_lists_full_first_at_100_percent():
     result = run_json("profile", "config:tiny-t5", "--method", "lora", "--method", "ia3", "--json", "--device", "cpu",
                       *TINY)
-    assert result["model"] == "config:tiny-t5" and result["dtype"] == "fp32" and result["reference"] == "full"
+    assert result["model"] == "config:tiny-t5" and result["family"] == "seq2seq" and result["dtype"] == "fp32" and result["reference"] == "full"
     assert result["device"].startswith("cpu") and result["versions"]["torch"]
     assert result["settings"] == {"model": "config:tiny-t5", "batch_size": 2, "seq_len": 16, "target_len": 4,
                                   "steps": 2, "warmup": 1, "dtype": "fp32", "random_init": False, "device": "cpu"}

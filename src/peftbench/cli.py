@@ -278,7 +278,8 @@ def profile(
         _print_json(result)
         return
     out = _stdout()
-    out.print(f"{model} · batch {batch_size} × {seq_len} input + {target_len} target tokens · {steps} timed steps"
+    targets = "" if result["family"] == "encoder" else f" + {target_len} target"
+    out.print(f"{model} · batch {batch_size} × {seq_len} input{targets} tokens · {steps} timed steps"
               f" after {warmup} warm-up · {result['dtype']}{' · random init' if random_init else ''}",
               markup=False, highlight=False)
     out.print(f"device: {result['device']} · " + " ".join(f"{k} {v}" for k, v in (result["versions"] or {}).items()),

@@ -193,8 +193,9 @@ def _measure(settings: ProfileSettings, method_spec: str) -> dict:
 RELATIVE_FIELDS = ("peak_memory_bytes", "train_tokens_per_s", "infer_tokens_per_s", "infer_merged_tokens_per_s")
 
 
-def check(settings: ProfileSettings, method_specs: list[str]) -> None:
-    """Every input checked before anything is measured; a mistake raises UserError."""
+def check(settings: ProfileSettings, method_specs: list[str]) -> str:
+    """Every input checked before anything is measured; a mistake raises UserError. Returns the model's
+    architecture family."""
     from peftbench.accounting import count
     from peftbench.errors import UserError
     from peftbench.models import model_config, model_family
@@ -218,6 +219,7 @@ def check(settings: ProfileSettings, method_specs: list[str]) -> None:
         raise UserError("name at least one method to profile, e.g. --method lora")
     for spec in method_specs:
         count(settings.model, spec)  # unknown methods, bad options, methods that do not fit the model
+    return family
 
 
 # glibc raises its mmap threshold as large blocks are freed, after which freed tensors stay in the heap and
@@ -256,7 +258,7 @@ def profile(settings: ProfileSettings, method_specs: list[str], reference: bool 
     specs = list(dict.fromkeys(str(MethodSpec.parse(text)) for text in method_specs))
     if reference:
         specs = [REFERENCE] + [spec for spec in specs if spec != REFERENCE]
-    check(settings, specs)
+    family = check(settings, specs)
     results = []
     for spec in specs:
         result = _measure_in_fresh_process(settings, spec)
@@ -271,13 +273,13 @@ def profile(settings: ProfileSettings, method_specs: list[str], reference: bool 
         # Merged inference is compared with full tuning's inference: full tuning has nothing to fold.
         result["pct_of_full"] = {
             field: None if result[field] is None else
-            100 * result[field] / full["infer_tokens_per_s" if field == "infer_merged_tokens_per_s" else field]
+            result[field] / full["infer_tokens_per_s" if field == "infer_merged_tokens_per_s" else field] * 100
             for field in RELATIVE_FIELDS}
     measured = next((r for r in results if r["status"] == "ok"), None)
     provenance = measured.pop("provenance") if measured else None
     for result in results:
         result.pop("provenance", None)
-    return {"model": settings.model, "device": provenance["device"] if provenance else settings.device,
+    return {"model": settings.model, "family": family, "device": provenance["device"] if provenance else settings.device,
             "dtype": "bf16 autocast, fp32 weights" if settings.dtype == "bf16" else "fp32",
             "settings": dataclasses.asdict(settings), "reference": REFERENCE if reference else None,
             "versions": provenance["versions"] if provenance else None,
