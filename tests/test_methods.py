@@ -37,7 +37,7 @@ def _settings(**overrides) -> TrainSettings:
 def _prepared(model: str, method: str):
     task = get_task("bbc_topic")
     spec = {"model": model, "seed": 0, "method_spec": method, "max_input_length": 32, "max_target_length": 8,
-            "group_by_length": True}
+            "group_by_length": True, "bf16_autocast": True}
     task_model = build_task_model(spec, task, MethodSpec.parse(method).name)
     splits = make_splits(task, task.load(), split_seed=0, val_cap=8, test_cap=8)
     encode = task_model.encoder.encode

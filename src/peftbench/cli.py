@@ -343,6 +343,83 @@ def prices(as_json: JsonFlag = False) -> None:
                    " ".join(str(entry.get("source", "")).split())) for name, entry in table.items()])
 
 
+class DType(str, Enum):
+    bf16 = "bf16"
+    fp32 = "fp32"
+
+
+def _mib(value: float | None) -> str:
+    return "–" if value is None else f"{value / 2**20:,.1f}"
+
+
+def _rate(value: float | None) -> str:
+    return "–" if value is None else f"{value:,.0f}"
+
+
+def _pct(entry: dict, field: str) -> str:
+    value = (entry.get("pct_of_full") or {}).get(field)
+    return "–" if value is None else f"{value:.0f}%"
+
+
+@app.command()
+def profile(
+    model: Annotated[str, typer.Argument(help="model name, e.g. config:t5-large")],
+    method: Annotated[list[str] | None, typer.Option("--method", help="method spec, repeatable")] = None,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="sequences per microbatch")] = 8,
+    seq_len: Annotated[int, typer.Option("--seq-len", help="input tokens per sequence")] = 128,
+    target_len: Annotated[int, typer.Option("--target-len", help="target tokens (text-to-text models)")] = 8,
+    steps: Annotated[int, typer.Option("--steps", help="timed training steps and inference passes")] = 10,
+    warmup: Annotated[int, typer.Option("--warmup", help="untimed warm-up steps and passes first")] = 3,
+    dtype: Annotated[DType | None, typer.Option(
+        "--dtype", help="bf16: bf16 autocast over fp32 weights (CUDA); default bf16 on CUDA, fp32 on CPU")] = None,
+    random_init: Annotated[bool, typer.Option("--random-init", help="random weights, nothing read or downloaded"
+                                                                    " but the config and tokenizer")] = False,
+    no_reference: Annotated[bool, typer.Option("--no-reference", help="do not profile full tuning first")] = False,
+    device: Annotated[Device, typer.Option("--device", help="where to measure")] = Device.auto,
+    as_json: JsonFlag = False,
+) -> None:
+    """Peak memory, train and inference tokens/s of each method on synthetic batches of one shape, each
+    in a fresh process, as % of full tuning measured in the same call."""
+    from peftbench.profile import ProfileSettings
+    from peftbench.profile import profile as run_profile
+    from peftbench.runner import pick_device
+
+    chosen = pick_device(device.value).type
+    settings = ProfileSettings(model=model, batch_size=batch_size, seq_len=seq_len, target_len=target_len,
+                               steps=steps, warmup=warmup, random_init=random_init, device=chosen,
+                               dtype=dtype.value if dtype else "bf16" if chosen == "cuda" else "fp32")
+    console = Console(stderr=True)
+
+    def report(entry: dict) -> None:
+        console.print(f"profiled {entry['method']}: {entry['status']}", markup=False, highlight=False)
+
+    result = run_profile(settings, list(method or []), reference=not no_reference, on_result=report)
+    if as_json:
+        _print_json(result)
+        return
+    out = _stdout()
+    targets = "" if result["family"] == "encoder" else f" + {target_len} target"
+    out.print(f"{model} · batch {batch_size} × {seq_len} input{targets} tokens · {steps} timed steps"
+              f" after {warmup} warm-up · {result['dtype']}{' · random init' if random_init else ''}",
+              markup=False, highlight=False)
+    out.print(f"device: {result['device']} · " + " ".join(f"{k} {v}" for k, v in (result["versions"] or {}).items()),
+              markup=False, highlight=False)
+    rows = []
+    for entry in result["methods"]:
+        if entry["status"] != "ok":
+            rows.append((entry["method"], entry["status"].upper(), *["–"] * 9, entry.get("error", "")))
+            continue
+        rows.append((entry["method"], "ok", f"{entry['trainable_params']:,}", _mib(entry["peak_memory_bytes"]),
+                     _pct(entry, "peak_memory_bytes"), _rate(entry["train_tokens_per_s"]),
+                     _pct(entry, "train_tokens_per_s"), _rate(entry["infer_tokens_per_s"]),
+                     _pct(entry, "infer_tokens_per_s"), _rate(entry["infer_merged_tokens_per_s"]),
+                     _pct(entry, "infer_merged_tokens_per_s"), ""))
+    kind = next((e["peak_memory_kind"] for e in result["methods"] if e["status"] == "ok"), "")
+    _print_table(f"profile of {model} (% of full tuning; peak memory: {kind})",
+                 ("method", "status", "trainable", "peak MiB", "%", "train tok/s", "%", "infer tok/s", "%",
+                  "merged infer tok/s", "%", "error"), rows)
+
+
 def main() -> None:
     try:
         app(standalone_mode=False)

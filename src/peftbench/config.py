@@ -116,7 +116,11 @@ class Suite(BaseModel):
     split_seed: int = 0
     max_minutes: float | None = Field(None, gt=0)
     eval: Literal["generate", "rank"] = "generate"
+    # Speed switches, each on by default and each shown by a test not to change results beyond tolerance.
     group_by_length: bool = True
+    merge_for_eval: bool = True  # evaluate mergeable methods on a merged copy (the trained model is untouched)
+    bf16_autocast: bool = True  # on CUDA only; CPU runs are fp32
+    fused_adamw: bool = True  # on CUDA only; elsewhere (or off) the foreach implementation
     weight_decay: float = Field(0.0, ge=0)
     max_grad_norm: float | None = Field(1.0, gt=0)
     baselines: list[Literal["majority", "zero_shot"]] = Field(default_factory=lambda: ["majority", "zero_shot"])

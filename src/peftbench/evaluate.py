@@ -24,6 +24,7 @@ class TaskModel:
     encoder: Encoder
     uses_head: bool
     group_by_length: bool = True
+    bf16_autocast: bool = True  # bf16 autocast over fp32 weights on CUDA; CPU always computes in fp32
     method_record: dict = field(default_factory=dict)  # what the method chose, e.g. the layers of `random`
     on_optimizer_step: Callable[[int], None] | None = None  # the method's per-step hook, bound to its model
 
@@ -47,8 +48,8 @@ def batch_loss(task_model: TaskModel, batch: dict[str, torch.Tensor]) -> torch.T
     return task_model.model(**batch).loss
 
 
-def autocast(device: torch.device):
-    return torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
+def autocast(device: torch.device, bf16: bool = True):
+    return torch.autocast("cuda", dtype=torch.bfloat16, enabled=bf16 and device.type == "cuda")
 
 
 @torch.no_grad()
@@ -59,7 +60,7 @@ def mean_loss(task_model: TaskModel, examples: list[dict], batch_size: int) -> f
     lengths = [len(example["input_ids"]) for example in examples]
     for indices in batch_order(lengths, batch_size, seed=None, group_by_length=task_model.group_by_length):
         batch = to_device(collate([examples[i] for i in indices], task_model.pad_id), task_model.device)
-        with autocast(task_model.device):
+        with autocast(task_model.device, task_model.bf16_autocast):
             total += float(batch_loss(task_model, batch)) * len(indices)
         count += len(indices)
     return total / max(count, 1)
@@ -82,7 +83,7 @@ def generate(task_model: TaskModel, rows: list[Row], batch_size: int, max_new_to
     tokenizer = task_model.encoder.tokenizer
     texts, tokens = [""] * len(rows), 0
     for indices, batch in _prompt_batches(task_model, rows, batch_size):
-        with autocast(task_model.device):
+        with autocast(task_model.device, task_model.bf16_autocast):
             output = task_model.model.generate(
                 input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], max_new_tokens=max_new_tokens,
                 do_sample=False, num_beams=1, eos_token_id=task_model.encoder.eos_id, pad_token_id=task_model.pad_id)
@@ -109,7 +110,7 @@ def predict_with_head(task_model: TaskModel, rows: list[Row], batch_size: int) -
     labels = task_model.encoder.task.labels
     predictions, tokens = [""] * len(rows), 0
     for indices, batch in _prompt_batches(task_model, rows, batch_size):
-        with autocast(task_model.device):
+        with autocast(task_model.device, task_model.bf16_autocast):
             logits = task_model.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
         for index, label in zip(indices, logits.argmax(-1).tolist()):
             predictions[index] = labels[label]
@@ -135,7 +136,7 @@ def predict_by_rank(task_model: TaskModel, rows: list[Row], batch_size: int) -> 
     lengths = [len(candidate["input_ids"]) for candidate in candidates]
     for indices in batch_order(lengths, batch_size, seed=None, group_by_length=task_model.group_by_length):
         batch = to_device(collate([candidates[i] for i in indices], task_model.pad_id), task_model.device)
-        with autocast(task_model.device):
+        with autocast(task_model.device, task_model.bf16_autocast):
             logits = task_model.model(**batch).logits.float()
         targets = batch["labels"]
         if encoder.family == "decoder":

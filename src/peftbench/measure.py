@@ -1,6 +1,8 @@
 """Parameter counts, peak memory and provenance recorded with every run."""
 
+import ctypes
 import functools
+import gc
 import hashlib
 import json
 import platform
@@ -21,6 +23,16 @@ def parameter_counts(model: nn.Module) -> dict[str, int]:
             "trainable_params": sum(p.numel() for p in parameters if p.requires_grad)}
 
 
+def _release_free_heap() -> None:
+    """Hand memory freed earlier back to the OS (glibc's malloc_trim), so that the resident set holds live
+    memory only and later growth is not hidden by reuse of freed pages."""
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass  # not glibc
+
+
 class PeakMemory:
     """Peak memory of one run: CUDA `max_memory_allocated`, or on CPU the process's peak resident set
     (VmHWM), reset at the start through /proc/self/clear_refs so earlier runs do not count."""
@@ -32,10 +44,23 @@ class PeakMemory:
         if self.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(self.device)
             return
+        _release_free_heap()
         try:
             Path("/proc/self/clear_refs").write_text("5")
         except OSError:
             pass  # not Linux: the peak then covers the whole process
+
+    def current_bytes(self) -> int:
+        """What is held now: CUDA `memory_allocated`, or on CPU the resident set (VmRSS; 0 off Linux)."""
+        if self.device.type == "cuda":
+            return torch.cuda.memory_allocated(self.device)
+        try:
+            for line in Path("/proc/self/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+        except OSError:
+            pass
+        return 0
 
     def peak_bytes(self) -> tuple[int, str]:
         if self.device.type == "cuda":

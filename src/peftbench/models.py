@@ -132,7 +132,7 @@ def resolve(name: str) -> str:
     return name
 
 
-def _load(name: str) -> LoadedModel:
+def _load(name: str, random_init: bool) -> LoadedModel:
     from transformers import AutoConfig, AutoTokenizer
 
     if name.startswith("config:"):
@@ -159,17 +159,23 @@ def _load(name: str) -> LoadedModel:
         raise UserError(f"cannot load model '{name}' ({str(error).splitlines()[0]}); check the hub id or path,"
                         " or use an offline: or config: model") from None
     family = _family_of(config)
-    model = _auto_class(family).from_pretrained(source, config=config, **_family_kwargs(family))
+    if random_init:  # the architecture and tokenizer of a real checkpoint, without reading its weights
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            model = _auto_class(family).from_config(config, **_family_kwargs(family))
+    else:
+        model = _auto_class(family).from_pretrained(source, config=config, **_family_kwargs(family))
     tokenizer = AutoTokenizer.from_pretrained(source)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return LoadedModel(name, family, model, tokenizer)
 
 
-def load_model(name: str) -> LoadedModel:
+def load_model(name: str, random_init: bool = False) -> LoadedModel:
     """A fresh copy of the named model. Read from disk for every run rather than copied from one kept in
-    memory: a kept copy would double host memory for large models and inflate the measured peak."""
-    return _load(resolve(name))
+    memory: a kept copy would double host memory for large models and inflate the measured peak.
+    `random_init`: seeded random weights instead of the checkpoint's (config: models always have them)."""
+    return _load(resolve(name), random_init)
 
 
 def model_config(name: str):

@@ -1,6 +1,7 @@
 """From a suite to stored results: expand the grid, check every input before anything is written,
 then train, evaluate and measure each run, skipping runs the store already holds."""
 
+import dataclasses
 import functools
 import math
 import os
@@ -26,7 +27,7 @@ from peftbench.evaluate import TaskModel, classification_metrics, evaluate
 from peftbench.heads import MeanPoolClassifier
 from peftbench.measure import PeakMemory, parameter_counts, provenance, spec_hash
 from peftbench.methods import METHODS
-from peftbench.methods.base import Context, freeze
+from peftbench.methods.base import Context, freeze, keep_model, merged_copy
 from peftbench.models import load_model, model_family, resolve
 from peftbench.prices import usd_per_hour
 from peftbench.store import Heartbeat, Store
@@ -157,7 +158,8 @@ def plan(suite: Suite, overrides: Overrides = Overrides(), load_data: bool = Tru
                 common = {"model": model_name, "task": name, "task_source": task.source, "scale": scale,
                           "n_train": n_train, "split_seed": suite.split_seed, "val_cap": suite.val_cap,
                           "test_cap": suite.test_cap, "eval": suite.eval, "group_by_length": suite.group_by_length,
-                          "max_input_length": suite.max_input_length, "max_target_length": suite.max_target_length}
+                          "max_input_length": suite.max_input_length, "max_target_length": suite.max_target_length,
+                          "merge_for_eval": suite.merge_for_eval, "bf16_autocast": suite.bf16_autocast}
                 for baseline in suite.baselines:
                     if baseline == "majority" and task.kind == "generation":
                         continue  # no majority answer for free text
@@ -176,7 +178,7 @@ def plan(suite: Suite, overrides: Overrides = Overrides(), load_data: bool = Tru
                         "batch_size": suite.batch_size, "grad_accum": suite.grad_accum,
                         "patience": suite.patience, "max_minutes": suite.max_minutes,
                         "weight_decay": suite.weight_decay, "max_grad_norm": suite.max_grad_norm,
-                        **({"budget": budget} if budget else {}),
+                        "fused_adamw": suite.fused_adamw, **({"budget": budget} if budget else {}),
                     }
                     if suite.sweep:
                         sweep = {"lrs": suite.sweep.lr, "select_by": suite.sweep.select_by, "seeds": suite.seeds}
@@ -207,10 +209,11 @@ def _total_steps(spec: dict) -> int | None:
     return math.ceil(batches / spec["grad_accum"]) * spec["epochs"]
 
 
-def build_task_model(spec: dict, task: TaskSpec, method_name: str | None) -> TaskModel:
+def build_task_model(spec: dict, task: TaskSpec, method_name: str | None, random_init: bool = False) -> TaskModel:
     """Load the model, apply the method (None: no training, all frozen) and, for an encoder on a
-    classification task, put the mean-pooling head on top. Seeded so the head starts alike per seed."""
-    loaded = load_model(spec["model"])
+    classification task, put the mean-pooling head on top. Seeded so the head starts alike per seed.
+    `random_init`: the checkpoint's architecture with random weights (profiling)."""
+    loaded = load_model(spec["model"], random_init)
     torch.manual_seed(spec["seed"])
     model, context = loaded.model, Context(family=loaded.family, seed=spec["seed"], total_steps=_total_steps(spec))
     step_hook = None
@@ -227,7 +230,22 @@ def build_task_model(spec: dict, task: TaskSpec, method_name: str | None) -> Tas
         model.head.requires_grad_(method_name is not None)
     encoder = Encoder(task, loaded.family, loaded.tokenizer, spec["max_input_length"], spec["max_target_length"])
     return TaskModel(model=model, encoder=encoder, uses_head=uses_head, group_by_length=spec["group_by_length"],
-                     method_record=context.record, on_optimizer_step=step_hook)
+                     bf16_autocast=spec["bf16_autocast"], method_record=context.record, on_optimizer_step=step_hook)
+
+
+def merged_for_eval(task_model: TaskModel, method_name: str) -> TaskModel:
+    """The task model with the method folded into a copy of the weights, for faster evaluation; the
+    trained model is left as it is. Methods that train weights in place (full, BitFit) have nothing to
+    fold, and the others with no merge are returned unchanged."""
+    method = METHODS.get(method_name)
+    if method.merge is None or method.merge is keep_model:
+        return task_model
+    merge = method.merge
+    if task_model.uses_head:
+        def merge(classifier: MeanPoolClassifier) -> MeanPoolClassifier:  # the head has nothing to fold
+            classifier.backbone = method.merge(classifier.backbone)
+            return classifier
+    return dataclasses.replace(task_model, model=merged_copy(task_model.model, merge))
 
 
 def _evaluate_timed(task_model: TaskModel, rows: list, spec: dict, batch_size: int) -> dict:
@@ -253,14 +271,17 @@ def execute_train(spec: dict, task: TaskSpec, splits: Splits, device: torch.devi
         warmup_ratio=spec["warmup_ratio"], epochs=spec["epochs"], batch_size=spec["batch_size"],
         grad_accum=spec["grad_accum"], patience=spec["patience"], seed=spec["seed"],
         weight_decay=spec["weight_decay"], max_grad_norm=spec["max_grad_norm"], max_minutes=spec["max_minutes"],
-        budget_seconds=spec["budget"]["seconds"] if spec.get("budget") else None)
+        budget_seconds=spec["budget"]["seconds"] if spec.get("budget") else None, fused_adamw=spec["fused_adamw"])
     trained = train(task_model, train_examples, val_examples, settings, on_step=on_step)
+    # The training peak (Lialin et al. Table 5), read before evaluation: a merged copy must not count in it.
+    peak, peak_kind = memory.peak_bytes()
+    evaluated = merged_for_eval(task_model, spec["method"]) if spec["merge_for_eval"] else task_model
     selection = {}
     if spec.get("sweep", {}).get("select_by") == "val_score":  # the sweep picks on validation, never on test
-        val_metrics = _evaluate_timed(task_model, splits.val, spec, spec["batch_size"])["metrics"]
+        val_metrics = _evaluate_timed(evaluated, splits.val, spec, spec["batch_size"])["metrics"]
         selection = {"val_score": val_metrics.get(task.primary_metric), "val_metrics": val_metrics}
-    evaluation = _evaluate_timed(task_model, splits.test, spec, spec["batch_size"])
-    peak, peak_kind = memory.peak_bytes()
+    evaluation = _evaluate_timed(evaluated, splits.test, spec, spec["batch_size"])
+    del evaluated
     return {
         **evaluation, **counts, "peak_memory_bytes": peak, "peak_memory_kind": peak_kind,
         "train_tokens_per_s": trained.train_tokens / trained.train_seconds if trained.train_seconds else None,

@@ -1,5 +1,6 @@
 """What every fine-tuning method declares, and the registry that holds them."""
 
+import copy
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -116,3 +117,13 @@ def freeze(model: nn.Module) -> None:
 def keep_model(model: nn.Module) -> nn.Module:
     """The merge of methods that change base weights in place (full tuning, BitFit): nothing to fold."""
     return model
+
+
+def merged_copy(model: nn.Module, merge: Callable[[nn.Module], nn.Module]) -> nn.Module:
+    """`merge` applied to a copy, so the trained `model` stays as it is. The copy shares every frozen tensor
+    outside wrapped layers (merges write only the wrapped layers' base weights, which it owns), so it costs
+    the trained parameters and the wrapped layers' weights, not a second model."""
+    wrapped = {id(p) for module in model.modules() if hasattr(module, "base_layer")
+               for p in module.base_layer.parameters()}
+    shared = {id(p): p for p in model.parameters() if not p.requires_grad and id(p) not in wrapped}
+    return merge(copy.deepcopy(model, memo=shared))
