@@ -100,6 +100,7 @@ def test_identity_at_initialisation(name, model_name):
 def test_merge_matches_unmerged(name, model_name):
     family, model, _ = _build(name, model_name)
     _train_steps(family, model)
+    model.double()  # in float32 a rare logit differs by ~1.1e-5 with one thread: summation order, not the merge
     with torch.no_grad():
         unmerged = _output(family, model)
         merged = _output(family, METHODS.get(name).merge(model))
