@@ -214,8 +214,8 @@ def scores_tables(items: list[Config], comparisons: list[Comparison]) -> list[Ta
         for label in _labels(block):
             cells = [Cell(label, label)]
             for task in tasks:
-                found = [c for c in block if c.label == label and c.task == task]
-                cells.append(stat_cell(found[0].summary(score)) if found else Cell("–"))
+                found = _find(block, label, task)
+                cells.append(stat_cell(found.summary(score)) if found else Cell("–"))
             rows.append(cells)
         for column in range(1, len(tasks) + 1):
             mark_best(rows, column)
@@ -306,23 +306,31 @@ def ablation_tables(items: list[Config]) -> list[Table]:
     return tables
 
 
+def _trained_blocks(items: list[Config]):
+    """(model, scale, trained configurations, their tasks) for each block that trained anything."""
+    for (model, scale), block in _blocks(items).items():
+        trained = [c for c in block if c.kind == "train"]
+        if trained:
+            yield model, scale, trained, list(dict.fromkeys(c.task for c in trained))
+
+
+def _find(configs: list[Config], label: str, task: str) -> Config | None:
+    return next((c for c in configs if c.label == label and c.task == task), None)
+
+
 def convergence_tables(items: list[Config]) -> list[Table]:
     """Pu et al. Table 4: best epoch and seconds to it, and full tuning's speed-up over the PEFT methods."""
     tables = []
-    for (model, scale), block in _blocks(items).items():
-        trained = [c for c in block if c.kind == "train"]
-        if not trained:
-            continue
-        tasks = list(dict.fromkeys(c.task for c in trained))
+    for model, scale, trained, tasks in _trained_blocks(items):
         rows, seconds = [], defaultdict(dict)
         for label in _labels(trained):
             cells = [Cell(label, label)]
             for task in tasks:
-                found = [c for c in trained if c.label == label and c.task == task]
-                epoch = found[0].summary(lambda r: r.get("best_epoch")) if found else None
-                to_best = found[0].summary(lambda r: r.get("seconds_to_best")) if found else None
+                found = _find(trained, label, task)
+                epoch = found.summary(lambda r: r.get("best_epoch")) if found else None
+                to_best = found.summary(lambda r: r.get("seconds_to_best")) if found else None
                 if to_best:
-                    seconds[task][label] = (found[0].method_spec, to_best.mean)
+                    seconds[task][label] = (found.method_spec, to_best.mean)
                 cells += [stat_cell(epoch, 1), stat_cell(to_best, 2)]
             rows.append(cells)
         for column in range(1, 2 * len(tasks) + 1):
@@ -345,17 +353,13 @@ def convergence_tables(items: list[Config]) -> list[Table]:
 def ratio_tables(items: list[Config]) -> list[Table]:
     """Pu et al. Tables 5-6: score per 100k trainable parameters and per minute to the best epoch."""
     tables = []
-    for (model, scale), block in _blocks(items).items():
-        trained = [c for c in block if c.kind == "train"]
-        if not trained:
-            continue
-        tasks = list(dict.fromkeys(c.task for c in trained))
+    for model, scale, trained, tasks in _trained_blocks(items):
         rows = []
         for label in _labels(trained):
             cells = [Cell(label, label)]
             for task in tasks:
-                found = [c for c in trained if c.label == label and c.task == task]
-                cells += [stat_cell(found[0].summary(per_100k), 4), stat_cell(found[0].summary(per_minute), 3)] \
+                found = _find(trained, label, task)
+                cells += [stat_cell(found.summary(per_100k), 4), stat_cell(found.summary(per_minute), 3)] \
                     if found else [Cell("–"), Cell("–")]
             rows.append(cells)
         for column in range(1, 2 * len(tasks) + 1):
