@@ -268,13 +268,18 @@ def _worker_argv(args, side: str, group: bool) -> list[str]:
             "--group-by-length" if group else "--no-group-by-length"]
 
 
-def _measure(args, side: str, group: bool) -> dict:
-    process = subprocess.run(_worker_argv(args, side, group), check=False, capture_output=True, text=True)
+def run_worker(argv: list[str], side: str, env: dict | None = None) -> dict:
+    """Run one measurement in a fresh process and return the JSON line it printed last."""
+    process = subprocess.run(argv, check=False, capture_output=True, text=True, env=env)
     lines = [line for line in process.stdout.splitlines() if line.startswith("{")]
     if process.returncode != 0 or not lines:
         sys.stderr.write(process.stdout[-4000:] + process.stderr[-4000:])
         raise SystemExit(f"{side} worker failed with exit code {process.returncode}")
     return json.loads(lines[-1])
+
+
+def _measure(args, side: str, group: bool) -> dict:
+    return run_worker(_worker_argv(args, side, group), side)
 
 
 def _spread(values: list[float]) -> dict:

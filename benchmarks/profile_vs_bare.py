@@ -21,14 +21,13 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 SCRIPT = Path(__file__).resolve()
 sys.path.insert(0, str(SCRIPT.parent))
-from bare_loop import _spread, _versions  # noqa: E402  (the sibling benchmark's summary helpers)
+from bare_loop import _spread, _versions, run_worker  # noqa: E402  (the sibling benchmark's helpers)
 
 LEARNING_RATES = {"lora": 3e-4, "full": 3e-5}  # peftbench's method defaults, which the profile uses
 MAX_GRAD_NORM = 1.0
@@ -124,12 +123,7 @@ def _measure(args, side: str) -> dict:
             "--steps", str(args.steps), "--warmup", str(args.warmup), "--dtype", args.dtype, "--device", args.device]
     from peftbench.profile import worker_environment  # both sides: the allocator setting of the profile's workers
 
-    process = subprocess.run(argv, check=False, capture_output=True, text=True, env=worker_environment())
-    lines = [line for line in process.stdout.splitlines() if line.startswith("{")]
-    if process.returncode != 0 or not lines:
-        sys.stderr.write(process.stdout[-4000:] + process.stderr[-4000:])
-        raise SystemExit(f"{side} worker failed with exit code {process.returncode}")
-    return json.loads(lines[-1])
+    return run_worker(argv, side, env=worker_environment())
 
 
 def parent(args) -> None:

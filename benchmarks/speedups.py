@@ -30,7 +30,7 @@ from pathlib import Path
 
 SCRIPT = Path(__file__).resolve()
 sys.path.insert(0, str(SCRIPT.parent))
-from bare_loop import _spread, _versions  # noqa: E402  (the sibling benchmark's summary helpers)
+from bare_loop import _spread, _versions, run_worker  # noqa: E402  (the sibling benchmark's helpers)
 
 EVAL_SIDES = ("per_example", "batched", "batched_merged")
 
@@ -71,12 +71,7 @@ def _eval_measure(args, side: str) -> dict:
             "--method", args.method, "--rows", str(args.rows), "--batch-size", str(args.batch_size),
             "--max-input-length", str(args.max_input_length), "--max-target-length", str(args.max_target_length),
             "--device", args.device]
-    process = subprocess.run(argv, check=False, capture_output=True, text=True)
-    lines = [line for line in process.stdout.splitlines() if line.startswith("{")]
-    if process.returncode != 0 or not lines:
-        sys.stderr.write(process.stdout[-4000:] + process.stderr[-4000:])
-        raise SystemExit(f"{side} worker failed with exit code {process.returncode}")
-    return json.loads(lines[-1])
+    return run_worker(argv, side)
 
 
 def eval_part(args) -> dict:
