@@ -264,6 +264,21 @@ def _mam(model: nn.Module, options: MamOptions, context) -> nn.Module:
     return _add_prefix(model, options.tokens, options.hidden, context.family)
 
 
+# The keyword under which attention modules receive the key/value cache: `cache` since transformers 5.24
+# (BERT), `past_key_values` before (and still elsewhere).
+CACHE_KEYWORDS = ("cache", "past_key_values")
+
+
+def _attention_cache(kwargs: dict):
+    """The cache an attention module was called with. PEFT's prefix always arrives as a cache, so finding
+    none means transformers renamed the keyword again: fail loudly rather than leave the gate dead."""
+    for keyword in CACHE_KEYWORDS:
+        if kwargs.get(keyword) is not None:
+            return kwargs[keyword]
+    raise RuntimeError(f"unipelt's prefix gate found no key/value cache among the attention's keywords"
+                       f" ({', '.join(sorted(kwargs))}); transformers passes it under a name not in {CACHE_KEYWORDS}")
+
+
 class PrefixGate(nn.Linear):
     """UniPELT's prefix gate for one bidirectional self-attention layer: scales the layer's prefix keys and
     values by sigmoid(w.x + b). It must be one number per example (the prefix is shared by every query);
@@ -271,9 +286,7 @@ class PrefixGate(nn.Linear):
     token's hidden state ([CLS]), never padding in an encoder batch and attending to the whole input."""
 
     def scale_prefix(self, attention: nn.Module, args: tuple, kwargs: dict) -> None:
-        cache = kwargs.get("past_key_values")
-        if cache is None:
-            return
+        cache = _attention_cache(kwargs)
         hidden = kwargs["hidden_states"] if "hidden_states" in kwargs else args[0]
         gate = torch.sigmoid(self(hidden[:, 0])).view(-1, 1, 1, 1)
         # PEFT builds an encoder's cache afresh for every forward; before this layer's update it holds
