@@ -221,7 +221,8 @@ def _libtorch_loaded(process: subprocess.Popen) -> bool:
         return False
 
 
-@pytest.mark.parametrize("signals,code", [([signal.SIGINT], 130), ([signal.SIGTERM], 143)])
+@pytest.mark.parametrize("signals,code", [([signal.SIGINT], 130), ([signal.SIGINT, signal.SIGINT], 130),
+                                          ([signal.SIGTERM], 143)])
 def test_a_signal_while_planning_exits_with_its_code(tmp_path, signals, code):
     suite = write_suite(tmp_path / "plan.json")
     process = _start(suite, tmp_path / "r.db")
