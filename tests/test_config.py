@@ -53,3 +53,26 @@ def test_builtin_quickstart_loads():
 def test_unknown_builtin_suite_hint():
     with pytest.raises(UserError, match="Did you mean 'quickstart'"):
         load_suite("quikstart")
+
+
+def test_settings_apply_over_the_file_and_name_their_flag_when_wrong():
+    suite = load_suite("quickstart", ["epochs=3", "schedule.peak_factor=5", "learning_rates.lora=1e-3",
+                                      "scales=[low, 250]"])
+    assert suite.epochs == 3 and suite.schedule.peak_factor == 5 and suite.learning_rates == {"lora": 1e-3}
+    assert suite.scales == ["low", 250] and suite.methods == load_suite("quickstart").methods
+    assert load_suite("quickstart", ["epochs.low=20"]).epochs == {"low": 20}  # into the suite's own mapping
+    with pytest.raises(UserError, match=r"^--set batch_size=-1: bad value for 'batch_size'"):
+        load_suite("quickstart", ["batch_size=-1"])
+    with pytest.raises(UserError, match=r"^--set schedule\.warmup=1: unknown key 'schedule\.warmup'"):
+        load_suite("quickstart", ["schedule.warmup=1"])
+
+
+def test_derived_names_describe_the_axes():
+    from peftbench.config import derived_name, within
+
+    base = load_suite("quickstart")
+    mine = base.model_copy(update={"tasks": ["file:data/my reviews.jsonl"], "methods": ["lora", "ia3[layout=tfew]"]})
+    assert derived_name(mine) == "minilm-l6.my-reviews.lora+ia3.low" and not within(mine, base)
+    assert within(base.model_copy(update={"methods": ["lora"]}), base)
+    many = base.model_copy(update={"methods": ["full", "lora", "ia3", "bitfit", "ln_tuning"]})
+    assert derived_name(many).split(".")[2] == "full+lora+ia3+2more"

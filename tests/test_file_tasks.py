@@ -72,3 +72,21 @@ def test_integer_and_boolean_labels_are_one_class_each(tmp_path):
     rows = [{"text": f"t{i}", "label": i % 2} for i in range(10)] + [{"text": "b", "label": True}]
     task = get_task(f"file:{_jsonl(tmp_path / 'ints.jsonl', rows)}")
     assert task.labels == ["0", "1", "true"]
+
+
+def test_columns_of_another_name_are_mapped(tmp_path):
+    rows = [{"review": f"text {i}", "stars": "ab"[i % 2], "id": i} for i in range(20)]
+    train = _jsonl(tmp_path / "reviews.jsonl", rows)
+    task = get_task(f"file:{train}", None, {"text": "review", "label": "stars"})
+    assert task.kind == "classification" and task.labels == ["a", "b"]
+    assert task.load().train[:2] == [{"text": "text 0", "label": "a"}, {"text": "text 1", "label": "b"}]
+    assert "text=review, label=stars" in task.source  # the mapping is part of the run's identity
+    with pytest.raises(UserError, match=r"has no column body \(text_field\); its columns are \['id', 'review', 'stars'\]"):
+        get_task(f"file:{train}", None, {"text": "body", "label": "stars"})
+    generation = _jsonl(tmp_path / "pairs.jsonl", [{"question": "q", "answer": "a"}] * 12)
+    assert get_task(f"file:{generation}", None, {"input": "question", "target": "answer"}).kind == "generation"
+
+
+def test_a_path_given_as_a_task_name_is_told_to_use_file(tmp_path):
+    with pytest.raises(UserError, match=r"unknown task 'reviews.jsonl'; for your own data file write file:reviews.jsonl"):
+        get_task("reviews.jsonl")

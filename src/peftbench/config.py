@@ -1,7 +1,9 @@
 """Typed suite configuration: YAML validated on load, unknown keys rejected with a hint."""
 
+import json
 import math
 import re
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Annotated, Literal
@@ -58,9 +60,29 @@ class MethodSpec(BaseModel):
 
 
 class FileTask(BaseModel):
+    """A user's own data file. Columns are `text` + `label` (classification) or `input` + `target`
+    (generation) unless the *_field keys name the file's own columns."""
+
     model_config = STRICT
     file: str
     test: str | None = None
+    text_field: str | None = None  # classification: the column holding the text
+    label_field: str | None = None  # classification: the column holding the label
+    input_field: str | None = None  # generation: the column holding the input
+    target_field: str | None = None  # generation: the column holding the reference output
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> "FileTask":
+        if (self.text_field or self.label_field) and (self.input_field or self.target_field):
+            raise ValueError("name the columns of one kind: text_field/label_field (classification) or"
+                             " input_field/target_field (generation)")
+        return self
+
+    def columns(self) -> dict[str, str]:
+        """Standard column name -> the file's column, for the mapped ones."""
+        mapped = {"text": self.text_field, "label": self.label_field, "input": self.input_field,
+                  "target": self.target_field}
+        return {standard: own for standard, own in mapped.items() if own}
 
 
 class Schedule(BaseModel):
@@ -203,6 +225,68 @@ class Suite(BaseModel):
         return epochs
 
 
+AXES = ("models", "tasks", "methods", "scales", "seeds")
+NAME_VALUES = 3  # values of one axis spelled out in a derived name; more are counted
+
+
+def _axis_values(suite: Suite, axis: str) -> list[str]:
+    values = getattr(suite, axis)
+    if axis == "tasks":
+        return [f"file:{value.file}" if isinstance(value, FileTask) else value for value in values]
+    return [str(value) for value in values]
+
+
+def within(suite: Suite, base: Suite) -> bool:
+    """True when every axis of `suite` holds only values of `base`'s, so its runs belong to `base`."""
+    return all(set(_axis_values(suite, axis)) <= set(_axis_values(base, axis)) for axis in AXES)
+
+
+def _short(axis: str, value: str) -> str:
+    if axis == "models":
+        return re.split(r"[:/]", value)[-1]
+    if axis == "tasks" and value.startswith("file:"):
+        return Path(value.removeprefix("file:")).stem
+    if axis == "methods":
+        return MethodSpec.parse(value).name
+    return value
+
+
+def derived_name(suite: Suite) -> str:
+    """A name for a grid built from flags, from its axes (models.tasks.methods.scales):
+    `minilm-l6.reviews.full+lora+ia3.low`."""
+    parts = []
+    for axis in AXES[:4]:
+        values = list(dict.fromkeys(_short(axis, value) for value in _axis_values(suite, axis)))
+        shown = values[:NAME_VALUES] + ([f"{len(values) - NAME_VALUES}more"] if len(values) > NAME_VALUES else [])
+        parts.append("+".join(shown))
+    name = re.sub(r"[^\w.+-]+", "-", ".".join(parts)).strip("-.+") or "grid"
+    return name[:128]
+
+
+def file_task_flags(tasks: list[str] | None, test_file: str | None, fields: dict[str, str | None]) -> list | None:
+    """--task values, with --test-file and the column flags (--text-field ...) attached to the one `file:`
+    task they describe, as a suite's `{file: ..., test: ..., text_field: ...}` entry."""
+    mapping = {f"{name}_field": value for name, value in fields.items() if value}
+    if not (test_file or mapping):
+        return tasks
+    flags = ", ".join(["--test-file"] * bool(test_file) + [f"--{key.replace('_', '-')}" for key in mapping])
+    files = [task for task in tasks or [] if task.startswith("file:")]
+    if not files:
+        raise UserError(f"{flags} describe a data file: add --task file:PATH (e.g. --task file:reviews.jsonl)")
+    if len(files) > 1:
+        raise UserError(f"{flags} apply to one --task file:PATH, and {len(files)} are given; describe each file in"
+                        " a suite instead: tasks: [{file: a.jsonl, test: a-test.jsonl, text_field: review}]")
+    return [{"file": task.removeprefix("file:"), **({"test": test_file} if test_file else {}), **mapping}
+            if task.startswith("file:") else task for task in tasks]
+
+
+def check_name(name: str, flag: str = "--name") -> str:
+    try:
+        return Suite._file_name(name)
+    except ValueError as error:
+        raise UserError(f"{flag}: {error}") from None
+
+
 def _explain(error: ValidationError, source: str) -> str:
     first = error.errors()[0]
     where = ".".join(str(part) for part in first["loc"]) or "suite"
@@ -218,12 +302,61 @@ def _explain(error: ValidationError, source: str) -> str:
     return f"{source}: bad value for '{where}': {message}"
 
 
+@dataclass(frozen=True)
+class Setting:
+    """One `--set KEY=VALUE`: a suite key (dotted for nested keys: schedule.peak_factor, learning_rates.lora,
+    epochs.low) and a value read as YAML, so that it means what it would mean in the suite file."""
+
+    text: str
+    path: tuple[str, ...]
+    value: object
+
+    @classmethod
+    def parse(cls, text: str) -> "Setting":
+        key, sep, raw = text.partition("=")
+        path = tuple(part.strip() for part in key.split("."))
+        if not sep or not all(path):
+            raise UserError(f"--set '{text}' must be KEY=VALUE, e.g. --set epochs=3 or --set schedule.peak_factor=5")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else None
+        except yaml.YAMLError as error:
+            raise UserError(f"--set {text}: the value is not valid YAML ({getattr(error, 'problem', None) or error});"
+                            " quote it, e.g. --set 'methods=[\"lora[r=8]\"]'") from None
+        if value is None:
+            raise UserError(f"--set {text}: give a value after '=', e.g. --set {key.strip()}=3")
+        return cls(text, path, value)
+
+    def apply(self, data: dict) -> None:
+        parent = data
+        for depth, key in enumerate(self.path[:-1]):
+            child = parent.get(key)
+            if child is None:
+                child = parent[key] = {}
+            if not isinstance(child, dict):
+                where = ".".join(self.path[:depth + 1])
+                raise UserError(f"--set {self.text}: '{where}' is {json.dumps(child, default=str)}, not a mapping;"
+                                f" set it whole, e.g. --set {where}=...")
+            parent = child
+        parent[self.path[-1]] = self.value
+
+
+def _source_of(error: ValidationError, path: Path, settings: list[Setting]) -> str:
+    """Name the --set that a validation error is about, or else the suite file."""
+    loc = tuple(str(part) for part in error.errors()[0]["loc"])
+    for setting in reversed(settings):
+        shared = min(len(loc), len(setting.path))
+        if shared and loc[:shared] == setting.path[:shared]:
+            return f"--set {setting.text}"
+    return str(path)
+
+
 def builtin_suites() -> dict[str, Path]:
     folder = resources.files("peftbench") / "suites"
     return {Path(str(entry)).stem: Path(str(entry)) for entry in folder.iterdir() if str(entry).endswith(".yaml")}
 
 
-def load_suite(name_or_path: str) -> Suite:
+def suite_path(name_or_path: str) -> Path:
+    """A suite file, or the file of a built-in suite by its name."""
     path = Path(name_or_path)
     if not path.is_file():
         suites = builtin_suites()
@@ -232,6 +365,13 @@ def load_suite(name_or_path: str) -> Suite:
             raise UserError(f"no suite file or built-in suite named '{name_or_path}'.{hint}"
                             f" Built-in suites: {', '.join(sorted(suites))}")
         path = suites[name_or_path]
+    return path
+
+
+def load_suite(name_or_path: str, settings: list[str] = ()) -> Suite:
+    """Read and validate a suite; `settings` are `--set KEY=VALUE` texts applied over the file first."""
+    path = suite_path(name_or_path)
+    parsed = [Setting.parse(text) for text in settings]
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as error:
@@ -244,7 +384,9 @@ def load_suite(name_or_path: str) -> Suite:
     if not isinstance(data, dict):
         raise UserError(f"{path}: a suite must be a YAML mapping with keys such as models, tasks, methods")
     data.setdefault("name", path.stem)
+    for setting in parsed:
+        setting.apply(data)
     try:
         return Suite.model_validate(data)
     except ValidationError as error:
-        raise UserError(_explain(error, str(path))) from None
+        raise UserError(_explain(error, _source_of(error, path, parsed))) from None

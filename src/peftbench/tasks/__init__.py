@@ -2,6 +2,7 @@
 
 from pathlib import Path
 
+from peftbench.errors import UserError
 from peftbench.registry import Registry
 from peftbench.tasks.files import file_task
 from peftbench.tasks.hub import HUB_TASKS
@@ -13,9 +14,16 @@ for _spec in OFFLINE_TASKS + HUB_TASKS:
     TASKS.register(_spec.name, _spec)
 
 
-def get_task(name: str, test_path: str | None = None) -> TaskSpec:
+DATA_SUFFIXES = (".jsonl", ".json", ".ndjson", ".csv", ".tsv")
+
+
+def get_task(name: str, test_path: str | None = None, mapping: dict[str, str] | None = None) -> TaskSpec:
+    """`mapping`: for a file task, standard column -> the file's column (e.g. {"text": "review"})."""
     if name.startswith("file:"):
-        return file_task(Path(name.removeprefix("file:")), Path(test_path) if test_path else None)
+        return file_task(Path(name.removeprefix("file:")), Path(test_path) if test_path else None, mapping)
+    if name not in TASKS and (name.lower().endswith(DATA_SUFFIXES) or Path(name).is_file()):
+        raise UserError(f"unknown task '{name}'; for your own data file write file:{name}"
+                        f" (e.g. --task file:{name}), see `peftbench tasks`")
     return TASKS.get(name)
 
 

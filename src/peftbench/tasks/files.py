@@ -1,5 +1,5 @@
 """A user's own data: `file:PATH` with JSONL or CSV rows, `text`+`label` (classification) or
-`input`+`target` (generation), optionally with a held-out test file."""
+`input`+`target` (generation), or other columns mapped onto those, optionally with a held-out test file."""
 
 import csv
 import hashlib
@@ -103,14 +103,27 @@ def file_digest(*paths: Path | None) -> str:
     return digest.hexdigest()[:16]
 
 
-def file_task(path: Path, test_path: Path | None = None) -> TaskSpec:
-    rows = read_rows(path)
+def _mapped(path: Path, rows: list[Row], mapping: dict[str, str]) -> list[Row]:
+    """Rows with the file's own columns renamed to the standard ones (`{"text": "review"}`: the column
+    `review` is read as `text`)."""
+    if not mapping or not rows:
+        return rows
+    missing = [f"{own} ({standard}_field)" for standard, own in mapping.items() if own not in rows[0]]
+    if missing:
+        raise UserError(f"data file '{path}' has no column {', '.join(missing)}; its columns are"
+                        f" {sorted(rows[0])}: fix the field names")
+    return [{**row, **{standard: row.get(own) for standard, own in mapping.items()}} for row in rows]
+
+
+def file_task(path: Path, test_path: Path | None = None, mapping: dict[str, str] | None = None) -> TaskSpec:
+    mapping = mapping or {}
+    rows = _mapped(path, read_rows(path), mapping)
     kind = _kind_of(path, rows)
     columns = COLUMNS[kind]
     train = _check_rows(path, rows, columns, kind)
     test = None
     if test_path is not None:
-        test_rows = read_rows(test_path)
+        test_rows = _mapped(test_path, read_rows(test_path), mapping)
         if not test_rows:
             raise UserError(f"test file '{test_path}' has no rows; add examples to it")
         if _kind_of(test_path, test_rows) != kind:
@@ -127,11 +140,12 @@ def file_task(path: Path, test_path: Path | None = None) -> TaskSpec:
         label_map = {label: label for label in labels}
     data = TaskData(train=train, test=test)
     name = f"file:{path}"
+    columns_note = "".join(f", {standard}={own}" for standard, own in mapping.items())
     return TaskSpec(
         name=name, kind=kind, load=lambda: data,
         template="{text}" if kind == "classification" else "{input}",
         target_field=columns[1], label_map=label_map,
         primary_metric="accuracy" if kind == "classification" else "rougeL",
-        source=f"{name} (sha256 {file_digest(path, test_path)})",
+        source=f"{name} (sha256 {file_digest(path, test_path)}{columns_note})",
         description=f"user data from {path}" + (f" with test file {test_path}" if test_path else ""),
     )
