@@ -97,3 +97,50 @@ def test_recommend_bad_input(grid_store):
     code, out, _ = run_cli("recommend", "--task-type", "classification", "--train-samples", "16",
                            "--store", grid_store)
     assert code == 0 and "ranked from MEASUREMENTS" in out and "evidence:" in out
+
+
+def test_limits_that_exclude_everything_name_the_nearest_method(grid_store):
+    rows = [r for r in read_rows(grid_store) if r["kind"] == "train" and r["n_train"] == 8]
+    worst = {spec: max(r["peak_memory_bytes"] for r in rows if r["method_spec"] == spec) / 1e9 for spec in GRID_METHODS}
+    nearest = min(worst, key=worst.get)
+    answer = ask(grid_store, "--task-type", "classification", "--train-samples", "8", "--max-memory-gb", "0.01")
+    assert answer["ranking"] == []
+    note = answer["notes"][-1]
+    assert note.startswith("No measured method meets the hard limits: --max-memory-gb 0.01 excludes 4 method(s);")
+    assert f"the nearest is {nearest} at {worst[nearest]:.3g} GB" in note
+    suggested = note.split("--max-memory-gb ")[-1].split(" would keep it")[0]
+    kept = ask(grid_store, "--task-type", "classification", "--train-samples", "8", "--max-memory-gb", suggested)
+    assert nearest in {choice["method"] for choice in kept["ranking"]}  # the suggested limit does keep it
+
+
+def test_cpu_memory_noise_random_weights_and_one_seed_are_said(grid_store):
+    answer = ask(grid_store, "--task-type", "classification", "--train-samples", "8", "--priority", "memory")
+    assert any("CPU process's peak resident set" in note and "does not rank methods" in note for note in answer["notes"])
+    assert any("random weights" in note and "no significance is claimed" in note for note in answer["notes"])
+    assert any("(random weights: not evidence about the method)" in reason
+               for choice in answer["ranking"] for reason in choice["reasons"])
+    from peftbench.recommend import Limits, from_measurements
+
+    one_seed = [r for r in read_rows(grid_store) if r["seed"] == 0 and r["n_train"] == 8 and r["task"] == "bbc_topic"]
+    notes = from_measurements(one_seed, "classification", 8, 8, "performance", Limits()).notes
+    assert any(note.startswith("One seed per configuration") for note in notes)
+
+
+def test_ties_are_explained():
+    from peftbench.recommend import Limits, from_measurements
+
+    def run(spec, seed, score, peak):
+        return {"run_id": f"{spec}{seed}", "kind": "train", "status": "finished", "model": "offline:m", "task": "t",
+                "scale": 8, "n_train": 8, "method": spec, "method_spec": spec, "seed": seed, "primary_metric": "accuracy",
+                "score": score, "peak_memory_bytes": peak, "wall_s": 10.0, "infer_tokens_per_s": 100.0}
+
+    rows = [run("lora", s, 0.80, 1e9) for s in (0, 1)] + [run("ia3", s, 0.90, 1e9) for s in (0, 1)] + \
+        [run("full", s, 0.90, 2e9) for s in (0, 1)]
+    memory = from_measurements(rows, "classification", 8, 8, "memory", Limits())
+    assert [choice.method for choice in memory.ranking] == ["ia3", "lora", "full"]
+    assert "ties with lora on memory (100% of the best); ia3 is placed first by its higher score" in \
+        memory.ranking[0].reasons
+    performance = from_measurements(rows, "classification", 8, 8, "performance", Limits())
+    assert [choice.method for choice in performance.ranking][:2] == ["full", "ia3"]  # full tuning first
+    assert any(reason.startswith("ties with ia3 on performance") and "their scores tie too" in reason
+               for reason in performance.ranking[0].reasons)

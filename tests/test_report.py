@@ -11,6 +11,7 @@ import pytest
 from conftest import GRID_METHODS, GRID_SCALES, GRID_SEEDS, run_cli, run_json
 
 from peftbench import report
+from peftbench.report.configs import fmt_lr
 from peftbench.report.plots import pareto_front
 from peftbench.report.stats import paired_bootstrap
 from peftbench.store import read_rows
@@ -72,8 +73,38 @@ def test_statistics_give_a_t_interval_with_two_seeds(written, rows):
     mean, std = mean_std([r["score"] for r in seeds_of(rows, "config:tiny-bert", "bbc_topic", 16, "ln_tuning")])
     half = T_975_ONE_DF * std / math.sqrt(2)
     assert line["seeds"] == "2"
-    assert float(line["95% low"]) == pytest.approx(mean - half)
-    assert float(line["95% high"]) == pytest.approx(mean + half)
+    # clipped to accuracy's range: with two seeds the t interval is wide enough to leave it
+    assert float(line["95% low"]) == pytest.approx(max(mean - half, 0.0))
+    assert float(line["95% high"]) == pytest.approx(min(mean + half, 1.0))
+
+
+def test_intervals_stay_within_the_metrics_range_and_the_rows_are_sorted(written, rows):
+    stats = list(csv.DictReader((written / "csv" / "statistics.csv").open()))
+    clipped = 0
+    for line in stats:
+        if line["95% low"] == "":
+            continue
+        mean = float(line["mean"])
+        half = T_975_ONE_DF * float(line["std"]) / math.sqrt(2)
+        assert 0.0 <= float(line["95% low"]) <= mean <= float(line["95% high"]) <= 1.0  # accuracy and ROUGE-L
+        clipped += mean - half < 0 or mean + half > 1
+    assert clipped  # the grid has intervals that would leave [0, 1] unclipped: this is not vacuous
+    order = [(line["model"], line["task"], int(line["n_train"])) for line in stats]
+    assert order == sorted(order)
+    blocks = {}
+    for line in stats:  # within a block: baselines first, then trained methods best first
+        blocks.setdefault((line["model"], line["task"], line["n_train"]), []).append(line)
+    for lines in blocks.values():
+        trained = [float(line["mean"]) for line in lines if line["method"] not in ("majority", "zero_shot")]
+        assert trained == sorted(trained, reverse=True)
+
+
+def test_summarise_clips_its_interval_to_the_bounds():
+    from peftbench.report.stats import summarise
+
+    free, clipped = summarise([0.9, 1.0]), summarise([0.9, 1.0], (0.0, 1.0))
+    assert free.high > 1 and clipped.high == 1.0 and clipped.low == free.low > 0
+    assert summarise([0.0, 0.1], (0.0, 1.0)).low == 0.0 and summarise([0.5], (0.0, 1.0)).low is None
 
 
 @pytest.mark.parametrize("model,task,n", BLOCKS)
@@ -153,23 +184,46 @@ def test_every_format_holds_every_table(written):
     markdown, page = (written / "report.md").read_text(), (written / "report.html").read_text()
     for table in tables:
         assert f'id="{table}"' in page and f'href="#{table}"' in page
-    assert markdown.count("\n## ") == len(tables) + 1  # and the plots section
-    images = sorted((written / "plots").glob("*.png"))
-    assert len(images) == 6 + 4  # four-panel figure per model, task, scale; bars per classification block
+    assert markdown.count("\n## ") == len(tables) + 3  # and the summary, plots and provenance sections
+    images = sorted(path.stem for path in (written / "plots").glob("*.png"))
+    # per model, task and data size (6 blocks): the summary's chart, two Pareto plots, two loss curves; and
+    # prediction bars per classification block (4)
+    kinds = ["scores", "pareto-params", "pareto-memory", "val-loss", "train-loss"]
+    assert len(images) == 6 * len(kinds) + 4
+    assert "pareto-params-config-tiny-t5-bbc-headline-n-16" in images  # named by what they show
+    assert "predictions-config-tiny-bert-bbc-topic-n-8" in images
     assert page.count('src="data:image/png;base64,') == len(images)
     assert "<script" not in page and "http" not in page.replace("http://www.w3.org", "")
     tex = (written / "tex" / "scores-config-tiny-bert-n-8.tex").read_text()
     assert r"\begin{tabular}" in tex and r"$\pm$" in tex
 
 
-def test_top_two_are_compared_by_paired_bootstrap(written):
+def _with_trained_weights(rows: list[dict]) -> list[dict]:
+    """The grid's rows as if its models had trained weights (a hub name instead of config:)."""
+    return [dict(row, model=row["model"].replace("config:", "offline:")) for row in rows]  # unknown: no download
+
+
+def test_random_weight_models_get_no_significance_claim(written):
     lines = list(csv.DictReader((written / "csv" / "significance.csv").open()))
+    assert len(lines) == 6 and {line["verdict"] for line in lines} == {"no paired test: random-weight model"}
+    markdown = (written / "report.md").read_text()
+    assert "paired bootstrap over" not in markdown and "different (paired bootstrap" not in markdown
+    assert "p = " not in markdown
+    assert "config:tiny-bert (random weights)" in markdown
+    assert markdown.count("say nothing about the methods") >= 6  # every scores table and summary block says so
+
+
+def test_top_two_are_compared_by_paired_bootstrap(rows):
+    built = report.build(_with_trained_weights(rows), "trained")
+    lines = next(table for table in built.tables if table.key == "significance").rows
     assert len(lines) == 6  # one per model x task x scale block with two or more trained methods
     for line in lines:
-        assert line["verdict"] in ("significantly different", "not significantly different")
-        assert float(line["95% low"]) <= float(line["difference"]) <= float(line["95% high"])
-    markdown = (written / "report.md").read_text()
-    assert "significantly different (paired bootstrap over 12 test rows" in markdown
+        verdict = line[-1].text
+        assert verdict in ("significantly different", "not significantly different")
+        assert line[6].value <= line[5].value <= line[7].value  # 95% low <= difference <= 95% high
+    text = report.render.markdown(built)
+    assert "significantly different (paired bootstrap over 12 test rows" in text
+    assert "random weights" not in text
 
 
 def test_paired_bootstrap_separates_a_clear_win_from_a_tie():
@@ -195,8 +249,10 @@ def test_one_seed_is_said_not_hidden(rows):
 def test_run_summary_is_the_report_markdown(grid_store, rows):
     summary = grid_store.parent / "classify.md"
     suite_rows = [row for row in rows if row["suite"] == "classify"]
-    assert summary.read_text() == report.summary_markdown(suite_rows, "peftbench suite classify")
-    assert "## Scores: config:tiny-bert, n=8" in summary.read_text()
+    assert summary.read_text() == report.summary_markdown(suite_rows, "peftbench suite classify", grid_store)
+    text = summary.read_text()
+    assert "## Scores: config:tiny-bert (random weights), n=8" in text
+    assert text.index("## Summary: which method to use") < text.index("## Scores:")
 
 
 def test_suite_filter_and_bad_input(grid_store, tmp_path):
@@ -218,7 +274,9 @@ def test_configurations_with_different_learning_rates_stay_apart(rows):
     labels = defaultdict(int)
     for config in report.tables.configs(lora):
         labels[config.label] += config.seeds
-    assert labels == {f"lora (lr={lora[0]['lr']})": 1, f"lora (lr={lora[1]['lr']})": 1}
+    lrs = [run["lr"] for run in lora]
+    # the label shows where warm-up takes each learning rate too (peak_factor 10 for LoRA)
+    assert labels == {f"lora (lr={lr}, peak {fmt_lr(lr * 10)})": 1 for lr in lrs}
 
 
 def test_of_an_lr_sweep_only_the_chosen_lr_is_aggregated(rows):
@@ -229,3 +287,96 @@ def test_of_an_lr_sweep_only_the_chosen_lr_is_aggregated(rows):
     [config] = report.tables.configs([*chosen, loser])
     assert config.label == "lora" and config.seeds == 2
     assert config.summary(lambda run: run["score"]).mean == pytest.approx(0.905)
+
+
+MEASURES = {"performance": ("score", max), "memory": ("peak_memory_bytes", min), "time": ("wall_s", min),
+            "inference": ("infer_tokens_per_s", max)}
+
+
+def test_the_summary_recommends_what_the_numbers_support(written, rows):
+    built = report.build(rows, "summary", None)
+    assert {(b.model, b.task, b.n_train) for b in built.summary} == set(BLOCKS)
+    for block in built.summary:
+        trained = [r for r in rows if (r["model"], r["task"], r["n_train"]) == (block.model, block.task, block.n_train)
+                   and r["kind"] == "train" and r["status"] == "finished"]
+        picks = {pick.priority: pick for pick in block.picks}
+        assert list(picks) == list(MEASURES)
+        for priority, (key, best) in MEASURES.items():
+            means = {spec: statistics.mean(r[key] for r in trained if r["method_spec"] == spec)
+                     for spec in {r["method_spec"] for r in trained}}
+            top = best(means.values())
+            # the pick is the best mean; equal to it within 0.1% counts as a tie (the ranking says so)
+            winners = {spec for spec, mean in means.items() if abs(mean - top) <= 1e-3 * abs(top)}
+            assert picks[priority].config.label in winners, (block.key, priority, means)
+            if len(winners) > 1:
+                assert any(why.startswith("ties with") for why in picks[priority].why)
+        pick = picks["performance"].config.label
+        scores = [r["score"] for r in trained if r["method_spec"] == pick]
+        mean, std = mean_std(scores)
+        half = T_975_ONE_DF * std / math.sqrt(2)
+        assert block_row(block, "performance")[2] == f"{mean:.3f} ({max(mean - half, 0):.3f}–{min(mean + half, 1):.3f})"
+
+
+def block_row(block, priority: str) -> list[str]:
+    from peftbench.report.summary import block_rows
+
+    return next(line for line in block_rows(block) if line[0] == priority)
+
+
+def test_the_report_leads_with_the_summary(written):
+    page = (written / "report.html").read_text()
+    summary = page.index('<section id="summary">')
+    assert summary < page.index("<nav>") < page.index('<section id="scores-')
+    assert page.index('<footer id="provenance">') > page.index('<section id="runs">')  # where it came from: last
+    section = page[summary:page.index("</section>", summary)]
+    assert section.count('<div class="block"') == len(BLOCKS)
+    assert section.count('src="data:image/png;base64,') == len(BLOCKS)  # each block's score chart
+    for priority in MEASURES:
+        assert section.count(f'<td class="text">{priority}</td>') == len(BLOCKS)
+    markdown = (written / "report.md").read_text()
+    assert markdown.index("## Summary: which method to use") < markdown.index("## Scores:")
+    assert "(plots/scores-config-tiny-bert-bbc-topic-n-8.png)" in markdown
+
+
+def test_highlights_only_where_best_means_something(rows):
+    built = report.build(_with_trained_weights(rows), "highlights")
+    tables = {table.key: table for table in built.tables}
+    for key, table in tables.items():
+        for line in table.rows:
+            if line[0].text in ("majority", "zero_shot"):  # a baseline is a reference, never "best"
+                assert not any(cell.best for cell in line), key
+        if key.startswith("convergence-"):  # an earlier best epoch is not better
+            epochs = [i for i, column in enumerate(table.columns) if column.endswith("best epoch")]
+            assert not any(line[i].best for line in table.rows for i in epochs)
+        if key.startswith("efficiency-"):  # full tuning's 100% is the yardstick
+            full = next(line for line in table.rows if line[0].text == "full")
+            assert not full[4].best and not full[5].best
+            assert all("±" not in line[1].text for line in table.rows)  # a parameter count has no spread
+    scores = tables["scores-offline-tiny-bert-n-16"]
+    assert sum(line[1].best for line in scores.rows) >= 1
+
+
+def test_mark_best_skips_ties_and_noise():
+    from peftbench.report.configs import Cell, mark_best
+
+    tie = [[Cell("a"), Cell("1", 1.0)], [Cell("b"), Cell("1", 1.0)]]
+    mark_best(tie, 1)
+    assert not any(line[1].best for line in tie)
+    noisy = [[Cell("a"), Cell("2.0", 2.0, 0.5)], [Cell("b"), Cell("1.8", 1.8, 0.4)]]
+    mark_best(noisy, 1, separated=True)
+    assert not any(line[1].best for line in noisy)
+    clear = [[Cell("a"), Cell("2.0", 2.0, 0.1)], [Cell("b"), Cell("1.0", 1.0, 0.1)], [Cell("c"), Cell("9", 9.0)]]
+    mark_best(clear, 1, separated=True, eligible=[True, True, False])
+    assert [line[1].best for line in clear] == [True, False, False]
+
+
+def test_counts_are_integers_and_text_columns_left_aligned(written):
+    predictions = (written / "csv" / "predictions-config-tiny-t5-bbc-topic-n-8.csv").read_text()
+    page = (written / "report.html").read_text()
+    markdown = (written / "report.md").read_text()
+    section = markdown[markdown.index("## Prediction counts: config:tiny-t5 (random weights), bbc_topic, n=8"):]
+    table = section[:section.index("\n\n", section.index("|"))]
+    assert ".0 " not in table and ".0 |" not in table  # 3, not 3.0; a mean over seeds keeps its .5
+    assert predictions
+    assert '<th class="text">method</th>' in page and '<th class="text">model</th>' in page
+    assert "| method | bbc_topic |\n|:---|---:|" in markdown

@@ -8,7 +8,7 @@ from collections import defaultdict
 from dataclasses import asdict, dataclass, field
 
 from peftbench.report.stats import summarise
-from peftbench.report.tables import Config, configs
+from peftbench.report.configs import Config, configs
 
 NEARBY_FACTOR = 3  # evidence counts when its training size is within this factor of the asked one
 PRIORITIES = ("performance", "memory", "time", "inference")
@@ -104,11 +104,121 @@ def _broken_limit(config: Config, limits: Limits) -> str | None:
     return None
 
 
+def _measure(config: Config, priority: str):
+    key, _ = MEASURES[priority]
+    return config.score() if priority == "performance" else config.summary(lambda run: run.get(key))
+
+
+def _rounded(value: float) -> float:
+    return round(value, 3)  # shares are shown as whole percents: equal at 0.1% is a tie to a reader
+
+
+def _tie_reasons(order: list[str], relative: dict, priority: str) -> dict[str, str]:
+    """label -> why it sits where it does when its priority share equals a neighbour's."""
+    reasons = {}
+    for before, after in zip(order, order[1:]):
+        share = _mean(relative[before][priority])
+        if _rounded(share) != _rounded(_mean(relative[after][priority])):
+            continue
+        scores = [_rounded(_mean(relative[label]["performance"])) for label in (before, after)]
+        how = ("their scores tie too, so they keep the report's order (full tuning first, then as stored)"
+               if scores[0] == scores[1]
+               else f"{before} is placed first by its higher score")
+        for label, other in ((before, after), (after, before)):
+            reasons.setdefault(label, f"ties with {other} on {priority} ({share:.0%} of the best); {how}")
+    return reasons
+
+
+@dataclass
+class Noise:
+    """Why a ranking's lead may not be real: `long` for `recommend`, `short` for a summary cell."""
+
+    kind: str  # one_seed | within_spread | cpu_memory
+    long: str
+    short: str
+
+
+def noise(groups: dict[tuple, list[Config]], order: list[str], priority: str) -> list[Noise]:
+    """Warnings that the ranking's lead on `priority` cannot be told from measurement noise: one seed,
+    a lead smaller than the seeds' spread, or CPU resident-set memory (mostly the process itself)."""
+    configs_of = [c for group in groups.values() for c in group]
+    if len(order) < 2:
+        return []
+    found = []
+    if {c.seeds for c in configs_of} == {1}:
+        found.append(Noise("one_seed", f"One seed per configuration: the {priority} differences between methods"
+                           " cannot be told from seed noise; run more seeds (--seed 0 --seed 1 --seed 2) before"
+                           " deciding on them.", "one seed: cannot be told from noise"))
+    first, second = order[:2]
+    close = []
+    for (model, task), group in groups.items():
+        a = next((_measure(c, priority) for c in group if c.label == first), None)
+        b = next((_measure(c, priority) for c in group if c.label == second), None)
+        if a and b and a.std is not None and b.std is not None and abs(a.mean - b.mean) <= max(a.std, b.std):
+            close.append(f"{model} / {task}")
+    if close:
+        found.append(Noise("within_spread", f"{first} leads {second} on {priority} by less than their seed-to-seed"
+                           f" spread on {', '.join(close)}: the order between them is within measurement noise.",
+                           f"lead over {second} is within the seeds' spread: a tie in effect"))
+    if priority == "memory" and "cpu_peak_rss" in {run.get("peak_memory_kind") for c in configs_of for run in c.runs}:
+        means = [m.mean / 1e9 for c in configs_of if (m := _measure(c, "memory"))]
+        span = f"{min(means):.2f}–{max(means):.2f} GB"
+        found.append(Noise("cpu_memory", f"Peak memory here is the CPU process's peak resident set ({span} across"
+                           " methods), most of which is Python and torch themselves, and it moves between runs of one"
+                           " method by tenths of a GB: it does not rank methods. Measure on a GPU (CUDA"
+                           " max_memory_allocated) or with `peftbench profile`, which isolates training's own memory.",
+                           f"CPU resident set ({span} across methods): does not rank methods"))
+    return found
+
+
+def _limit_values(config: Config) -> dict[str, tuple[float | None, str]]:
+    """Per limit flag: the configuration's worst run and how to show it."""
+    peaks = [run["peak_memory_bytes"] / 1e9 for run in config.runs if run.get("peak_memory_bytes") is not None]
+    minutes = [run["wall_s"] / 60 for run in config.runs if run.get("wall_s") is not None]
+    costs = [run.get("cost_usd") for run in config.runs]
+    return {"--max-memory-gb": (max(peaks, default=None), "GB peak memory"),
+            "--max-minutes": (max(minutes, default=None), "minutes"),
+            "--max-usd": (None if None in costs else max(costs, default=None), "USD")}
+
+
+def _ceil3(value: float) -> float:
+    """Rounded up to three significant digits: a limit set to it keeps the value."""
+    if value <= 0:
+        return value
+    step = 10 ** (math.floor(math.log10(value)) - 2)
+    return round(math.ceil(value / step - 1e-9) * step, 12)
+
+
+def _nearest(trained: list[Config], limits: Limits) -> list[str]:
+    """When the limits exclude every method: per limit, how many it excluded and the method closest to it
+    (a method's worst run over all its model × task groups, since every run must pass)."""
+    notes = []
+    for flag, limit in (("--max-memory-gb", limits.max_memory_gb), ("--max-minutes", limits.max_minutes),
+                        ("--max-usd", limits.max_usd)):
+        if limit is None:
+            continue
+        worst: dict[str, tuple[float | None, str]] = {}
+        for config in trained:
+            value, unit = _limit_values(config)[flag]
+            known = worst.get(config.label, (0.0, unit))[0]
+            worst[config.label] = (None if value is None or known is None else max(value, known), unit)
+        measured = {label: entry for label, entry in worst.items() if entry[0] is not None}
+        over = sorted((value, label, unit) for label, (value, unit) in measured.items() if value > limit)
+        if not measured:
+            notes.append(f"{flag} {limit:g}: no run has this measurement"
+                         + (" (no price known: set the suite's price)" if flag == "--max-usd" else ""))
+        elif over:
+            value, label, unit = over[0]
+            notes.append(f"{flag} {limit:g} excludes {len(over)} method(s); the nearest is {label} at {value:.3g}"
+                         f" {unit} ({value - limit:.2g} over): {flag} {_ceil3(value):g} would keep it")
+    return notes
+
+
 def from_measurements(rows: list[dict], kind: str, n: int, size: int, priority: str,
                       limits: Limits) -> Recommendation:
     """Rank method specs by the priority's measurement relative to the best in each model x task (so
     tasks of different difficulty weigh alike), averaged over the model x task groups a method ran in;
-    ties go to the better score. A method with any run over a hard limit is excluded."""
+    ties go to the better score, and are said. A method with any run over a hard limit is excluded."""
     items = configs(rows)
     trained = [c for c in items if c.kind == "train"]
     groups: dict[tuple, list[Config]] = defaultdict(list)
@@ -127,8 +237,10 @@ def from_measurements(rows: list[dict], kind: str, n: int, size: int, priority: 
         for measure in {priority, "performance"}:
             for label, share in _relative([c for c in group if c in allowed], measure).items():
                 relative[label][measure].append(share)
-    order = sorted(relative, key=lambda label: (-_mean(relative[label][priority]),
-                                                -_mean(relative[label]["performance"])))
+    order = sorted(relative, key=lambda label: (-_rounded(_mean(relative[label][priority])),
+                                                -_rounded(_mean(relative[label]["performance"]))))
+    ties = _tie_reasons(order, relative, priority)
+    randoms = sorted({c.model for c in trained if c.random_weights})
     ranking = []
     for label in order:
         mine = [c for c in allowed if c.label == label]
@@ -138,20 +250,28 @@ def from_measurements(rows: list[dict], kind: str, n: int, size: int, priority: 
         infer = summarise([run.get("infer_tokens_per_s") for run in runs])
         reasons = [f"{priority}: {_mean(relative[label][priority]):.0%} of the best on average over"
                    f" {len(relative[label][priority])} model × task group(s)"]
+        reasons += [ties[label]] if label in ties else []
         for config in mine:
-            score = config.summary(lambda run: run.get("score"))
+            score = config.score()
             if score:
                 spread = f" ± {score.std:.3f} over {score.n} seeds" if score.std is not None else " (one seed: spread unknown)"
-                reasons.append(f"score {score.mean:.3f}{spread} on {config.model} / {config.task}")
+                weights = " (random weights: not evidence about the method)" if config.random_weights else ""
+                reasons.append(f"score {score.mean:.3f}{spread} on {config.model} / {config.task}{weights}")
         reasons.append(f"peak memory up to {peak:.2f} GB, up to {seconds:,.1f} s per run"
                        + (f", inference {infer.mean:,.0f} tokens/s" if infer else ""))
         ranking.append(Choice(label, reasons, evidence=[run["run_id"] for run in runs]))
     notes = [f"Ranked from measurements: {len([r for r in rows if r['kind'] == 'train'])} finished {kind} runs"
              f" with {size} training examples (asked: {n}) on "
              + ", ".join(sorted({f'{m} / {t}' for m, t in groups})) + "."]
+    if randoms:
+        notes.append(f"{', '.join(randoms)}: random weights. Their scores exercise the pipeline and say nothing"
+                     " about the methods; no significance is claimed.")
+    notes += [n.long for n in noise({key: [c for c in group if c in allowed] for key, group in groups.items()},
+                                    order, priority)]
     notes += _baseline_notes(items, groups)
     if not ranking:
-        notes.append("No measured method meets the hard limits.")
+        nearest = _nearest(trained, limits)
+        notes.append("No measured method meets the hard limits" + (": " + "; ".join(nearest) if nearest else "") + ".")
     return Recommendation("measurements", kind, n, priority, ranking,
                           [{"method": label, "reason": reason} for label, reason in excluded.items()], notes)
 

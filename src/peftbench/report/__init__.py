@@ -1,12 +1,18 @@
-"""`peftbench report`: tables, statistics and plots from a results store, written as Markdown, CSV,
-LaTeX and one self-contained HTML page. `peftbench run` writes its summary with the same code."""
+"""`peftbench report`: the answer first (a summary per model, task and data size: the recommended method
+under each priority, its evidence and a chart), then tables, statistics and plots from a results store,
+written as Markdown, CSV, LaTeX and one self-contained HTML page. `peftbench run` writes its summary with
+the same code."""
 
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from peftbench.errors import UserError
 from peftbench.report import render
-from peftbench.report.tables import Config, Table, all_tables, runs_table
+from peftbench.report.configs import Config, Table
+from peftbench.report.summary import Block, blocks
+from peftbench.report.tables import all_tables
 
 FORMATS = ("md", "csv", "tex", "html")
 
@@ -15,8 +21,10 @@ FORMATS = ("md", "csv", "tex", "html")
 class Report:
     title: str
     intro: list[str]
+    summary: list[Block]
     tables: list[Table]
     configs: list[Config]
+    provenance: list[str]
 
 
 def parse_formats(text: str) -> list[str]:
@@ -28,9 +36,30 @@ def parse_formats(text: str) -> list[str]:
     return list(dict.fromkeys(formats))
 
 
-def build(rows: list[dict], title: str) -> Report:
-    tables, configs, _ = all_tables(rows)
-    trained = [c for c in configs if c.kind == "train"]
+def _provenance(rows: list[dict], store: Path | None) -> list[str]:
+    """Where the numbers come from: the store, the suites, when, on what, with which code."""
+    finished = [row for row in rows if row.get("finished_at")]
+    lines = [f"Store: {store}." if store else "Store: (rows given directly)."]
+    lines.append("Suites: " + ", ".join(sorted({row["suite"] for row in rows})) + ".")
+    if finished:
+        first, last = (time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(f(r["finished_at"] for r in finished)))
+                       for f in (min, max))
+        lines.append(f"Runs ended between {first} and {last}.")
+    provenance = [row.get("provenance") or {} for row in rows]
+    devices = sorted({p.get("device") for p in provenance if p.get("device")})
+    commits = sorted({(p.get("git_commit") or "")[:7] + (" (dirty)" if p.get("git_dirty") else "")
+                      for p in provenance if p.get("git_commit")})
+    versions = sorted({", ".join(f"{k} {v}" for k, v in sorted((p.get("versions") or {}).items()))
+                       for p in provenance if p.get("versions")})
+    lines += [f"Devices: {'; '.join(devices)}."] if devices else []
+    lines += [f"peftbench commits: {', '.join(commits)}."] if commits else []
+    lines += [f"Versions: {v}." for v in versions]
+    return lines
+
+
+def build(rows: list[dict], title: str, store: Path | None = None) -> Report:
+    tables, items, comparisons = all_tables(rows)
+    trained = [c for c in items if c.kind == "train"]
     statuses = {}
     for row in rows:
         statuses[row["status"]] = statuses.get(row["status"], 0) + 1
@@ -45,46 +74,45 @@ def build(rows: list[dict], title: str) -> Report:
                      " in the statistics table, and a paired bootstrap for the top two methods of each block.")
     if not any(t.key == "cost" for t in tables):
         intro.append("No run has a known price, so there is no cost table.")
-    return Report(title, intro, tables, configs)
+    return Report(title, intro, blocks(rows, items, comparisons), tables, items, _provenance(rows, store))
 
 
-def summary_markdown(rows: list[dict], title: str) -> str:
-    """The Markdown `peftbench run` writes next to the store: the report's tables, without plots."""
-    report = build(rows, title)
-    return render.markdown(report.title, report.intro, report.tables)
+def summary_markdown(rows: list[dict], title: str, store: Path | None = None) -> str:
+    """The Markdown `peftbench run` writes next to the store: the summary and the report's tables, without plots."""
+    return render.markdown(build(rows, title, store))
 
 
-def runs_view(rows: list[dict], title: str):
-    """The terminal table of `run` and `results`: one line per run."""
-    return render.rich_table(runs_table(rows), title)
-
-
-def write(report: Report, out: Path, formats: list[str]) -> list[Path]:
+def write(report: Report, out: Path, formats: list[str],
+          on_progress: Callable[[str], None] = lambda message: None) -> list[Path]:
     """Write the report under `out` (report.md, report.html, csv/ and tex/ one file per table, plots/
     the PNGs when Markdown or HTML is asked for); returns the files written."""
     out.mkdir(parents=True, exist_ok=True)
     written = []
-    figures = {}
+    figures = []
     if "md" in formats or "html" in formats:
         from peftbench.report.plots import figures as make_figures
+        from peftbench.report.plots import labels_in_order
 
-        figures = make_figures(report.configs)
+        on_progress(f"drawing the figures of {len(report.summary)} model × task × data size block(s)")
+        figures = make_figures(report.summary, labels_in_order(report.configs))
     images = {}
     if figures and "md" in formats:
         (out / "plots").mkdir(exist_ok=True)
-        for i, (caption, png) in enumerate(figures.items()):
-            path = out / "plots" / f"figure-{i + 1}.png"
-            path.write_bytes(png)
-            images[caption] = f"plots/{path.name}"
+        for figure in figures:
+            path = out / "plots" / f"{figure.key}.png"
+            path.write_bytes(figure.png)
+            images[figure.key] = f"plots/{path.name}"
             written.append(path)
     if "md" in formats:
-        written.append(_write(out / "report.md", render.markdown(report.title, report.intro, report.tables, images)))
+        captions = {figure.key: figure.caption for figure in figures}
+        written.append(_write(out / "report.md", render.markdown(report, images, captions)))
     for kind, render_table in (("csv", render.csv_text), ("tex", render.tex_table)):
         if kind in formats:
             (out / kind).mkdir(exist_ok=True)
             written += [_write(out / kind / f"{table.key}.{kind}", render_table(table)) for table in report.tables]
     if "html" in formats:
-        written.append(_write(out / "report.html", render.html_page(report.title, report.intro, report.tables, figures)))
+        on_progress("writing report.html")
+        written.append(_write(out / "report.html", render.html_page(report, figures)))
     return written
 
 

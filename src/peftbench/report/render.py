@@ -1,30 +1,64 @@
-"""Render tables as Markdown, CSV, LaTeX, a self-contained HTML page, or a rich terminal table."""
+"""Render the report as Markdown, CSV, LaTeX or one self-contained HTML page: the summary (the answer)
+first, then the tables, then the figures, then where it all came from."""
 
 import base64
 import csv
 import html
 import io
 
-from peftbench.report.tables import Cell, Table
+from peftbench.report.configs import Cell, Table
+from peftbench.report.summary import COLUMNS as SUMMARY_COLUMNS
+from peftbench.report.summary import Block, block_rows, general_notes
+
+SUMMARY_INTRO = ("For each model, task and data size: the method `peftbench recommend` ranks first under each"
+                 " priority (performance: score; memory: lowest peak memory; time: shortest run; inference: fastest"
+                 " inference), with its evidence (mean over seeds; the score's 95% interval over seeds, clipped to"
+                 " the metric's range) and the reasoning. Treat a lead marked as within noise as a tie.")
+
+
+def _md_escape(text: str) -> str:
+    return text.replace("|", "\\|")
+
+
+def _md_rows(columns: list[str], rows: list[list[str]], text: list[bool]) -> list[str]:
+    align = "|" + "".join(":---|" if is_text else "---:|" for is_text in text)
+    lines = ["| " + " | ".join(map(_md_escape, columns)) + " |", align]
+    lines += ["| " + " | ".join(map(_md_escape, row)) + " |" for row in rows]
+    if not rows:
+        lines.append("| " + " | ".join(["–"] * len(columns)) + " |")
+    return lines
 
 
 def markdown_table(table: Table) -> str:
-    escape = lambda text: text.replace("|", "\\|")
-    lines = [f"## {table.title}", "", "| " + " | ".join(map(escape, table.columns)) + " |",
-             "|" + "---|" * len(table.columns)]
-    for row in table.rows:
-        lines.append("| " + " | ".join(f"**{escape(c.text)}**" if c.best else escape(c.text) for c in row) + " |")
-    if not table.rows:
-        lines.append("| " + " | ".join(["–"] * len(table.columns)) + " |")
+    rows = [[f"**{c.text}**" if c.best else c.text for c in row] for row in table.rows]
+    lines = [f"## {table.title}", "", *_md_rows(table.columns, rows, table.text_columns())]
     return "\n".join([*lines, "", *[f"{note}  " for note in table.notes], ""])
 
 
-def markdown(title: str, intro: list[str], tables: list[Table], images: dict[str, str] | None = None) -> str:
-    """The whole report; `images` maps a caption to a PNG path relative to the Markdown file."""
-    parts = [f"# {title}", "", *[f"{line}  " for line in intro], ""]
-    parts += [markdown_table(table) for table in tables]
+def summary_markdown(blocks: list[Block], images: dict[str, str] | None = None) -> str:
+    parts = ["## Summary: which method to use", "", SUMMARY_INTRO, ""]
+    if not blocks:
+        parts += ["No finished training runs yet.", ""]
+    for block in blocks:
+        parts += [f"### {block.title}", ""]
+        if images and f"scores-{block.key}" in images:
+            parts += [f"![Score per method: {block.title}]({images[f'scores-{block.key}']})", ""]
+        text = [True, True] + [False] * (len(SUMMARY_COLUMNS) - 3) + [True]
+        parts += _md_rows(SUMMARY_COLUMNS, block_rows(block), text) + [""]
+        parts += [f"{note}  " for note in block.notes] + [""]
+    parts += [f"{note}  " for note in general_notes(blocks)] + [""]
+    return "\n".join(parts)
+
+
+def markdown(report, images: dict[str, str] | None = None, captions: dict[str, str] | None = None) -> str:
+    """The whole report; `images` maps a figure key to a PNG path relative to the Markdown file."""
+    parts = [f"# {report.title}", "", *[f"{line}  " for line in report.intro], ""]
+    parts.append(summary_markdown(report.summary, images))
+    parts += [markdown_table(table) for table in report.tables]
     if images:
-        parts += ["## Plots", ""] + [f"![{caption}]({path})\n" for caption, path in images.items()]
+        parts += ["## Plots", ""] + [f"![{(captions or {}).get(key, key)}]({path})\n" for key, path in images.items()
+                                     if not key.startswith("scores-")]
+    parts += ["## Provenance", "", *[f"{line}  " for line in report.provenance], ""]
     return "\n".join(parts)
 
 
@@ -48,7 +82,7 @@ def csv_text(table: Table) -> str:
 
 TEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
                "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
-               "±": r"$\pm$", "–": "--", "−": "$-$"}
+               "±": r"$\pm$", "–": "--", "−": "$-$", "→": r"$\to$"}
 
 
 def tex_escape(text: str) -> str:
@@ -57,8 +91,8 @@ def tex_escape(text: str) -> str:
 
 def tex_table(table: Table) -> str:
     """A booktabs table (needs \\usepackage{booktabs})."""
-    lines = [r"\begin{table}[ht]", r"\centering", r"\small",
-             r"\begin{tabular}{l" + "r" * (len(table.columns) - 1) + "}", r"\toprule",
+    align = "".join("l" if is_text else "r" for is_text in table.text_columns())
+    lines = [r"\begin{table}[ht]", r"\centering", r"\small", r"\begin{tabular}{" + align + "}", r"\toprule",
              " & ".join(tex_escape(c) for c in table.columns) + r" \\", r"\midrule"]
     for row in table.rows:
         lines.append(" & ".join(rf"\textbf{{{tex_escape(c.text)}}}" if c.best else tex_escape(c.text)
@@ -69,57 +103,91 @@ def tex_table(table: Table) -> str:
 
 
 STYLE = """
-body { font-family: sans-serif; margin: 2em auto; max-width: 1200px; color: #222; }
+body { font-family: system-ui, sans-serif; margin: 1.5em auto; max-width: 1200px; padding: 0 1em; color: #222; }
+h1 { margin-bottom: 0.2em; } p.lede { color: #444; margin-top: 0; }
 table { border-collapse: collapse; margin: 0.5em 0 0.3em; font-size: 0.9em; }
-th, td { border: 1px solid #bbb; padding: 3px 8px; text-align: right; }
-th { background: #e8eef6; } td:first-child, th:first-child { text-align: left; }
-td.best { font-weight: bold; background: #fff4c2; } td.text { text-align: left; }
+th, td { border: 1px solid #bbb; padding: 3px 8px; text-align: right; vertical-align: top; }
+td { white-space: nowrap; } td.text { white-space: normal; }
+th { background: #e8eef6; } .text { text-align: left; }
+td.best { font-weight: bold; background: #fff4c2; }
 p.note { font-size: 0.85em; color: #555; margin: 0.2em 0; }
-figure { margin: 1em 0; } img { max-width: 100%; border: 1px solid #ddd; }
-nav li { margin: 2px 0; }
+#summary { border: 2px solid #2b6cb0; border-radius: 6px; padding: 0.2em 1.2em 1em; background: #f7fafd; }
+#summary h3 { margin-bottom: 0.3em; } #summary td.why { max-width: 34em; font-size: 0.95em; }
+#summary td.pick { font-weight: bold; }
+figure { margin: 0.8em 0; } img { max-width: 100%; border: 1px solid #ddd; background: #fff; }
+figcaption { font-size: 0.85em; color: #555; }
+nav ol { columns: 2; font-size: 0.9em; } nav li { margin: 2px 0; }
+footer { margin-top: 2em; font-size: 0.85em; color: #555; border-top: 1px solid #ccc; }
 """
+CAPTIONS = {
+    "scores": "Each method's mean score with ± one standard deviation over seeds (small dots: the seeds), best at"
+              " the top; the dashed and dotted lines are the majority and zero-shot baselines.",
+    "pareto-params": "Mean score against trainable parameters (log scale), error bars ± one std over seeds; the"
+                     " dashed line joins the methods no other method beats on both.",
+    "pareto-memory": "Mean score against peak memory from zero; a spread smaller than the error bars is noise.",
+    "val-loss": "Validation loss after each epoch against wall time since the run started; one line per seed.",
+    "train-loss": "Mean training loss of each epoch; one line per seed.",
+    "predictions": "How often each label (and '<other>', an answer naming none) was predicted on the test set.",
+}
 
 
-def _html_cell(cell: Cell) -> str:
-    classes = " ".join(name for name, on in (("best", cell.best), ("text", isinstance(cell.value, str))) if on)
+def _html_cell(cell: Cell, text: bool) -> str:
+    classes = " ".join(name for name, on in (("best", cell.best), ("text", text)) if on)
     return f'<td class="{classes}">{html.escape(cell.text)}</td>' if classes else f"<td>{html.escape(cell.text)}</td>"
 
 
-def html_page(title: str, intro: list[str], tables: list[Table], figures: dict[str, bytes]) -> str:
-    """One file: styles inline, PNGs as data URIs, a table of contents of anchors; no scripts."""
-    sections = [(table.key, table.title) for table in tables]
-    sections += [(f"plot-{i}", caption) for i, caption in enumerate(figures)]
+def _html_table(columns: list[str], rows: list[str], text: list[bool]) -> str:
+    head = "".join(f'<th class="text">{html.escape(c)}</th>' if is_text else f"<th>{html.escape(c)}</th>"
+                   for c, is_text in zip(columns, text))
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
+
+
+def _img(figure) -> str:
+    data = base64.b64encode(figure.png).decode("ascii")
+    caption = CAPTIONS.get(figure.kind, "")
+    return (f'<figure><img alt="{html.escape(figure.caption)}" src="data:image/png;base64,{data}">'
+            f"<figcaption>{html.escape(caption)}</figcaption></figure>")
+
+
+def _summary_html(blocks: list[Block], charts: dict) -> str:
+    parts = ['<section id="summary"><h2>Summary: which method to use</h2>', f"<p>{html.escape(SUMMARY_INTRO)}</p>"]
+    if not blocks:
+        parts.append("<p>No finished training runs yet.</p>")
+    for block in blocks:
+        rows = []
+        for line in block_rows(block):
+            cells = [f'<td class="text">{html.escape(line[0])}</td>', f'<td class="text pick">{html.escape(line[1])}</td>']
+            cells += [f"<td>{html.escape(value)}</td>" for value in line[2:-1]]
+            cells.append(f'<td class="text why">{html.escape(line[-1])}</td>')
+            rows.append("<tr>" + "".join(cells) + "</tr>")
+        text = [True, True] + [False] * (len(SUMMARY_COLUMNS) - 3) + [True]
+        parts.append(f'<div class="block" id="summary-{block.key}"><h3>{html.escape(block.title)}</h3>'
+                     + _html_table(SUMMARY_COLUMNS, rows, text)
+                     + "".join(f'<p class="note">{html.escape(note)}</p>' for note in block.notes)
+                     + (_img(charts[block.key]) if block.key in charts else "") + "</div>")
+    parts += [f'<p class="note">{html.escape(note)}</p>' for note in general_notes(blocks)]
+    return "".join(parts) + "</section>"
+
+
+def html_page(report, figures: list) -> str:
+    """One file: the summary first, styles inline, PNGs as data URIs, a table of contents; no scripts."""
+    charts = {figure.block: figure for figure in figures if figure.kind == "scores"}
+    others = [figure for figure in figures if figure.kind != "scores"]
+    sections = [("summary", "Summary: which method to use")] + [(table.key, table.title) for table in report.tables]
+    sections += [(figure.key, figure.caption) for figure in others] + [("provenance", "Provenance")]
     toc = "".join(f'<li><a href="#{key}">{html.escape(name)}</a></li>' for key, name in sections)
-    body = [f"<h1>{html.escape(title)}</h1>", *[f"<p>{html.escape(line)}</p>" for line in intro],
-            f'<nav><h2>Contents</h2><ol>{toc}</ol></nav>']
-    for table in tables:
-        head = "".join(f"<th>{html.escape(c)}</th>" for c in table.columns)
-        rows = "".join("<tr>" + "".join(_html_cell(c) for c in row) + "</tr>" for row in table.rows)
+    body = [f"<h1>{html.escape(report.title)}</h1>", f'<p class="lede">{html.escape(" ".join(report.intro))}</p>',
+            _summary_html(report.summary, charts), f'<nav><h2>Contents</h2><ol>{toc}</ol></nav>']
+    for table in report.tables:
+        text = table.text_columns()
+        rows = "".join("<tr>" + "".join(_html_cell(c, is_text) for c, is_text in zip(row, text)) + "</tr>"
+                       for row in table.rows)
         notes = "".join(f'<p class="note">{html.escape(note)}</p>' for note in table.notes)
         body.append(f'<section id="{table.key}"><h2>{html.escape(table.title)}</h2>'
-                    f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>{notes}</section>")
-    for i, (caption, png) in enumerate(figures.items()):
-        data = base64.b64encode(png).decode("ascii")
-        body.append(f'<section id="plot-{i}"><h2>{html.escape(caption)}</h2><figure>'
-                    f'<img alt="{html.escape(caption)}" src="data:image/png;base64,{data}"></figure></section>')
-    return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
+                    f"{_html_table(table.columns, [rows], text)}{notes}</section>")
+    for figure in others:
+        body.append(f'<section id="{figure.key}"><h2>{html.escape(figure.caption)}</h2>{_img(figure)}</section>')
+    body.append('<footer id="provenance"><h2>Provenance</h2>'
+                + "".join(f"<p>{html.escape(line)}</p>" for line in report.provenance) + "</footer>")
+    return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{html.escape(report.title)}</title>'
             f"<style>{STYLE}</style></head><body>{''.join(body)}</body></html>\n")
-
-
-def rich_table(table: Table, title: str):
-    """The terminal view of a table; columns holding one value for every row move into the caption."""
-    from rich.table import Table as RichTable
-    from rich.text import Text
-
-    constant = [i for i, column in enumerate(table.columns) if column in {"model", "n", "seed", "metric"}
-                and len({row[i].text for row in table.rows if row[i].text}) == 1]
-    caption = ", ".join(f"{table.columns[i]} {next(row[i].text for row in table.rows if row[i].text)}"
-                        for i in constant)
-    view = RichTable(title=title, caption=caption or None)
-    kept = [i for i in range(len(table.columns)) if i not in constant]
-    for i in kept:
-        numeric = all(isinstance(row[i].value, (int, float)) or row[i].value is None for row in table.rows)
-        view.add_column(table.columns[i], justify="right" if numeric and i else "left")
-    for row in table.rows:
-        view.add_row(*(Text(row[i].text) for i in kept))  # Text: method specs' brackets are not rich markup
-    return view

@@ -8,6 +8,11 @@ import numpy as np
 
 CONFIDENCE = 0.95
 BOOTSTRAP_SAMPLES = 2000
+# The values a metric can take (peftbench.evaluate): an interval is clipped to them, since a 95% interval
+# of an accuracy past 1.0 describes no possible result. Metrics not listed are unbounded.
+METRIC_RANGES = {"accuracy": (0.0, 1.0), "balanced_accuracy": (0.0, 1.0), "macro_f1": (0.0, 1.0),
+                 "mcc": (-1.0, 1.0), "rouge1": (0.0, 1.0), "rouge2": (0.0, 1.0), "rougeL": (0.0, 1.0),
+                 "other_rate": (0.0, 1.0)}
 
 
 @dataclass(frozen=True)
@@ -21,7 +26,8 @@ class Summary:
     high: float | None = None
 
 
-def summarise(values: list[float]) -> Summary | None:
+def summarise(values: list[float], bounds: tuple[float, float] | None = None) -> Summary | None:
+    """Mean, sample std and Student-t 95% interval; `bounds` (a metric's range) clip the interval."""
     values = [v for v in values if v is not None and math.isfinite(v)]
     if not values:
         return None
@@ -32,7 +38,10 @@ def summarise(values: list[float]) -> Summary | None:
 
     std = float(np.std(values, ddof=1))
     half = float(t.ppf((1 + CONFIDENCE) / 2, len(values) - 1)) * std / math.sqrt(len(values))
-    return Summary(mean, len(values), std, mean - half, mean + half)
+    low, high = mean - half, mean + half
+    if bounds is not None:
+        low, high = max(low, bounds[0]), min(high, bounds[1])
+    return Summary(mean, len(values), std, low, high)
 
 
 @dataclass(frozen=True)

@@ -1,68 +1,18 @@
-"""The report's tables, computed from stored rows in the layouts of the papers. Each table is plain data
-(cells with their raw value and the text shown), so every output format renders the same numbers."""
+"""The report's tables, computed from stored configurations in the layouts of the papers. Each table is
+plain data (cells with their raw value and the text shown), so every output format renders the same numbers.
+Highlights mark the best trained method of a column only where "best" means something (mark_best)."""
 
 from collections import defaultdict
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-from peftbench.report.stats import Paired, Summary, paired_bootstrap, summarise
-from peftbench.sweep import final_rows
+from peftbench.report.configs import (RANDOM_WEIGHTS, Cell, Config, Table, configs, fmt, fmt_count, labels,
+                                      mark_best, model_title, random_weights, range_cell, scale_name, score, slug,
+                                      stat_cell)
+from peftbench.report.stats import Paired, paired_bootstrap, summarise
 
-# Spec keys that make two runs of one method spec different configurations; runs that differ only in
-# their seed are the same configuration, and their scores are averaged.
-VARIANT_KEYS = ("lr", "epochs", "batch_size", "grad_accum", "peak_factor", "final_factor", "warmup_ratio",
-                "patience", "max_minutes", "weight_decay", "max_grad_norm", "max_input_length",
-                "max_target_length", "eval", "split_seed", "val_cap", "test_cap", "group_by_length")
 ABLATION_OPTIONS = {"layers": "all", "modules": "", "drop": ""}  # option: the value that ablates nothing
 
-
-@dataclass
-class Cell:
-    text: str
-    value: float | str | None = None  # the raw number (or text) a CSV holds
-    std: float | None = None
-    best: bool = False
-
-
-@dataclass
-class Table:
-    key: str  # file name and HTML anchor
-    title: str
-    columns: list[str]
-    rows: list[list[Cell]]
-    notes: list[str] = field(default_factory=list)
-
-
-@dataclass
-class Config:
-    """One configuration (model, task, data size, method spec, hyper-parameters) and its finished seeds."""
-
-    model: str
-    task: str
-    scale: object
-    n_train: int
-    method_spec: str
-    kind: str
-    runs: list[dict]
-    label: str = ""
-
-    @property
-    def seeds(self) -> int:
-        return len(self.runs)
-
-    def summary(self, value: Callable[[dict], float | None]) -> Summary | None:
-        return summarise([value(run) for run in self.runs])
-
-    def first(self, key: str):
-        return next((run[key] for run in self.runs if run.get(key) is not None), None)
-
-
-def scale_name(scale) -> str:
-    return str(scale) if isinstance(scale, str) else f"n={scale}"
-
-
-def score(run: dict) -> float | None:
-    return run.get("score")
+__all__ = ["Cell", "Config", "Table", "configs", "all_tables", "compare_top_two", "scale_name"]
 
 
 def per_100k(run: dict) -> float | None:
@@ -81,62 +31,6 @@ def is_ablation(options: dict) -> bool:
     return any(str(options.get(key, default) or "") != default for key, default in ABLATION_OPTIONS.items())
 
 
-def configs(rows: list[dict]) -> list[Config]:
-    """Finished runs grouped over seeds, in the order they were first stored (baselines first, then full).
-    A method spec that appears with different hyper-parameters for the same model, task and data size
-    gets them in its label, e.g. `lora (lr=0.001)`."""
-    groups: dict[tuple, Config] = {}
-    for row in final_rows([row for row in rows if row.get("status") == "finished"]):
-        key = (row["model"], row["task"], row["n_train"], row["method_spec"], row["kind"],
-               tuple(str(row.get(name)) for name in VARIANT_KEYS))
-        if key not in groups:
-            groups[key] = Config(row["model"], row["task"], row["scale"], row["n_train"], row["method_spec"],
-                                 row["kind"], [])
-        groups[key].runs.append(row)
-    siblings: dict[tuple, list[tuple]] = defaultdict(list)
-    for key in groups:
-        siblings[key[:5]].append(key)
-    for key, config in groups.items():
-        differing = [name for i, name in enumerate(VARIANT_KEYS)
-                     if len({other[5][i] for other in siblings[key[:5]]}) > 1]
-        suffix = ", ".join(f"{name}={config.first(name)}" for name in differing)
-        config.label = f"{config.method_spec} ({suffix})" if suffix else config.method_spec
-    ordered = list(groups.values())
-    ordered.sort(key=lambda c: (c.kind != "baseline", c.method_spec != "full"))  # stable: storage order otherwise
-    return ordered
-
-
-def _labels(items: list[Config]) -> list[str]:
-    return list(dict.fromkeys(config.label for config in items))
-
-
-def _fmt(value: float | None, digits: int = 3) -> str:
-    if value is None:
-        return "–"
-    if value != 0 and abs(value) < 10 ** -digits:
-        return f"{value:.2g}"  # two significant digits rather than a row of zeros
-    return f"{value:,.{digits}f}"
-
-
-def stat_cell(summary: Summary | None, digits: int = 3, scale: float = 1.0) -> Cell:
-    if summary is None:
-        return Cell("–")
-    mean, std = summary.mean * scale, None if summary.std is None else summary.std * scale
-    text = _fmt(mean, digits) + ("" if std is None else f" ± {_fmt(std, digits)}")
-    return Cell(text, mean, std)
-
-
-def mark_best(rows: list[list[Cell]], column: int, higher: bool = True) -> None:
-    """Bold the best value of a column (every cell holding it, for ties)."""
-    values = [row[column].value for row in rows if isinstance(row[column].value, (int, float))]
-    if not values:
-        return
-    best = max(values) if higher else min(values)
-    for row in rows:
-        if row[column].value == best:
-            row[column].best = True
-
-
 def _blocks(items: list[Config]) -> dict[tuple[str, object], list[Config]]:
     """Pu et al.'s layout: one block per model and data scale."""
     blocks: dict[tuple[str, object], list[Config]] = defaultdict(list)
@@ -145,13 +39,21 @@ def _blocks(items: list[Config]) -> dict[tuple[str, object], list[Config]]:
     return blocks
 
 
-def _seed_note(items: list[Config]) -> str:
+def seed_note(items: list[Config]) -> str:
     seeds = sorted({config.seeds for config in items if config.kind == "train"})
     if seeds == [1]:
         return ("One seed per configuration: no std or interval can be given, and a difference between"
                 " methods may be seed noise.")
     return f"Mean ± sample std over seeds ({'/'.join(map(str, seeds))} per configuration); 95% intervals in" \
            " the statistics table."
+
+
+def lr_note(items: list[Config]) -> str | None:
+    """The learning rates as they act: `lr` is where warm-up starts, and it climbs to lr x peak_factor."""
+    texts = {c.label: c.lr_text() for c in items if c.kind == "train" and c.lr_text()}
+    if not texts:
+        return None
+    return "Learning rate (start → peak after warm-up): " + "; ".join(f"{label} {text}" for label, text in texts.items()) + "."
 
 
 def per_example(config: Config) -> list[float] | None:
@@ -183,18 +85,21 @@ class Comparison:
 
 def compare_top_two(items: list[Config]) -> list[Comparison]:
     """For each block and task, the two trained configurations with the best mean score, compared by a
-    paired bootstrap on their shared test rows."""
+    paired bootstrap on their shared test rows. Random-weight models get no test: nothing about the
+    methods could follow from it."""
     comparisons = []
     for (model, scale), block in _blocks(items).items():
         for task in dict.fromkeys(config.task for config in block):
-            ranked = sorted((c for c in block if c.task == task and c.kind == "train" and c.summary(score)),
-                            key=lambda c: -c.summary(score).mean)
+            ranked = sorted((c for c in block if c.task == task and c.kind == "train" and c.score()),
+                            key=lambda c: -c.score().mean)
             if len(ranked) < 2:
                 continue
             first, second = ranked[:2]
             a, b = per_example(first), per_example(second)
-            digest = lambda c: (c.runs[0].get("data_digest") or {}).get("test")
-            if a is None or b is None:
+            digest = lambda c: (c.runs[0].get("data_digest") or {}).get("test")  # noqa: E731
+            if random_weights(model):
+                comparisons.append(Comparison(model, scale, task, first, second, None, "random-weight model"))
+            elif a is None or b is None:
                 comparisons.append(Comparison(model, scale, task, first, second, None,
                                               "runs stored without per-example results"))
             elif digest(first) != digest(second) or len(a) != len(b):
@@ -204,55 +109,73 @@ def compare_top_two(items: list[Config]) -> list[Comparison]:
     return comparisons
 
 
+def _find(items: list[Config], label: str, task: str) -> Config | None:
+    return next((c for c in items if c.label == label and c.task == task), None)
+
+
+def _trained(rows: list[list[Cell]], block: list[Config]) -> list[bool]:
+    """Per table row (one per label): whether it is a trained method, the only candidates for "best"."""
+    kinds = {c.label: c.kind for c in block}
+    return [kinds.get(row[0].value) == "train" for row in rows]
+
+
 def scores_tables(items: list[Config], comparisons: list[Comparison]) -> list[Table]:
     """Pu et al. Table 1: score per method x task, one block per model and data scale."""
     tables = []
     for (model, scale), block in _blocks(items).items():
         tasks = list(dict.fromkeys(config.task for config in block))
-        metric = {c.task: c.first("primary_metric") for c in block}
+        metric = {c.task: c.metric for c in block}
         rows = []
-        for label in _labels(block):
+        for label in labels(block):
             cells = [Cell(label, label)]
             for task in tasks:
                 found = _find(block, label, task)
-                cells.append(stat_cell(found.summary(score)) if found else Cell("–"))
+                cells.append(stat_cell(found.score()) if found else Cell("–"))
             rows.append(cells)
         for column in range(1, len(tasks) + 1):
-            mark_best(rows, column)
-        notes = [_seed_note(block), "Best per column in bold. Metric: "
-                 + ", ".join(f"{task} {metric[task]}" for task in tasks) + "."]
-        for comparison in comparisons:
-            if (comparison.model, comparison.scale) == (model, scale):
-                notes.append(_comparison_sentence(comparison))
-        tables.append(Table(f"scores-{_slug(model)}-{_slug(scale_name(scale))}",
-                            f"Scores: {model}, {scale_name(scale)}", ["method", *tasks], rows, notes))
+            mark_best(rows, column, eligible=_trained(rows, block))
+        notes = [seed_note(block), "Best trained method per column in bold (baselines are references, not"
+                 " candidates). Metric: " + ", ".join(f"{task} {metric[task]}" for task in tasks) + "."]
+        notes += [RANDOM_WEIGHTS] if random_weights(model) else []
+        notes += [n for n in [lr_note(block)] if n]
+        notes += [comparison_sentence(c) for c in comparisons if (c.model, c.scale) == (model, scale)]
+        tables.append(Table(f"scores-{slug(model)}-{slug(scale_name(scale))}",
+                            f"Scores: {model_title(model)}, {scale_name(scale)}", ["method", *tasks], rows, notes))
     return tables
 
 
-def _comparison_sentence(comparison: Comparison) -> str:
+def comparison_sentence(comparison: Comparison) -> str:
     first, second, paired = comparison.first.label, comparison.second.label, comparison.paired
     head = f"{comparison.task}: top two {first} vs {second}"
     if paired is None:
         return f"{head}: {comparison.verdict}."
+    one_seed = " With one seed this covers the test rows' sampling, not seed-to-seed variation." \
+        if comparison.first.seeds == 1 or comparison.second.seeds == 1 else ""
     return (f"{head}: {comparison.verdict} (paired bootstrap over {paired.n_rows} test rows: difference"
-            f" {paired.difference:+.3f}, 95% interval [{paired.low:+.3f}, {paired.high:+.3f}], p = {paired.p_value:.3f}).")
+            f" {paired.difference:+.3f}, 95% interval [{paired.low:+.3f}, {paired.high:+.3f}],"
+            f" p = {paired.p_value:.3f}).{one_seed}")
 
 
 def statistics_table(items: list[Config]) -> Table:
+    """Every configuration's score over seeds, sorted by model, task and data size, best first."""
     rows = []
-    for config in items:
-        summary = config.summary(score)
-        if summary is None:
-            continue
-        rows.append([Cell(config.model, config.model), Cell(scale_name(config.scale), str(config.scale)),
-                     Cell(config.task, config.task), Cell(config.label, config.label),
-                     Cell(str(config.n_train), config.n_train), Cell(str(summary.n), summary.n),
-                     Cell(_fmt(summary.mean), summary.mean), Cell(_fmt(summary.std), summary.std),
-                     Cell(_fmt(summary.low), summary.low), Cell(_fmt(summary.high), summary.high)])
-    return Table("statistics", "Statistics over seeds", ["model", "scale", "task", "method", "n_train", "seeds",
-                 "mean", "std", "95% low", "95% high"], rows,
-                 ["Std is the sample standard deviation; the 95% interval is Student's t over seeds. Both need"
-                  " at least two seeds (– otherwise)."])
+    scored = [(c, c.score()) for c in items if c.score() is not None]
+    scored.sort(key=lambda pair: (pair[0].model, pair[0].task, pair[0].n_train, pair[0].kind != "baseline",
+                                  -pair[1].mean))
+    for config, summary in scored:
+        rows.append([Cell(config.model, config.model), Cell(config.task, config.task),
+                     Cell(scale_name(config.scale), str(config.scale)), Cell(config.label, config.label),
+                     Cell(fmt_count(config.n_train), config.n_train), Cell(str(summary.n), summary.n),
+                     Cell(fmt(summary.mean), summary.mean), Cell(fmt(summary.std), summary.std),
+                     Cell(fmt(summary.low), summary.low), Cell(fmt(summary.high), summary.high)])
+    notes = ["Std is the sample standard deviation; the 95% interval is Student's t over seeds, clipped to the"
+             " metric's range (accuracy, F1 and ROUGE lie in [0, 1], MCC in [-1, 1]). Both need at least two"
+             " seeds (– otherwise)."]
+    randoms = sorted({c.model for c in items if random_weights(c.model)})
+    if randoms:
+        notes.append(f"{', '.join(randoms)}: {RANDOM_WEIGHTS}")
+    return Table("statistics", "Statistics over seeds", ["model", "task", "scale", "method", "n_train", "seeds",
+                 "mean", "std", "95% low", "95% high"], rows, notes)
 
 
 def significance_table(comparisons: list[Comparison]) -> Table:
@@ -261,14 +184,14 @@ def significance_table(comparisons: list[Comparison]) -> Table:
         p = c.paired
         rows.append([Cell(c.model, c.model), Cell(scale_name(c.scale), str(c.scale)), Cell(c.task, c.task),
                      Cell(c.first.label, c.first.label), Cell(c.second.label, c.second.label),
-                     Cell(_fmt(p and p.difference), p and p.difference), Cell(_fmt(p and p.low), p and p.low),
-                     Cell(_fmt(p and p.high), p and p.high), Cell(_fmt(p and p.p_value), p and p.p_value),
+                     Cell(fmt(p and p.difference), p and p.difference), Cell(fmt(p and p.low), p and p.low),
+                     Cell(fmt(p and p.high), p and p.high), Cell(fmt(p and p.p_value), p and p.p_value),
                      Cell(c.verdict, c.verdict)])
     return Table("significance", "Top two per block: paired bootstrap", ["model", "scale", "task", "first",
                  "second", "difference", "95% low", "95% high", "p", "verdict"], rows,
                  ["Resampling the shared test rows (per row: 0/1 correct for classification, ROUGE-L for"
                   " generation, averaged over seeds) gives the interval of the difference in mean; where it"
-                  " contains 0 the two are not significantly different."])
+                  " contains 0 the two are not significantly different. Random-weight models are not tested."])
 
 
 def ablation_tables(items: list[Config]) -> list[Table]:
@@ -283,7 +206,7 @@ def ablation_tables(items: list[Config]) -> list[Table]:
             continue
         tasks = list(dict.fromkeys(c.task for c in chosen))
         rows = []
-        for label in _labels(chosen):
+        for label in labels(chosen):
             found = {c.task: c for c in chosen if c.label == label}
             config = next(iter(found.values()))
             try:
@@ -292,17 +215,18 @@ def ablation_tables(items: list[Config]) -> list[Table]:
             except Exception:  # a model whose config cannot be read here: stored trainable counts only
                 added = changed = None
             trainable = config.first("trainable_params")
-            rows.append([Cell(label, label), *[stat_cell(found[t].summary(score)) if t in found else Cell("–")
+            rows.append([Cell(label, label), *[stat_cell(found[t].score()) if t in found else Cell("–")
                                                for t in tasks],
-                         Cell(_fmt(trainable, 0), trainable), Cell(_fmt(added, 0), added),
-                         Cell(_fmt(changed, 0), changed)])
+                         Cell(fmt_count(trainable), trainable), Cell(fmt_count(added), added),
+                         Cell(fmt_count(changed), changed)])
         for column in range(1, len(tasks) + 1):
             mark_best(rows, column)
-        tables.append(Table(f"ablations-{_slug(model)}-{_slug(scale_name(scale))}",
-                            f"Ablations: {model}, {scale_name(scale)}",
+        notes = [seed_note(chosen), "Parameter counts from `peftbench params` (meta device); added counts new"
+                 " tensors, changed counts base-weight entries that differ after merging."]
+        tables.append(Table(f"ablations-{slug(model)}-{slug(scale_name(scale))}",
+                            f"Ablations: {model_title(model)}, {scale_name(scale)}",
                             ["method", *tasks, "trainable", "added", "changed after merge"], rows,
-                            [_seed_note(chosen), "Parameter counts from `peftbench params` (meta device); added"
-                             " counts new tensors, changed counts base-weight entries that differ after merging."]))
+                            notes + ([RANDOM_WEIGHTS] if random_weights(model) else [])))
     return tables
 
 
@@ -314,16 +238,12 @@ def _trained_blocks(items: list[Config]):
             yield model, scale, trained, list(dict.fromkeys(c.task for c in trained))
 
 
-def _find(configs: list[Config], label: str, task: str) -> Config | None:
-    return next((c for c in configs if c.label == label and c.task == task), None)
-
-
 def convergence_tables(items: list[Config]) -> list[Table]:
     """Pu et al. Table 4: best epoch and seconds to it, and full tuning's speed-up over the PEFT methods."""
     tables = []
     for model, scale, trained, tasks in _trained_blocks(items):
         rows, seconds = [], defaultdict(dict)
-        for label in _labels(trained):
+        for label in labels(trained):
             cells = [Cell(label, label)]
             for task in tasks:
                 found = _find(trained, label, task)
@@ -331,10 +251,10 @@ def convergence_tables(items: list[Config]) -> list[Table]:
                 to_best = found.summary(lambda r: r.get("seconds_to_best")) if found else None
                 if to_best:
                     seconds[task][label] = (found.method_spec, to_best.mean)
-                cells += [stat_cell(epoch, 1), stat_cell(to_best, 2)]
+                cells += [stat_cell(epoch, 1, count=True), stat_cell(to_best, 2)]
             rows.append(cells)
-        for column in range(1, 2 * len(tasks) + 1):
-            mark_best(rows, column, higher=False)
+        for column in range(2, 2 * len(tasks) + 1, 2):  # an earlier best epoch is not better: no highlight
+            mark_best(rows, column, higher=False, separated=True)
         speedup = [Cell("full tuning speed-up", "full tuning speed-up")]
         for task in tasks:
             full = [s for spec, s in seconds[task].values() if spec == "full"]
@@ -343,10 +263,11 @@ def convergence_tables(items: list[Config]) -> list[Table]:
             speedup += [Cell(""), Cell("–" if value is None else f"{value:.0%}", value)]
         rows.append(speedup)
         columns = ["method", *[f"{task} {what}" for task in tasks for what in ("best epoch", "s to best")]]
-        tables.append(Table(f"convergence-{_slug(model)}-{_slug(scale_name(scale))}",
-                            f"Convergence: {model}, {scale_name(scale)}", columns, rows,
-                            [_seed_note(trained), "Lowest per column in bold. Speed-up is 1 − (full tuning's"
-                             " seconds to best) / (mean of the other methods'), as Pu et al. report it in 3.2."]))
+        tables.append(Table(f"convergence-{slug(model)}-{slug(scale_name(scale))}",
+                            f"Convergence: {model_title(model)}, {scale_name(scale)}", columns, rows,
+                            [seed_note(trained), "Bold: fewest seconds to the best epoch, where the lead is larger"
+                             " than the seeds' spread. Speed-up is 1 − (full tuning's seconds to best) / (mean of the"
+                             " other methods'), as Pu et al. report it in 3.2."]))
     return tables
 
 
@@ -355,21 +276,42 @@ def ratio_tables(items: list[Config]) -> list[Table]:
     tables = []
     for model, scale, trained, tasks in _trained_blocks(items):
         rows = []
-        for label in _labels(trained):
+        for label in labels(trained):
             cells = [Cell(label, label)]
             for task in tasks:
                 found = _find(trained, label, task)
                 cells += [stat_cell(found.summary(per_100k), 4), stat_cell(found.summary(per_minute), 3)] \
                     if found else [Cell("–"), Cell("–")]
             rows.append(cells)
-        for column in range(1, 2 * len(tasks) + 1):
+        for column in range(1, 2 * len(tasks) + 1, 2):
             mark_best(rows, column)
+        for column in range(2, 2 * len(tasks) + 1, 2):  # minutes are measured: only a lead beyond noise
+            mark_best(rows, column, separated=True)
         columns = ["method", *[f"{task} {what}" for task in tasks for what in ("per 100k params", "per minute")]]
-        tables.append(Table(f"ratios-{_slug(model)}-{_slug(scale_name(scale))}",
-                            f"Score per 100k trainable parameters and per minute: {model}, {scale_name(scale)}",
-                            columns, rows, [_seed_note(trained), "Per run: score / (trainable parameters / 100,000)"
-                                            " and score / (minutes to the best epoch); then mean ± std over seeds."]))
+        tables.append(Table(f"ratios-{slug(model)}-{slug(scale_name(scale))}",
+                            f"Score per 100k trainable parameters and per minute: {model_title(model)},"
+                            f" {scale_name(scale)}", columns, rows,
+                            [seed_note(trained), "Per run: score / (trainable parameters / 100,000) and score /"
+                             " (minutes to the best epoch); then mean ± std over seeds."]))
     return tables
+
+
+def _throughput_ratio(mine: list[Config], full: dict, key: str) -> Cell:
+    """Tokens/s as % of full tuning on the same task and data size, averaged over those; the std is over
+    the method's runs (each divided by full tuning's mean there), so a lead can be told from noise."""
+    means, per_run = [], []
+    for c in mine:
+        reference = full.get((c.task, c.n_train))
+        theirs = reference and reference.summary(lambda r: r.get(key))
+        ours = c.summary(lambda r: r.get(key))
+        if ours and theirs:
+            means.append(100 * ours.mean / theirs.mean)
+            per_run += [100 * run[key] / theirs.mean for run in c.runs if run.get(key)]
+    if not means:
+        return Cell("–")
+    spread = summarise(per_run)
+    value = sum(means) / len(means)
+    return Cell(fmt(value, 1), value, spread.std if spread else None)
 
 
 def efficiency_tables(items: list[Config]) -> list[Table]:
@@ -384,34 +326,28 @@ def efficiency_tables(items: list[Config]) -> list[Table]:
     for model, trained in by_model.items():
         full = {(c.task, c.n_train): c for c in trained if c.method_spec == "full"}
         rows = []
-        for label in _labels(trained):
+        for label in labels(trained):
             mine = [c for c in trained if c.label == label]
             runs = [run for c in mine for run in c.runs]
-            trainable = summarise([run.get("trainable_params") for run in runs])
-            share = summarise([100 * run["trainable_params"] / run["total_params"] for run in runs
-                               if run.get("trainable_params") is not None and run.get("total_params")])
+            shares = [100 * run["trainable_params"] / run["total_params"] for run in runs
+                      if run.get("trainable_params") is not None and run.get("total_params")]
             memory = summarise([run["peak_memory_bytes"] / 1e9 for run in runs if run.get("peak_memory_bytes")])
-            cells = [Cell(label, label), stat_cell(trainable, 3, 1e-6), stat_cell(share, 3), stat_cell(memory, 2)]
-            for key in ("train_tokens_per_s", "infer_tokens_per_s"):
-                ratios = []
-                for c in mine:
-                    reference = full.get((c.task, c.n_train))
-                    ours, theirs = c.summary(lambda r: r.get(key)), reference and reference.summary(lambda r: r.get(key))
-                    if ours and theirs:
-                        ratios.append(100 * ours.mean / theirs.mean)
-                value = sum(ratios) / len(ratios) if ratios else None
-                cells.append(Cell(_fmt(value, 1), value))
-            rows.append(cells)
-        mark_best(rows, 3, higher=False)
-        mark_best(rows, 4)
-        mark_best(rows, 5)
+            rows.append([Cell(label, label), range_cell([run.get("trainable_params") for run in runs], 3, 1e-6),
+                         range_cell(shares, 3), stat_cell(memory, 2),
+                         *[_throughput_ratio(mine, full, key) for key in ("train_tokens_per_s", "infer_tokens_per_s")]])
+        not_reference = [row[0].value != "full" for row in rows]  # full tuning's 100% is the yardstick
+        mark_best(rows, 3, higher=False, separated=True)
+        mark_best(rows, 4, eligible=not_reference, separated=True)
+        mark_best(rows, 5, eligible=not_reference, separated=True)
         kinds = sorted({run.get("peak_memory_kind") for c in trained for run in c.runs} - {None})
-        tables.append(Table(f"efficiency-{_slug(model)}", f"Efficiency: {model}",
+        notes = [f"Peak memory is {', '.join(kinds) or 'not measured'} (cuda_max_allocated on GPU, the process's"
+                 " peak resident set on CPU, which includes the Python and torch process itself). Throughput is"
+                 " tokens/s as % of full tuning on the same task and data size, averaged over those; – where full"
+                 " tuning was not run. Trainable counts are exact: a range means the task's head differs"
+                 " (number of labels). Bold only where the lead is larger than the runs' spread."]
+        tables.append(Table(f"efficiency-{slug(model)}", f"Efficiency: {model_title(model)}",
                             ["method", "trainable (M)", "trainable %", "peak memory (GB)", "train throughput % of full",
-                             "inference throughput % of full"], rows,
-                            [f"Peak memory is {', '.join(kinds) or 'not measured'} (cuda_max_allocated on GPU, the"
-                             " process's peak resident set on CPU). Throughput is tokens/s as % of full tuning on the"
-                             " same task and data size, averaged over those; – where full tuning was not run."]))
+                             "inference throughput % of full"], rows, notes))
     return tables
 
 
@@ -426,9 +362,9 @@ def cost_table(items: list[Config]) -> Table | None:
         rows.append([Cell(c.model, c.model), Cell(scale_name(c.scale), str(c.scale)), Cell(c.task, c.task),
                      Cell(c.label, c.label), stat_cell(summarise(costs), 4),
                      Cell(f"{sum(costs):.4f}", sum(costs)), Cell(str(len(costs)), len(costs))])
-    mark_best(rows, 4, higher=False)
     return Table("cost", "Cost in dollars", ["model", "scale", "task", "method", "per run (USD)", "all seeds (USD)",
-                 "priced runs"], rows, ["Runs without a known price are left out of the sums."])
+                 "priced runs"], rows, ["Runs without a known price are left out of the sums. A run's cost is its"
+                                        " wall time (load, training, evaluation) at the machine's price."])
 
 
 def prediction_tables(items: list[Config]) -> list[Table]:
@@ -446,14 +382,16 @@ def prediction_tables(items: list[Config]) -> list[Table]:
         for c in block:
             cells = [Cell(c.label, c.label)]
             for answer in answers:
-                cells.append(stat_cell(c.summary(lambda r: r["metrics"]["prediction_counts"].get(answer, 0)), 1))
+                cells.append(stat_cell(c.summary(lambda r: r["metrics"]["prediction_counts"].get(answer, 0)),
+                                       count=True))
             cells.append(stat_cell(c.summary(lambda r: r["metrics"].get("other_rate")), 3))
             rows.append(cells)
         n_test = block[0].runs[0]["metrics"].get("n_test")
-        tables.append(Table(f"predictions-{_slug(model)}-{_slug(task)}-{_slug(scale_name(scale))}",
-                            f"Prediction counts: {model}, {task}, {scale_name(scale)}",
+        tables.append(Table(f"predictions-{slug(model)}-{slug(task)}-{slug(scale_name(scale))}",
+                            f"Prediction counts: {model_title(model)}, {task}, {scale_name(scale)}",
                             ["method", *answers, "other rate"], rows,
-                            [f"Mean count over seeds out of {n_test} test rows; '<other>' is an answer that names no label."]))
+                            [f"Count out of {n_test} test rows (mean over seeds where there are several); '<other>'"
+                             " is an answer that names no label."]))
     return tables
 
 
@@ -473,43 +411,9 @@ def _generative(model: str) -> bool:
         return True
 
 
-def runs_table(rows: list[dict]) -> Table:
-    """One line per stored run, unfinished ones with their status and error."""
-    columns = ["task", "model", "method", "n", "seed", "metric", "score", "trainable", "best epoch", "stopped by",
-               "train tok/s", "infer tok/s", "peak MB", "wall s"]
-    lines = []
-    for row in sorted(rows, key=lambda r: (r["task"], r["model"], r["n_train"], r["kind"] != "baseline",
-                                           r["method_spec"], r["seed"])):
-        head = [Cell(row["task"], row["task"]), Cell(row["model"], row["model"]),
-                Cell(row["method_spec"], row["method_spec"]), Cell(str(row["n_train"]), row["n_train"]),
-                Cell(str(row["seed"]), row["seed"])]
-        if row["status"] != "finished":
-            error = (row.get("error") or "")[:60]
-            lines.append([*head, Cell(""), Cell(row["status"], row["status"]), Cell(""), Cell(""),
-                          Cell(error, error), *[Cell("")] * 4])
-            continue
-        total, trainable, peak = row.get("total_params"), row.get("trainable_params"), row.get("peak_memory_bytes")
-        share = trainable / total if total and trainable is not None else None
-        values = [(row["primary_metric"], row["primary_metric"]), (_fmt(row.get("score")), row.get("score")),
-                  ("–" if share is None else f"{share:.2%}", share),
-                  (str(row.get("best_epoch", "–")), row.get("best_epoch")),
-                  (row.get("stopped_by", "–"), row.get("stopped_by")),
-                  (_fmt(row.get("train_tokens_per_s"), 0), row.get("train_tokens_per_s")),
-                  (_fmt(row.get("infer_tokens_per_s"), 0), row.get("infer_tokens_per_s")),
-                  (_fmt(peak / 2**20 if peak else None, 0), peak / 2**20 if peak else None),
-                  (_fmt(row.get("wall_s"), 1), row.get("wall_s"))]
-        lines.append([*head, *[Cell(text, value) for text, value in values]])
-    return Table("runs", "All runs", columns, lines,
-                 ["Baselines: `majority` predicts the most frequent training label; `zero_shot` evaluates the"
-                  " untrained model. Peak MB is CUDA max_memory_allocated on GPU and the process's peak resident"
-                  " set on CPU. Unfinished runs show their status and error."])
-
-
-def _slug(text) -> str:
-    return "".join(ch if ch.isalnum() else "-" for ch in str(text).lower()).strip("-")
-
-
 def all_tables(rows: list[dict]) -> tuple[list[Table], list[Config], list[Comparison]]:
+    from peftbench.report.runs import runs_table
+
     items = configs(rows)
     comparisons = compare_top_two(items)
     tables = [*scores_tables(items, comparisons), statistics_table(items), significance_table(comparisons),
