@@ -44,20 +44,37 @@ class Device(str, Enum):
     cuda = "cuda"
 
 
+WideFlag = Annotated[bool, typer.Option("--wide", help="every column, however wide (default: what fits)")]
+
+
 def _stdout() -> Console:
-    """Rich console for tables: wide when piped to a file, so columns are not cut to 80 characters."""
-    return Console() if sys.stdout.isatty() else Console(width=200)
+    """Console for tables: COLUMNS when set (piped too), else the terminal's width, else wide (a file)."""
+    from peftbench.terminal import console
+
+    return console()
 
 
-def _print_table(title: str, columns: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
-    from rich.table import Table
+def _show(title: str | None, view: tuple, wide: bool = False) -> None:
+    from peftbench.terminal import print_table
 
-    table = Table(title=title)
-    for column in columns:
-        table.add_column(column)
-    for row in rows:
-        table.add_row(*map(Text, row))  # Text: method specs' brackets are not rich markup
-    _stdout().print(table)
+    cols, rows, notes = view
+    print_table(title, cols, rows, wide=wide, notes=notes, out=_stdout())
+
+
+def _show_runs(title: str, rows: list[dict], wide: bool) -> None:
+    """Stored runs, one table per model and task, under a title line."""
+    from peftbench.report.runs import runs_views
+    from peftbench.terminal import print_table
+
+    out = _stdout()
+    out.print(title, markup=False, highlight=False, style="bold")
+    views = runs_views(rows)
+    hidden = [print_table(heading, cols, lines, wide=wide, notes=notes, out=out, say_hidden=False)
+              for heading, cols, lines, notes in views]
+    for line in dict.fromkeys(line for line in hidden if line):
+        out.print(line, markup=False, highlight=False)
+    if not views:
+        out.print("no runs", markup=False, highlight=False)
 
 
 def _finite(value):
@@ -83,18 +100,35 @@ def _writable_folder(folder: Path, flag: str) -> None:
                         " pass a folder path")
 
 
+def summary_path(folder: Path, name: str, store: Path) -> Path:
+    """`NAME.md` beside the default store; `NAME@STORE.md` for another store, so that two stores in one
+    folder never overwrite each other's summaries (a suite name cannot contain '@')."""
+    return folder / (f"{name}.md" if store.name == DEFAULT_STORE.name else f"{name}@{store.stem}.md")
+
+
 @app.command()
 def run(
     suite: Annotated[str, typer.Argument(help="suite file or built-in suite name")] = "quickstart",
     model: Annotated[list[str] | None, typer.Option("--model", help="replace the suite's models")] = None,
-    task: Annotated[list[str] | None, typer.Option("--task", help="replace the suite's tasks")] = None,
+    task: Annotated[list[str] | None, typer.Option("--task", help="replace the suite's tasks (file:PATH for"
+                                                                   " your own JSONL/CSV)")] = None,
     method: Annotated[list[str] | None, typer.Option("--method", help="replace the suite's methods")] = None,
     scale: Annotated[list[str] | None, typer.Option("--scale", help="replace the suite's scales")] = None,
     seed: Annotated[list[int] | None, typer.Option("--seed", help="replace the suite's seeds")] = None,
+    settings: Annotated[list[str] | None, typer.Option("--set", help="set any suite key, validated like the"
+                                                       " YAML: --set epochs=3 --set learning_rates.lora=1e-3")] = None,
+    name: Annotated[str | None, typer.Option("--name", help="file the runs under this name (default: the suite's,"
+                                             " or one made of the axes when flags take the grid outside it)")] = None,
+    test_file: Annotated[str | None, typer.Option("--test-file", help="held-out test file for the --task file:")] = None,
+    text_field: Annotated[str | None, typer.Option("--text-field", help="the file's text column")] = None,
+    label_field: Annotated[str | None, typer.Option("--label-field", help="the file's label column")] = None,
+    input_field: Annotated[str | None, typer.Option("--input-field", help="generation: the input column")] = None,
+    target_field: Annotated[str | None, typer.Option("--target-field", help="generation: the target column")] = None,
     store: StoreOption = DEFAULT_STORE,
     out: Annotated[Path | None, typer.Option("--out", help="where the Markdown summary goes")] = None,
     device: Annotated[Device, typer.Option("--device", help="where to train")] = Device.auto,
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="print the expanded grid, train nothing")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="print the expanded grid and its estimated time,"
+                                          " train nothing")] = False,
     executor: Annotated[ExecutorKind, typer.Option("--executor", help="run here one at a time, or as Ray tasks")]
     = ExecutorKind.local,
     ray_address: Annotated[str | None, typer.Option(
@@ -102,26 +136,33 @@ def run(
     gpus_per_run: Annotated[float | None, typer.Option(
         "--gpus-per-run", min=0, help="GPUs per Ray task; default 1 if the cluster has GPUs, else 0")] = None,
     cpus_per_run: Annotated[float, typer.Option("--cpus-per-run", min=0, help="CPUs per Ray task")] = 1,
+    wide: WideFlag = False,
     as_json: JsonFlag = False,
 ) -> None:
     """Train, evaluate and store every run of a suite (the offline quickstart by default)."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, \
-        TimeRemainingColumn
-
-    from peftbench.config import load_suite
+    from peftbench.config import check_name, derived_name, file_task_flags, load_suite, within
     from peftbench.executors import LocalExecutor, ray_executor
-    from peftbench.report import runs_view, summary_markdown
     from peftbench.interrupts import exit_code, ignore_further_signals
+    from peftbench.progress import GridProgress
+    from peftbench.report import summary_markdown
     from peftbench.runner import GridInterrupted, Overrides, execute, lease_seconds, pick_device, plan
     from peftbench.store import Store, read_rows
 
-    overrides = Overrides(models=model, tasks=task, methods=method, scales=scale, seeds=seed)
+    tasks = file_task_flags(task, test_file, {"text": text_field, "label": label_field, "input": input_field,
+                                              "target": target_field})
+    overrides = Overrides(models=model, tasks=tasks, methods=method, scales=scale, seeds=seed)
+    if name:
+        check_name(name)
     if not dry_run:
         _writable_folder(out or store.parent, "--out" if out else "the store's folder")
         lease_seconds()  # a bad PEFTBENCH_LEASE_SECONDS is refused before anything loads
-    grid = plan(load_suite(suite), overrides, load_data=not dry_run)
+    base = load_suite(suite, settings or [])
+    grid = plan(base, overrides, load_data=not dry_run)
+    # Runs are filed under a name: the suite's while the flags only pick part of it, else one made of the axes.
+    filed_as = name or (base.name if within(grid.suite, base) else derived_name(grid.suite))
+    grid.suite = grid.suite.model_copy(update={"name": filed_as})
     if dry_run:
-        _print_grid(grid, as_json)
+        _print_grid(grid, read_rows(store), pick_device(device.value), as_json)
         return
     if ray_address and executor != ExecutorKind.ray:
         raise UserError("--ray-address needs --executor ray")
@@ -131,11 +172,10 @@ def run(
         runs_on = contextlib.nullcontext(LocalExecutor(pick_device(device.value)))
     results = Store(store)
     console = Console(stderr=True)
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-               TextColumn("ETA"), TimeRemainingColumn())
+    reporter = GridProgress(console, bars=console.is_terminal, lines=not as_json or console.is_terminal)
     try:
-        with runs_on as chosen, Progress(*columns, console=console, transient=True) as progress:
-            counts = execute(grid, results, chosen, progress)
+        with runs_on as chosen, reporter:
+            counts = execute(grid, results, chosen, reporter)
     except GridInterrupted as stop:
         ignore_further_signals()
         console.print(str(stop), markup=False, highlight=False, soft_wrap=True)
@@ -143,53 +183,54 @@ def run(
     finally:
         results.close()
     ids = {r.run_id for r in grid.runs}
-    rows = [row for row in read_rows(store) if row["run_id"] in ids]
-    summary = (out or store.parent) / f"{grid.suite.name}.md"
+    stored = read_rows(store)
+    rows = [row for row in stored if row["run_id"] in ids]
+    suite_rows = [row for row in stored if row["run_id"] in ids or row["suite"] == filed_as]
+    summary = summary_path(out or store.parent, filed_as, store)
     try:
         summary.parent.mkdir(parents=True, exist_ok=True)
-        summary.write_text(summary_markdown(rows, f"peftbench suite {grid.suite.name}"), encoding="utf-8")
+        summary.write_text(summary_markdown(suite_rows, f"peftbench suite {filed_as}", store), encoding="utf-8")
     except OSError as error:
         raise UserError(f"the runs are stored, but the summary '{summary}' cannot be written ({error.strerror});"
                         " free space or pass --out FOLDER, then run the same command again") from None
     if as_json:
-        _print_json({"suite": grid.suite.name, "counts": counts, "store": str(store), "summary": str(summary),
+        _print_json({"suite": filed_as, "counts": counts, "store": str(store), "summary": str(summary),
                      "runs": rows})
         return
-    _stdout().print(runs_view(rows, f"suite {grid.suite.name}"))
+    _show_runs(f"suite {filed_as}: {len(rows)} runs", rows, wide)
     _stdout().print(f"trained {counts.get('finished', 0)}, skipped {counts.get('skipped', 0)} already stored,"
-                    f" failed {counts.get('failed', 0)}; store {store}; summary {summary}")
+                    f" failed {counts.get('failed', 0)}; store {store}; summary {summary} (every run of"
+                    f" '{filed_as}' in the store)", markup=False, highlight=False)
 
 
-def _print_grid(grid, as_json: bool) -> None:
-    """A dry run's grid: the runs, then the seeds that wait for their sweep to choose an LR. Hub tasks are
-    not downloaded for it, so their runs show the scale's nominal size (n<=N) and no final id."""
-    waiting = [{**f.template, "lr": "chosen by sweep", "seed": seed, "kind": "train"}
-               for f in grid.follow_ups for seed in f.sweep["seeds"][1:]]
-    runs = [{"run_id": r.run_id if r.spec["task"] in grid.splits else None, "kind": r.kind, **r.spec}
-            for r in grid.runs]
+def _print_grid(grid, stored: list[dict], device, as_json: bool) -> None:
+    from peftbench.views import dry_run_view
+
+    data, lines = dry_run_view(grid, stored, device)
     if as_json:
-        _print_json({"suite": grid.suite.name, "size": grid.size, "runs": runs, "after_sweep": waiting})
+        _print_json(data)
         return
     console = _stdout()
-    for r in grid.runs:
-        n = r.spec["n_train"]
-        size = f"n={n}" if r.spec["task"] in grid.splits else f"n<={n}" if n else "n=all"
-        run_id = r.run_id if r.spec["task"] in grid.splits else "(after download)"
-        lr = f" · lr {r.spec['lr']:g}" if "lr" in r.spec else ""
-        console.print(Text(f"{run_id:16}  {r.kind:8}  {r.spec['model']} · {r.spec['task']} · "
-                           f"{r.spec['method_spec']} · {size} · seed {r.spec['seed']}{lr}"))
-    for w in waiting:
-        console.print(Text(f"{'(after sweep)':16}  train     {w['model']} · {w['task']} · {w['method_spec']} · "
-                           f"seed {w['seed']} · lr chosen by the sweep ({w['sweep']['select_by']})"))
-    console.print(f"{grid.size} runs in suite '{grid.suite.name}'"
-                  + (f" ({len(waiting)} wait for their sweep)" if waiting else ""))
+    for line in lines:
+        console.print(Text(line))
 
 
 RESULT_FIELDS = ("run_id", "kind", "suite", "model", "task", "method", "method_spec", "method_options", "scale",
-                 "n_train", "seed", "lr", "status", "attempts", "error", "primary_metric", "score", "metrics", "trainable_params",
-                 "total_params", "peak_memory_bytes", "peak_memory_kind", "train_tokens_per_s", "infer_tokens_per_s",
-                 "wall_s", "train_seconds", "best_epoch", "best_val_loss", "seconds_to_best", "stopped_by", "steps",
-                 "cost_usd", "budget", "sweep", "val_score", "curve", "provenance")
+                 "n_train", "seed", "lr", "peak_lr", "status", "attempts", "error", "primary_metric", "score", "metrics",
+                 "trainable_params", "total_params", "peak_memory_bytes", "peak_memory_kind", "train_tokens_per_s",
+                 "infer_tokens_per_s", "wall_s", "train_seconds", "best_epoch", "best_val_loss", "seconds_to_best",
+                 "stopped_by", "steps", "cost_usd", "budget", "sweep", "val_score", "curve", "random_weights",
+                 "provenance")
+
+
+def _result_json(row: dict) -> dict:
+    """A stored run as `results --json` gives it: with the peak learning rate and the random-weights flag."""
+    from peftbench.report.configs import random_weights
+
+    lr, peak = row.get("lr"), row.get("peak_factor")
+    extra = {"peak_lr": lr * peak if lr is not None and peak is not None else None,
+             "random_weights": random_weights(row["model"])}
+    return {key: extra[key] if key in extra else row.get(key) for key in RESULT_FIELDS}
 
 
 @app.command()
@@ -197,19 +238,19 @@ def results(
     store: StoreOption = DEFAULT_STORE,
     baselines: Annotated[bool, typer.Option("--baselines", help="include majority and zero-shot rows")] = False,
     suite: Annotated[str | None, typer.Option("--suite", help="only runs of this suite")] = None,
+    wide: WideFlag = False,
     as_json: JsonFlag = False,
 ) -> None:
     """List stored runs (training runs; --baselines adds the baseline rows)."""
-    from peftbench.report import runs_view
     from peftbench.store import read_rows, require_store
 
     require_store(store)
     rows = [row for row in read_rows(store) if (baselines or row["kind"] == "train")
             and (suite is None or row["suite"] == suite)]
     if as_json:
-        _print_json([{key: row.get(key) for key in RESULT_FIELDS} for row in rows])
+        _print_json([_result_json(row) for row in rows])
         return
-    _stdout().print(runs_view(rows, f"{len(rows)} runs in {store}"))
+    _show_runs(f"{len(rows)} runs in {store}", rows, wide)
 
 
 @app.command()
@@ -220,8 +261,9 @@ def report(
     suite: Annotated[str | None, typer.Option("--suite", help="only runs of this suite")] = None,
     as_json: JsonFlag = False,
 ) -> None:
-    """Tables (scores, ablations, convergence, per-parameter and per-minute scores, efficiency, cost,
-    predictions), statistics over seeds and plots, from the runs in a store."""
+    """The answer first (per model, task and data size: the recommended method under each priority, its
+    evidence and a chart), then tables (scores, statistics, ablations, convergence, per-parameter and
+    per-minute scores, efficiency, cost, predictions) and plots, from the runs in a store."""
     from peftbench import report as report_
     from peftbench.store import read_rows, require_store
 
@@ -231,13 +273,26 @@ def report(
     if not rows:
         raise UserError(f"the store '{store}' holds no runs" + (f" of suite '{suite}'" if suite else "")
                         + "; check --suite against `peftbench results`")
-    built = report_.build(rows, f"peftbench report: {suite or store}")
-    written = report_.write(built, out, chosen)
+    console = Console(stderr=True)
+
+    def say(message: str) -> None:
+        if not as_json or console.is_terminal:
+            console.print(message, markup=False, highlight=False)
+
+    suites = sorted({row["suite"] for row in rows})
+    say(f"building the summary and tables from {len(rows)} runs of {', '.join(suites)}")
+    built = report_.build(rows, f"peftbench report: {suite or ', '.join(suites)}", store)
+    written = report_.write(built, out, chosen, say)
     if as_json:
         _print_json({"out": str(out), "files": [str(path) for path in written],
                      "tables": [table.key for table in built.tables], "notes": built.intro})
         return
-    _stdout().print(f"{len(built.tables)} tables from {len(rows)} runs; wrote {len(written)} files under {out}")
+    page = out / "report.html"
+    lead = f"open {page} in a browser (the summary comes first); " if "html" in chosen else ""
+    others = sorted({path.relative_to(out).parts[0] + ("/" if len(path.relative_to(out).parts) > 1 else "")
+                     for path in written if path != page})
+    _stdout().print(f"{lead}wrote {len(written)} files under {out}: {', '.join(others)}; {len(built.tables)} tables"
+                    f" from {len(rows)} runs", markup=False, highlight=False)
 
 
 class TaskType(str, Enum):
@@ -296,36 +351,33 @@ def recommend(
 
 
 @app.command()
-def methods(as_json: JsonFlag = False) -> None:
-    """List the fine-tuning methods, their options and learning-rate defaults."""
+def methods(wide: WideFlag = False, as_json: JsonFlag = False) -> None:
+    """List the fine-tuning methods, their options and learning-rate schedules (start → peak → end)."""
     from peftbench.methods import METHODS
+    from peftbench.views import methods_view
 
     entries = [{"name": name, "summary": m.summary, "options": {k: str(f.default) for k, f in m.options.model_fields.items()},
-                "default_lr": m.default_lr, "peak_factor": m.peak_factor, "final_factor": m.final_factor,
-                "mergeable": m.mergeable, "identity_init": m.identity_init, "text_to_text_only": m.text_to_text_only,
-                "source": m.source} for name, m in METHODS.items()]
+                "default_lr": m.default_lr, "peak_lr": m.default_lr * m.peak_factor, "peak_factor": m.peak_factor,
+                "final_factor": m.final_factor, "mergeable": m.mergeable, "identity_init": m.identity_init,
+                "text_to_text_only": m.text_to_text_only, "source": m.source} for name, m in METHODS.items()]
     if as_json:
         _print_json(entries)
         return
-    _print_table("methods", ("name", "options", "lr (peak x, final x)", "mergeable", "summary"), [
-        (e["name"], ", ".join(f"{k}={v}" for k, v in e["options"].items()) or "–",
-         f"{e['default_lr']:g} ({e['peak_factor']:g}x, {e['final_factor']:g}x)", "yes" if e["mergeable"] else "no",
-         e["summary"]) for e in entries])
+    _show("methods", methods_view(entries), wide)
 
 
 @app.command()
-def tasks(as_json: JsonFlag = False) -> None:
+def tasks(wide: WideFlag = False, as_json: JsonFlag = False) -> None:
     """List the built-in tasks (and how to use your own data with file:PATH)."""
     from peftbench.tasks import TASKS
+    from peftbench.views import tasks_view
 
     entries = [{"name": name, "kind": t.kind, "labels": t.labels, "primary_metric": t.primary_metric,
                 "source": t.source, "description": t.description, "template": t.template} for name, t in TASKS.items()]
     if as_json:
         _print_json(entries)
         return
-    _print_table("tasks (also file:PATH with text+label or input+target columns)",
-                 ("name", "kind", "metric", "labels", "source"),
-                 [(e["name"], e["kind"], e["primary_metric"], ", ".join(e["labels"]) or "–", e["source"]) for e in entries])
+    _show("tasks", tasks_view(entries), wide)
 
 
 @app.command()
@@ -334,12 +386,14 @@ def params(
     method: Annotated[list[str] | None, typer.Option("--method", help="method spec, repeatable")] = None,
     suite: Annotated[str | None, typer.Option("--suite", help="count every method spec of this suite")] = None,
     seed: Annotated[int, typer.Option("--seed", help="seed for layers=random draws")] = 0,
+    wide: WideFlag = False,
     as_json: JsonFlag = False,
 ) -> None:
     """Count parameters per method on the meta device: total, trainable, added, changed after merge, and
     the adapter checkpoint size, each also as % of the base model."""
     from peftbench.accounting import count
     from peftbench.config import load_suite
+    from peftbench.views import params_view
 
     specs = list(method or [])
     if suite:
@@ -350,43 +404,63 @@ def params(
     if as_json:
         _print_json(rows)
         return
-    _print_table(f"parameters of {model} ({rows[0]['total']:,} in the base model)",
-                 ("spec", "trainable", "%", "added", "%", "changed after merge", "%", "adapter bytes"),
-                 [(r["spec"], f"{r['trainable']:,}", f"{r['trainable_pct']:.4f}", f"{r['added']:,}",
-                   f"{r['added_pct']:.4f}", f"{r['changed']:,}" + ("" if r["mergeable"] else " (no merge)"),
-                   f"{r['changed_pct']:.2f}", f"{r['adapter_bytes']:,}") for r in rows])
+    _show(f"parameters of {model} ({rows[0]['total']:,} in the base model)", params_view(rows), wide)
 
 
 @app.command()
-def prices(as_json: JsonFlag = False) -> None:
+def prices(wide: WideFlag = False, as_json: JsonFlag = False) -> None:
     """List the machine price table (USD per hour) used for budgets and costs; PEFTBENCH_PRICES replaces it."""
     from peftbench.prices import price_table
+    from peftbench.views import prices_view
 
     table = price_table()
     if as_json:
         _print_json(table)
         return
-    _print_table("machine prices (edit prices.yaml or set PEFTBENCH_PRICES)", ("name", "USD/hour", "$1 buys", "source"),
-                 [(name, f"{entry['usd_per_hour']:.4f}", f"{3600 / entry['usd_per_hour']:,.0f} s",
-                   " ".join(str(entry.get("source", "")).split())) for name, entry in table.items()])
+    _show("machine prices (edit prices.yaml or set PEFTBENCH_PRICES)", prices_view(table), wide)
+
+
+suites_app = typer.Typer(help="List the built-in suites, or print one to copy.", invoke_without_command=True,
+                         no_args_is_help=False)
+app.add_typer(suites_app, name="suites")
+
+
+@suites_app.callback()
+def suites(ctx: typer.Context, wide: WideFlag = False, as_json: JsonFlag = False) -> None:
+    """List the built-in suites with their grids; `suites show NAME` prints one."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from peftbench.config import builtin_suites, load_suite
+    from peftbench.views import suites_view
+
+    loaded = {name: load_suite(name) for name in sorted(builtin_suites())}
+    if as_json:
+        _print_json([{"name": name, "description": s.description, "path": str(builtin_suites()[name]),
+                      "models": s.models, "tasks": [str(t) for t in s.tasks], "methods": s.methods,
+                      "scales": s.scales, "seeds": s.seeds} for name, s in loaded.items()])
+        return
+    _show("built-in suites", suites_view(loaded), wide)
+
+
+@suites_app.command("show")
+def suites_show(
+    name: Annotated[str, typer.Argument(help="a built-in suite's name (or a suite file)")],
+    as_json: JsonFlag = False,
+) -> None:
+    """Print a suite's file as it is, to read or to copy: `peftbench suites show quickstart > my.yaml`."""
+    from peftbench.config import load_suite, suite_path
+
+    path = suite_path(name)
+    text = path.read_text(encoding="utf-8")
+    if as_json:
+        _print_json({"name": name, "path": str(path), "text": text, "suite": load_suite(name).model_dump()})
+        return
+    sys.stdout.write(text if text.endswith("\n") else text + "\n")
 
 
 class DType(str, Enum):
     bf16 = "bf16"
     fp32 = "fp32"
-
-
-def _mib(value: float | None) -> str:
-    return "–" if value is None else f"{value / 2**20:,.1f}"
-
-
-def _rate(value: float | None) -> str:
-    return "–" if value is None else f"{value:,.0f}"
-
-
-def _pct(entry: dict, field: str) -> str:
-    value = (entry.get("pct_of_full") or {}).get(field)
-    return "–" if value is None else f"{value:.0f}%"
 
 
 @app.command()
@@ -404,24 +478,40 @@ def profile(
                                                                     " but the config and tokenizer")] = False,
     no_reference: Annotated[bool, typer.Option("--no-reference", help="do not profile full tuning first")] = False,
     device: Annotated[Device, typer.Option("--device", help="where to measure")] = Device.auto,
+    wide: WideFlag = False,
     as_json: JsonFlag = False,
 ) -> None:
     """Peak memory, train and inference tokens/s of each method on synthetic batches of one shape, each
     in a fresh process, as % of full tuning measured in the same call."""
+    import time
+
     from peftbench.profile import ProfileSettings
     from peftbench.profile import profile as run_profile
+    from peftbench.terminal import clock
     from peftbench.runner import pick_device
+    from peftbench.views import profile_view
 
     chosen = pick_device(device.value).type
     settings = ProfileSettings(model=model, batch_size=batch_size, seq_len=seq_len, target_len=target_len,
                                steps=steps, warmup=warmup, random_init=random_init, device=chosen,
                                dtype=dtype.value if dtype else "bf16" if chosen == "cuda" else "fp32")
     console = Console(stderr=True)
+    started = [time.monotonic()]
+    talk = not as_json or console.is_terminal
 
-    def report(entry: dict) -> None:
-        console.print(f"profiled {entry['method']}: {entry['status']}", markup=False, highlight=False)
+    def starting(spec: str, index: int, total: int) -> None:
+        started[0] = time.monotonic()
+        if talk:
+            console.print(f"profiling {index}/{total} {spec} in a fresh process ({warmup} warm-up + {steps} timed"
+                          " steps, then inference) ...", markup=False, highlight=False)
 
-    result = run_profile(settings, list(method or []), reference=not no_reference, on_result=report)
+    def finished(entry: dict) -> None:
+        if talk:
+            console.print(f"  {entry['method']}: {entry['status']} in {clock(time.monotonic() - started[0])}",
+                          markup=False, highlight=False)
+
+    result = run_profile(settings, list(method or []), reference=not no_reference, on_result=finished,
+                         on_start=starting)
     if as_json:
         _print_json(result)
         return
@@ -432,20 +522,7 @@ def profile(
               markup=False, highlight=False)
     out.print(f"device: {result['device']} · " + " ".join(f"{k} {v}" for k, v in (result["versions"] or {}).items()),
               markup=False, highlight=False)
-    rows = []
-    for entry in result["methods"]:
-        if entry["status"] != "ok":
-            rows.append((entry["method"], entry["status"].upper(), *["–"] * 9, entry.get("error", "")))
-            continue
-        rows.append((entry["method"], "ok", f"{entry['trainable_params']:,}", _mib(entry["peak_memory_bytes"]),
-                     _pct(entry, "peak_memory_bytes"), _rate(entry["train_tokens_per_s"]),
-                     _pct(entry, "train_tokens_per_s"), _rate(entry["infer_tokens_per_s"]),
-                     _pct(entry, "infer_tokens_per_s"), _rate(entry["infer_merged_tokens_per_s"]),
-                     _pct(entry, "infer_merged_tokens_per_s"), ""))
-    kind = next((e["peak_memory_kind"] for e in result["methods"] if e["status"] == "ok"), "")
-    _print_table(f"profile of {model} (% of full tuning; peak memory: {kind})",
-                 ("method", "status", "trainable", "peak MiB", "%", "train tok/s", "%", "infer tok/s", "%",
-                  "merged infer tok/s", "%", "error"), rows)
+    _show(f"profile of {model}", profile_view(result), wide)
 
 
 def _error(message: str) -> None:

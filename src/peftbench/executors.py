@@ -2,8 +2,10 @@
 call runner.execute_one and hand each outcome back to the driver, which alone writes the store.
 
 An executor's `run(runs, plan, claim, stop, on_step)` claims each run (skipping those `claim` refuses)
-just before starting it, stops starting runs once `stop` is set, and yields (run, outcome) as runs end."""
+just before starting it, stops starting runs once `stop` is set, yields (run, outcome) as runs end, and
+reports each run's steps to `on_step(run, steps done, steps in all, current loss)`."""
 
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from threading import Event
@@ -16,7 +18,9 @@ from peftbench.interrupts import check_stop
 from peftbench.runner import Outcome, Plan, Run, execute_one, pick_device
 
 Claim = Callable[[Run], bool]
-OnStep = Callable[[Run, int, int | None], None]  # run, steps done, steps in all
+OnStep = Callable[[Run, int, int | None, float | None], None]  # run, steps done, steps in all, loss
+PROGRESS_ACTOR = "peftbench-progress"  # the driver's progress mailbox, named within its Ray namespace
+PROGRESS_EVERY = 0.5  # seconds between a worker's progress messages
 
 
 class Executor(Protocol):
@@ -36,19 +40,53 @@ class LocalExecutor:
                 return
             if not claim(run):
                 continue
-            on_step(run, 0, None)  # shows which run is loading before its first step
+            on_step(run, 0, None, None)  # shows which run is loading before its first step
 
-            def step(done: int, total: int, run: Run = run) -> None:
-                on_step(run, done, total)
+            def step(done: int, total: int, loss: float | None = None, run: Run = run) -> None:
+                on_step(run, done, total, loss)
                 check_stop(f"after training step {done} of {total}")
 
             task = run.spec["task"]
             yield run, execute_one(run, plan.tasks[task], plan.splits[task], self.device, step)
 
 
+class ProgressBox:
+    """A Ray actor holding workers' progress messages until the driver collects them."""
+
+    def __init__(self):
+        self.messages: list[tuple] = []
+
+    def put(self, message: tuple) -> None:
+        self.messages.append(message)
+
+    def drain(self) -> list[tuple]:
+        messages, self.messages = self.messages, []
+        return messages
+
+
+def _progress_sender(run: Run) -> Callable | None:
+    """The worker's step callback: at most every PROGRESS_EVERY seconds (and at the last step) a message to
+    the driver's ProgressBox; None when there is none (a worker started some other way)."""
+    import ray
+
+    try:
+        box = ray.get_actor(PROGRESS_ACTOR)
+    except ValueError:
+        return None
+    last = [0.0]
+
+    def send(done: int, total: int, loss: float | None = None) -> None:
+        now = time.monotonic()
+        if now - last[0] >= PROGRESS_EVERY or done == total:
+            last[0] = now
+            box.put.remote((run.run_id, done, total, loss))  # fire and forget: progress never slows a step
+
+    return send
+
+
 def execute_on_worker(run: Run, task_data: tuple, device_choice: str) -> Outcome:
     task, splits = task_data
-    return execute_one(run, task, splits, pick_device(device_choice))
+    return execute_one(run, task, splits, pick_device(device_choice), _progress_sender(run))
 
 
 class RayExecutor:
@@ -72,10 +110,26 @@ class RayExecutor:
         def submit(run: Run):
             return self.task.remote(run, data[run.spec["task"]], self.device_choice)
 
+        box = ray.remote(num_cpus=0)(ProgressBox).options(name=PROGRESS_ACTOR).remote()
         in_flight = {submit(run): run for run in runs if not stop.is_set() and claim(run)}
+        by_id = {run.run_id: run for run in in_flight.values()}
+        for run in in_flight.values():
+            on_step(run, 0, None, None)
         retried: set[str] = set()
+        try:
+            yield from self._collect(in_flight, by_id, retried, submit, claim, stop, on_step, box)
+        finally:
+            ray.kill(box)
+
+    def _collect(self, in_flight, by_id, retried, submit, claim, stop, on_step, box):
+        import ray
+
         while in_flight:
             done, _ = ray.wait(list(in_flight), num_returns=1, timeout=1.0)  # wake up to notice a stop
+            running = {run.run_id for run in in_flight.values()}
+            for run_id, steps, total, loss in ray.get(box.drain.remote()):
+                if run_id in running:  # a late message of a run that has ended is dropped
+                    on_step(by_id[run_id], steps, total, loss)
             for ref in done:
                 run = in_flight.pop(ref)
                 try:

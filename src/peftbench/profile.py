@@ -250,9 +250,11 @@ def _measure_in_fresh_process(settings: ProfileSettings, method_spec: str) -> di
 
 
 def profile(settings: ProfileSettings, method_specs: list[str], reference: bool = True,
-            on_result: Callable[[dict], None] | None = None) -> dict:
+            on_result: Callable[[dict], None] | None = None,
+            on_start: Callable[[str, int, int], None] | None = None) -> dict:
     """Measure each method (full tuning first, as the 100% reference, unless `reference` is False) and
-    return the settings, the provenance and one entry per method, with percentages of full tuning."""
+    return the settings, the provenance and one entry per method, with percentages of full tuning.
+    `on_start(spec, index, count)` before each method, `on_result(entry)` after it."""
     from peftbench.config import MethodSpec
 
     specs = list(dict.fromkeys(str(MethodSpec.parse(text)) for text in method_specs))
@@ -260,7 +262,9 @@ def profile(settings: ProfileSettings, method_specs: list[str], reference: bool 
         specs = [REFERENCE] + [spec for spec in specs if spec != REFERENCE]
     family = check(settings, specs)
     results = []
-    for spec in specs:
+    for index, spec in enumerate(specs, 1):
+        if on_start:
+            on_start(spec, index, len(specs))
         result = _measure_in_fresh_process(settings, spec)
         results.append(result)
         if on_result:

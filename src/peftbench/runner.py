@@ -271,7 +271,7 @@ def _evaluate_timed(task_model: TaskModel, rows: list, spec: dict, batch_size: i
 
 
 def execute_train(spec: dict, task: TaskSpec, splits: Splits, device: torch.device,
-                  on_step: Callable[[int, int], None] | None = None) -> dict:
+                  on_step: Callable[[int, int, float | None], None] | None = None) -> dict:
     started = time.perf_counter()
     memory = PeakMemory(device)
     memory.reset()
@@ -336,7 +336,7 @@ Outcome = tuple[str, dict, str | None]  # status (finished | failed | interrupte
 
 
 def execute_one(run: Run, task: TaskSpec, splits: Splits, device: torch.device,
-                on_step: Callable[[int, int], None] | None = None) -> Outcome:
+                on_step: Callable[[int, int, float | None], None] | None = None) -> Outcome:
     """Train (or evaluate, for a baseline) one run. Its OOM, NaN loss or exception becomes a failed
     outcome, so one run cannot stop a grid; only a user mistake raises. Every executor calls this."""
     try:
@@ -389,24 +389,22 @@ def execute(plan_: Plan, store: Store, executor: "Executor", progress=None) -> d
     """Run every unfinished run of the plan on `executor` (see peftbench.executors), claiming each in
     the store first and storing each as it ends; a failing run is stored as failed and the grid goes
     on. Runs another runner holds are waited for, and taken over if its lease lapses. Returns counts of
-    finished, failed and skipped runs; raises GridInterrupted after a SIGINT."""
+    finished, failed and skipped runs; raises GridInterrupted after a SIGINT. `progress` (a
+    peftbench.progress.GridProgress) hears of the grid's start, every step and every run's end."""
     owner = runner_id()
     since, lease = time.time(), lease_seconds()
     done = store.finished_ids()
     todo = [run for run in plan_.runs if run.run_id not in done]
     counts = Counter(skipped=len(plan_.runs) - len(todo))
-    first_phase = len(todo)
-    overall = progress.add_task("grid", total=first_phase) if progress else None
-    step_tasks: dict[str, object] = {}
+    if progress:
+        progress.start(todo, counts["skipped"], plan_.suite.name)
 
     def claim(run: Run) -> bool:
         return store.claim(run.run_id, run.kind, plan_.suite.name, run.spec, owner, since, lease)
 
-    def on_step(run: Run, step: int, total: int | None) -> None:
+    def on_step(run: Run, step: int, total: int | None, loss: float | None = None) -> None:
         if progress:
-            if run.run_id not in step_tasks:
-                step_tasks[run.run_id] = progress.add_task(run.label, total=total)
-            progress.update(step_tasks[run.run_id], completed=step)
+            progress.step(run, step, total, loss)
 
     def run_all(runs: list[Run]) -> None:
         while runs and not stop.is_set():
@@ -416,12 +414,12 @@ def execute(plan_: Plan, store: Store, executor: "Executor", progress=None) -> d
                 if store.end(run.run_id, owner, status, result, error):
                     counts[status] += 1
                 if progress:
-                    if run.run_id in step_tasks:
-                        progress.remove_task(step_tasks.pop(run.run_id))
-                    progress.advance(overall)
+                    progress.ended(run, status, result, error)
             held = store.running_elsewhere(owner)
             runs = [run for run in runs if run.run_id in held]
             if runs:
+                if progress:
+                    progress.waiting(runs)
                 stop.wait(lease / 3)  # until their runners end them or their leases lapse
 
     with stop_on_signals() as stop, Heartbeat(store.path, owner, lease):
@@ -435,7 +433,7 @@ def execute(plan_: Plan, store: Store, executor: "Executor", progress=None) -> d
                 todo = [run for run in later if run.run_id not in done]
                 counts["skipped"] += len(later) - len(todo)
                 if progress:
-                    progress.update(overall, total=first_phase + len(todo))
+                    progress.more(todo, len(later) - len(todo))
                 run_all(todo)
         finally:
             # Nothing this runner claimed stays `running` after it leaves, whatever made it leave.

@@ -57,9 +57,12 @@ def lr_factor(step: int, total: int, warmup: int, peak: float, final: float) -> 
 FINITE_CHECK_EVERY = 16  # batches between checks for a NaN/inf training loss
 
 
-def _check_finite(loss_sum: torch.Tensor, epoch: int, step: int) -> None:
-    if not torch.isfinite(loss_sum):
-        raise DivergedError(f"training loss became {float(loss_sum)} in epoch {epoch} (by optimizer step {step})")
+def _check_finite(loss_sum: torch.Tensor, epoch: int, step: int) -> float:
+    """The epoch's summed loss so far, read once (a device sync), refused if it is NaN or infinite."""
+    value = float(loss_sum)
+    if not math.isfinite(value):
+        raise DivergedError(f"training loss became {value} in epoch {epoch} (by optimizer step {step})")
+    return value
 
 
 def _synchronize(device: torch.device) -> None:
@@ -68,7 +71,8 @@ def _synchronize(device: torch.device) -> None:
 
 
 def train(task_model: TaskModel, train_examples: list[dict], val_examples: list[dict], settings: TrainSettings,
-          on_step: Callable[[int, int], None] | None = None) -> TrainResult:
+          on_step: Callable[[int, int, float | None], None] | None = None) -> TrainResult:
+    """`on_step(steps done, steps in all, the epoch's mean training loss so far)` after each optimizer step."""
     model, device = task_model.model, task_model.device
     family = task_model.encoder.family
     trainable = {name: p for name, p in model.named_parameters() if p.requires_grad}
@@ -86,7 +90,7 @@ def train(task_model: TaskModel, train_examples: list[dict], val_examples: list[
     deadline = time.perf_counter() + caps[cap]
 
     lengths = [len(example["input_ids"]) for example in train_examples]
-    result, best_state, stale = TrainResult(), None, 0
+    result, best_state, stale, running_loss = TrainResult(), None, 0, None
     started = time.perf_counter()
     for epoch in range(1, settings.epochs + 1):
         model.train()
@@ -104,7 +108,7 @@ def train(task_model: TaskModel, train_examples: list[dict], val_examples: list[
             (loss / settings.grad_accum).backward()
             epoch_loss += loss.detach().float()
             if (index + 1) % FINITE_CHECK_EVERY == 0 or index + 1 == len(batches):
-                _check_finite(epoch_loss, epoch, result.steps)
+                running_loss = _check_finite(epoch_loss, epoch, result.steps) / (index + 1)
             if (index + 1) % settings.grad_accum == 0 or index + 1 == len(batches):
                 if settings.max_grad_norm:
                     torch.nn.utils.clip_grad_norm_(trainable.values(), settings.max_grad_norm)
@@ -114,8 +118,8 @@ def train(task_model: TaskModel, train_examples: list[dict], val_examples: list[
                 if task_model.on_optimizer_step:
                     task_model.on_optimizer_step(result.steps)
                 optimizer.zero_grad(set_to_none=True)
-                if on_step:
-                    on_step(result.steps, total_steps)
+                if on_step:  # the loss as last read: reading it every step would stall a GPU
+                    on_step(result.steps, total_steps, running_loss)
             if time.perf_counter() > deadline:
                 result.stopped_by = cap
                 break

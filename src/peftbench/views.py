@@ -1,0 +1,155 @@
+"""The terminal views of the listing commands (methods, tasks, params, prices, profile, suites) and of a dry
+run: columns typed for peftbench.terminal, so that at 80 columns no number or name is cut."""
+
+from peftbench.report.configs import fmt_lr as lr_text
+from peftbench.terminal import Col
+
+
+LAYER_OPTIONS = {"layers": "all", "modules": "", "drop": ""}  # the ablation options many methods share
+
+
+def lr_schedule(lr: float, peak_factor: float, final_factor: float) -> str:
+    """`3e-5 → 3e-4 → 3e-5`: where warm-up starts, the peak it reaches, where annealing ends (train.lr_factor)."""
+    return f"{lr_text(lr)} → {lr_text(lr * peak_factor)} → {lr_text(lr * final_factor)}"
+
+
+def methods_view(entries: list[dict]) -> tuple[list[Col], list[list[str]], list[str]]:
+    cols = [Col("name", "name"), Col("lr start → peak", "name"), Col("options (defaults)", "text"),
+            Col("summary", "text", optional=True), Col("lr end", "number", optional=True),
+            Col("mergeable", "name", optional=True)]
+    rows = []
+    for e in entries:
+        own = {k: v for k, v in e["options"].items() if LAYER_OPTIONS.get(k) != v}
+        layered = "+layers" if set(LAYER_OPTIONS) <= set(e["options"]) else ""
+        options = ", ".join([f"{k}={v}" for k, v in own.items()] + ([layered] if layered else [])) or "–"
+        lr = e["default_lr"]
+        rows.append([e["name"], f"{lr_text(lr)} → {lr_text(lr * e['peak_factor'])}", options, e["summary"],
+                     lr_text(lr * e["final_factor"]), "yes" if e["mergeable"] else "no"])
+    notes = ["lr is where warm-up starts: it climbs linearly to the peak (lr × peak_factor) over warmup_ratio of the"
+             " steps, then anneals linearly to lr end (lr × final_factor). A suite's learning_rates set the start.",
+             "+layers: the method also takes the ablation options layers=all|early|later|random|0,1,5-7,"
+             " modules=... and drop=... (see the README)."]
+    return cols, rows, notes
+
+
+def tasks_view(entries: list[dict]) -> tuple[list[Col], list[list[str]], list[str]]:
+    cols = [Col("name", "name"), Col("kind", "name"), Col("metric", "name"), Col("labels", "text"),
+            Col("source", "text", optional=True)]
+    rows = [[e["name"], e["kind"], e["primary_metric"], ", ".join(e["labels"]) or "–", e["source"]] for e in entries]
+    notes = ["Your own data: --task file:PATH with a JSONL/CSV file of text+label (classification) or input+target"
+             " (generation) columns; --text-field/--label-field name other columns, --test-file a held-out test set."]
+    return cols, rows, notes
+
+
+def params_view(rows_in: list[dict]) -> tuple[list[Col], list[list[str]], list[str]]:
+    cols = [Col("spec", "name"), Col("trainable", "number"), Col("% of base", "number"),
+            Col("changed after merge", "number"), Col("added", "number", optional=True),
+            Col("adapter bytes", "number", optional=True), Col("added %", "number", optional=True),
+            Col("changed %", "number", optional=True)]
+    rows = [[r["spec"], f"{r['trainable']:,}", f"{r['trainable_pct']:.4f}",
+             f"{r['changed']:,}" if r["mergeable"] else "no merge", f"{r['added']:,}", f"{r['adapter_bytes']:,}",
+             f"{r['added_pct']:.4f}", f"{r['changed_pct']:.2f}"] for r in rows_in]
+    notes = ["trainable: parameters the optimizer updates; changed after merge: base-weight entries that differ once"
+             " the method is folded in; added: new tensors (frozen ones too); adapter bytes: the saved checkpoint."]
+    return cols, rows, notes
+
+
+def prices_view(table: dict) -> tuple[list[Col], list[list[str]], list[str]]:
+    cols = [Col("name", "name"), Col("USD/hour", "number"), Col("$1 buys", "number"),
+            Col("source", "text", optional=True)]
+    rows = [[name, f"{entry['usd_per_hour']:.4f}", f"{3600 / entry['usd_per_hour']:,.0f} s",
+             " ".join(str(entry.get("source", "")).split())] for name, entry in table.items()]
+    return cols, rows, []
+
+
+def _with_pct(value: str, entry: dict, field: str) -> str:
+    pct = (entry.get("pct_of_full") or {}).get(field)
+    return value if pct is None or value == "–" else f"{value} ({pct:.0f}%)"
+
+
+def profile_view(result: dict) -> tuple[list[Col], list[list[str]], list[str]]:
+    mib = lambda v: "–" if v is None else f"{v / 2**20:,.1f}"  # noqa: E731
+    rate = lambda v: "–" if v is None else f"{v:,.0f}"  # noqa: E731
+    failed = any(entry["status"] != "ok" for entry in result["methods"])
+    cols = [Col("method", "name"), Col("peak MiB", "number"), Col("train tok/s", "number"),
+            Col("infer tok/s", "number"), Col("merged infer tok/s", "number", optional=True),
+            Col("trainable", "number", optional=True)] + ([Col("status / error", "text")] if failed else [])
+    rows = []
+    for entry in result["methods"]:
+        if entry["status"] != "ok":
+            rows.append([entry["method"], "–", "–", "–", "–", "–", f"{entry['status'].upper()}: {entry.get('error', '')}"])
+            continue
+        rows.append([entry["method"], _with_pct(mib(entry["peak_memory_bytes"]), entry, "peak_memory_bytes"),
+                     _with_pct(rate(entry["train_tokens_per_s"]), entry, "train_tokens_per_s"),
+                     _with_pct(rate(entry["infer_tokens_per_s"]), entry, "infer_tokens_per_s"),
+                     _with_pct(rate(entry["infer_merged_tokens_per_s"]), entry, "infer_merged_tokens_per_s"),
+                     f"{entry['trainable_params']:,}"] + ([""] if failed else []))
+    kind = next((e["peak_memory_kind"] for e in result["methods"] if e["status"] == "ok"), "")
+    notes = [f"(%) of full tuning, measured in the same call; peak memory: {kind}."] if result.get("reference") else \
+        [f"peak memory: {kind}."]
+    return cols, rows, notes
+
+
+def suites_view(suites: dict) -> tuple[list[Col], list[list[str]], list[str]]:
+    """Built-in suites with the size of their grid, from their files (nothing is planned or downloaded)."""
+    cols = [Col("name", "name"), Col("runs", "number"), Col("grid", "name"), Col("description", "text")]
+    rows = []
+    for name, suite in suites.items():
+        points = len(suite.models) * len(suite.tasks) * len(suite.methods) * len(suite.scales)
+        axes = f"{len(suite.models)}×{len(suite.tasks)}×{len(suite.methods)}×{len(suite.scales)}"
+        if suite.sweep:  # every LR on the first seed, then the other seeds at the chosen one
+            per_point = len(suite.sweep.lr) + len(suite.seeds) - 1
+            shape = f"{axes}×({len(suite.sweep.lr)}+{len(suite.seeds) - 1})"
+        else:
+            per_point, shape = len(suite.seeds), f"{axes}×{len(suite.seeds)}"
+        rows.append([name, f"{points * per_point:,}", shape, suite.description or "–"])
+    notes = ["runs: training runs (baselines come on top); grid: models × tasks × methods × scales × seeds, or"
+             " with an LR sweep × (LRs + the other seeds).",
+             "`peftbench suites show NAME` prints a suite's file (`> my.yaml` copies it); `peftbench run NAME"
+             " --dry-run` lists its runs and estimates their time."]
+    return cols, rows, notes
+
+
+def dry_run_view(grid, stored: list[dict], device) -> tuple[dict, list[str]]:
+    """A dry run's grid as JSON and as lines: the runs (marked when already stored), the seeds that wait for
+    their sweep, and the estimated time on this device. Hub tasks are not downloaded for it, so their runs
+    show the scale's nominal size (n<=N) and no final id."""
+    from peftbench.estimate import estimate
+    from peftbench.terminal import clock
+
+    finished = {row["run_id"] for row in stored if row.get("status") == "finished"}
+    guess = estimate(grid, stored, device)
+    waiting = [{**f.template, "lr": "chosen by sweep", "seed": seed, "kind": "train"}
+               for f in grid.follow_ups for seed in f.sweep["seeds"][1:]]
+    runs = [{"run_id": r.run_id if r.spec["task"] in grid.splits else None, "kind": r.kind, **r.spec,
+             "peak_lr": r.spec["lr"] * r.spec["peak_factor"] if "lr" in r.spec else None,
+             "stored": r.run_id in finished} for r in grid.runs]
+    todo = [pair for pair, run in zip(zip(guess.at_most, guess.typical), [*runs, *waiting]) if not run.get("stored")]
+    known = [pair for pair in todo if pair[0] is not None]
+    unknown = len(todo) - len(known)
+    at_most, typical = sum(a for a, _ in known), sum(t for _, t in known)
+    data = {"suite": grid.suite.name, "size": grid.size, "runs": runs, "after_sweep": waiting,
+            "estimate": {"seconds": at_most, "typical_seconds": typical, "device": str(device), "basis": guess.basis,
+                         "runs_not_estimated": unknown, "per_run_seconds": guess.at_most,
+                         "per_run_typical_seconds": guess.typical}}
+    lines = []
+    for r, entry in zip(grid.runs, runs):
+        n = r.spec["n_train"]
+        size = f"n={n}" if r.spec["task"] in grid.splits else f"n<={n}" if n else "n=all"
+        run_id = r.run_id if r.spec["task"] in grid.splits else "(after download)"
+        lr = f" · lr {lr_schedule(r.spec['lr'], r.spec['peak_factor'], r.spec['final_factor'])}" if "lr" in r.spec else ""
+        lines.append(f"{run_id:16}  {r.kind:8}  {r.spec['model']} · {r.spec['task']} · {r.spec['method_spec']} · "
+                     f"{size} · seed {r.spec['seed']}{lr}" + (" · stored, skipped" if entry["stored"] else ""))
+    for w in waiting:
+        lines.append(f"{'(after sweep)':16}  train     {w['model']} · {w['task']} · {w['method_spec']} · "
+                     f"seed {w['seed']} · lr chosen by the sweep ({w['sweep']['select_by']})")
+    skipped = sum(entry["stored"] for entry in runs)
+    lines.append(f"{grid.size} runs in suite '{grid.suite.name}'" + (f" ({len(waiting)} wait for their sweep)" if waiting
+                                                                    else "")
+                 + (f"; {skipped} already stored will be skipped" if skipped else ""))
+    typically = f"typically {clock(typical)} (as early as the stored runs stopped), " if typical < at_most else ""
+    lines.append(f"estimated time on {device} for {len(known)} run(s): {typically}at most {clock(at_most)} (every"
+                 " epoch run)" + (f"; {unknown} run(s) of hub data of unknown size not counted" if unknown else ""))
+    lines += [f"  based on {line}" for line in guess.basis]
+    lines.append("lr: where warm-up starts → its peak (lr × peak_factor) → where annealing ends.")
+    return data, lines
