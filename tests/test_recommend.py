@@ -115,7 +115,7 @@ def test_limits_that_exclude_everything_name_the_nearest_method(grid_store):
 
 def test_cpu_memory_noise_random_weights_and_one_seed_are_said(grid_store):
     answer = ask(grid_store, "--task-type", "classification", "--train-samples", "8", "--priority", "memory")
-    assert any("CPU process's peak resident set" in note and "does not rank methods" in note for note in answer["notes"])
+    assert any("CPU process's peak resident set" in note and "run-to-run spread" in note for note in answer["notes"])
     assert any("random weights" in note and "no significance is claimed" in note for note in answer["notes"])
     assert any("(random weights: not evidence about the method)" in reason
                for choice in answer["ranking"] for reason in choice["reasons"])

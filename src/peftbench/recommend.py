@@ -138,6 +138,29 @@ class Noise:
     short: str
 
 
+CPU_MEMORY = ("Peak memory here is the CPU process's peak resident set, which includes Python and torch"
+              " themselves and moves between runs of one method by tenths of a GB: only differences well beyond"
+              " that spread say anything about the methods. Measure on a GPU (CUDA max_memory_allocated) or with"
+              " `peftbench profile`, which isolates training's own memory.")
+
+
+def _cpu_memory(configs_of: list[Config]) -> Noise:
+    """How far CPU resident-set peaks can rank methods: their spread between methods against the spread
+    between runs of one method (unknown with one seed)."""
+    summaries = [m for c in configs_of if (m := _measure(c, "memory"))]
+    means = [m.mean / 1e9 for m in summaries]
+    span = f"{min(means):.2f}–{max(means):.2f} GB across methods"
+    spreads = [m.std / 1e9 for m in summaries if m.std is not None]
+    if not spreads:
+        verdict = "with one seed its run-to-run spread is unknown"
+    elif max(means) - min(means) > 2 * max(spreads):
+        verdict = f"differences beyond its {max(spreads):.2f} GB run-to-run spread may be real"
+    else:
+        verdict = f"within its {max(spreads):.2f} GB run-to-run spread: it does not rank these methods"
+    return Noise("cpu_memory", f"{CPU_MEMORY} Here: {span}; {verdict}.",
+                 f"CPU resident set ({span}): {verdict}")
+
+
 def noise(groups: dict[tuple, list[Config]], order: list[str], priority: str) -> list[Noise]:
     """Warnings that the ranking's lead on `priority` cannot be told from measurement noise: one seed,
     a lead smaller than the seeds' spread, or CPU resident-set memory (mostly the process itself)."""
@@ -161,13 +184,7 @@ def noise(groups: dict[tuple, list[Config]], order: list[str], priority: str) ->
                            f" spread on {', '.join(close)}: the order between them is within measurement noise.",
                            f"lead over {second} is within the seeds' spread: a tie in effect"))
     if priority == "memory" and "cpu_peak_rss" in {run.get("peak_memory_kind") for c in configs_of for run in c.runs}:
-        means = [m.mean / 1e9 for c in configs_of if (m := _measure(c, "memory"))]
-        span = f"{min(means):.2f}–{max(means):.2f} GB"
-        found.append(Noise("cpu_memory", f"Peak memory here is the CPU process's peak resident set ({span} across"
-                           " methods), most of which is Python and torch themselves, and it moves between runs of one"
-                           " method by tenths of a GB: it does not rank methods. Measure on a GPU (CUDA"
-                           " max_memory_allocated) or with `peftbench profile`, which isolates training's own memory.",
-                           f"CPU resident set ({span} across methods): does not rank methods"))
+        found.append(_cpu_memory(configs_of))
     return found
 
 

@@ -66,10 +66,10 @@ GENERAL_NOTES = {
                      " seeds of the two methods: treat them as tied, and choose between them on another priority.",
     "one_seed": "One seed per configuration: no difference between methods can be told from seed noise; run more"
                 " seeds (--seed 0 --seed 1 --seed 2) before deciding on small differences.",
-    "cpu_memory": "Peak memory on CPU is the process's peak resident set, most of which is Python and torch"
-                  " themselves; it moves between runs of one method by tenths of a GB, so it does not rank methods."
-                  " Measure memory on a GPU (CUDA max_memory_allocated) or with `peftbench profile`, which isolates"
-                  " training's own memory.",
+    "cpu_memory": "Peak memory on CPU is the process's peak resident set, which includes Python and torch"
+                  " themselves and moves between runs of one method by tenths of a GB: only differences well beyond"
+                  " that spread say anything about the methods. Measure memory on a GPU (CUDA max_memory_allocated)"
+                  " or with `peftbench profile`, which isolates training's own memory.",
 }
 LEADS = {"performance": ("best mean score", lambda c: fmt(c.score().mean) if c.score() else "–"),
          "memory": ("lowest mean peak memory", lambda c: evidence(c)["memory"]),
@@ -87,14 +87,25 @@ def _comparison_text(comparison: Comparison | None) -> str | None:
     return f"{comparison.verdict} (paired bootstrap over {paired.n_rows} test rows, p = {paired.p_value:.3f})"
 
 
+def _against_baseline(pick: Config, baselines: list[Config]) -> str | None:
+    """The pick's score against the best baseline: a method that does not beat it learnt nothing usable."""
+    scored = [(s.mean, c.label) for c in baselines if (s := c.score())]
+    if not scored or not pick.score():
+        return None
+    best, label = max(scored)
+    lead = pick.score().mean - best
+    return f"{lead:+.3f} over the {label} baseline ({fmt(best)})" if lead > 0 else \
+        f"does not beat the {label} baseline ({fmt(best)})"
+
+
 def _why(priority: str, ranked: list[Config], tie: str | None, comparison: Comparison | None,
-         noise_short: list[str]) -> list[str]:
+         noise_short: list[str], baselines: list[Config]) -> list[str]:
     """Why this method under this priority: what it leads on and by how much, and how far to trust that."""
     what, shown = LEADS[priority]
     why = [what + (f"; next: {ranked[1].label} at {shown(ranked[1])}" if len(ranked) > 1 else "")]
     why += [tie] if tie else []
-    if priority == "performance" and (text := _comparison_text(comparison)):
-        why.append(text)
+    if priority == "performance":
+        why += [text for text in (_against_baseline(ranked[0], baselines), _comparison_text(comparison)) if text]
     return why + noise_short
 
 
@@ -128,7 +139,7 @@ def blocks(rows: list[dict], items: list[Config], comparisons: list[Comparison])
             found_noise = noise({(model, task): block.trained}, [c.label for c in ranked], priority)
             block.general.update({n.kind: GENERAL_NOTES[n.kind] for n in found_noise})
             block.picks.append(Pick(priority, ranked[0], _why(priority, ranked, tie, comparison,
-                                                              [n.short for n in found_noise])))
+                                                              [n.short for n in found_noise], block.baselines)))
             long_noise = {n.long for n in found_noise}
             notes += [note for note in answer.notes[1:] if note not in long_noise and note not in notes]
         if random_weights(model):
