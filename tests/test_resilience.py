@@ -153,7 +153,7 @@ def test_a_ray_run_whose_worker_dies_is_retried_once(tmp_path):
 
     class Steps:  # progress as the runner reports it: under Ray the workers' steps reach the driver too
         def __init__(self):
-            self.seen, self.ended = {}, []
+            self.seen, self.outcomes = {}, []
 
         def start(self, runs, skipped, suite):
             pass
@@ -162,7 +162,7 @@ def test_a_ray_run_whose_worker_dies_is_retried_once(tmp_path):
             self.seen.setdefault(run.spec["method"], []).append((done, total, loss))
 
         def ended(self, run, status, result, error):
-            self.ended.append((run.spec["method"], status))
+            self.outcomes.append((run.spec["method"], status))
 
     grid = plan(load_suite(str(write_suite(tmp_path / "die.json", methods=["lora", "ia3"], baselines=[]))))
     store = Store(tmp_path / "r.db")
@@ -173,7 +173,7 @@ def test_a_ray_run_whose_worker_dies_is_retried_once(tmp_path):
     total = grid.runs[0].spec["epochs"] * 2  # 16 examples in batches of 8, per epoch
     assert (total, total) in {(done, all_) for done, all_, _ in steps.seen["lora"]}  # its last step arrived
     assert all(loss is None or loss > 0 for _, _, loss in steps.seen["lora"])
-    assert sorted(steps.ended) == [("ia3", "failed"), ("lora", "finished")]
+    assert sorted(steps.outcomes) == [("ia3", "failed"), ("lora", "finished")]
     rows = {row["method"]: row for row in store.rows()}
     store.close()
     assert counts == {"skipped": 0, "finished": 1, "failed": 1}

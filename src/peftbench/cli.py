@@ -291,8 +291,9 @@ def report(
     lead = f"open {page} in a browser (the summary comes first); " if "html" in chosen else ""
     others = sorted({path.relative_to(out).parts[0] + ("/" if len(path.relative_to(out).parts) > 1 else "")
                      for path in written if path != page})
-    _stdout().print(f"{lead}wrote {len(written)} files under {out}: {', '.join(others)}; {len(built.tables)} tables"
-                    f" from {len(rows)} runs", markup=False, highlight=False)
+    listed = f" ({', '.join(others)})" if others else ""
+    _stdout().print(f"{lead}wrote {len(written)} file{'s' * (len(written) != 1)} under {out}{listed};"
+                    f" {len(built.tables)} tables from {len(rows)} runs", markup=False, highlight=False)
 
 
 class TaskType(str, Enum):

@@ -87,7 +87,8 @@ class GridProgress:
         entry = self.active.get(run.run_id)
         if entry is None:
             self._say(f"→ {self.done + len(self.active) + 1}/{self.total} {run.label}")
-            task = self.progress.add_task(f"  run {self.done + len(self.active) + 1}/{self.total}", total=total or 1,
+            # No total yet: the bar pulses while the model and data load.
+            task = self.progress.add_task(f"  run {self.done + len(self.active) + 1}/{self.total}", total=total,
                                           status="loading model and data")
             entry = self.active[run.run_id] = _Active(task, run.kind, now)
         if total and done:

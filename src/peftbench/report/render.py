@@ -107,12 +107,12 @@ body { font-family: system-ui, sans-serif; margin: 1.5em auto; max-width: 1200px
 h1 { margin-bottom: 0.2em; } p.lede { color: #444; margin-top: 0; }
 table { border-collapse: collapse; margin: 0.5em 0 0.3em; font-size: 0.9em; }
 th, td { border: 1px solid #bbb; padding: 3px 8px; text-align: right; vertical-align: top; }
-td { white-space: nowrap; } td.text { white-space: normal; }
+td { white-space: nowrap; } td.text { white-space: normal; } div.scroll { overflow-x: auto; }
 th { background: #e8eef6; } .text { text-align: left; }
 td.best { font-weight: bold; background: #fff4c2; }
 p.note { font-size: 0.85em; color: #555; margin: 0.2em 0; }
 #summary { border: 2px solid #2b6cb0; border-radius: 6px; padding: 0.2em 1.2em 1em; background: #f7fafd; }
-#summary h3 { margin-bottom: 0.3em; } #summary td.why { max-width: 34em; font-size: 0.95em; }
+#summary h3 { margin-bottom: 0.3em; } #summary td.why { min-width: 18em; max-width: 34em; font-size: 0.95em; }
 #summary td.pick { font-weight: bold; }
 figure { margin: 0.8em 0; } img { max-width: 100%; border: 1px solid #ddd; background: #fff; }
 figcaption { font-size: 0.85em; color: #555; }
@@ -139,7 +139,8 @@ def _html_cell(cell: Cell, text: bool) -> str:
 def _html_table(columns: list[str], rows: list[str], text: list[bool]) -> str:
     head = "".join(f'<th class="text">{html.escape(c)}</th>' if is_text else f"<th>{html.escape(c)}</th>"
                    for c, is_text in zip(columns, text))
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
+    # In a scrolling box: a wide table scrolls on a narrow screen instead of running out of the page.
+    return f'<div class="scroll"><table><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table></div>'
 
 
 def _img(figure) -> str:

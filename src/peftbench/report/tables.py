@@ -6,7 +6,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 
 from peftbench.report.configs import (RANDOM_WEIGHTS, Cell, Config, Table, configs, fmt, fmt_count, labels,
-                                      mark_best, model_title, random_weights, range_cell, scale_name, score, slug,
+                                      mark_best, model_title, random_weights, range_cell, scale_name, slug,
                                       stat_cell)
 from peftbench.report.stats import Paired, paired_bootstrap, summarise
 
