@@ -189,7 +189,8 @@ RESULT_FIELDS = ("run_id", "kind", "suite", "model", "task", "method", "method_s
                  "n_train", "seed", "lr", "status", "attempts", "error", "primary_metric", "score", "metrics", "trainable_params",
                  "total_params", "peak_memory_bytes", "peak_memory_kind", "train_tokens_per_s", "infer_tokens_per_s",
                  "wall_s", "train_seconds", "best_epoch", "best_val_loss", "seconds_to_best", "stopped_by", "steps",
-                 "cost_usd", "budget", "sweep", "val_score", "curve", "provenance")
+                 "cost_usd", "budget", "sweep", "val_score", "curve", "cpu_bf16", "precision", "flops", "train_flops_per_s",
+                 "infer_flops_per_s", "train_mfu", "infer_mfu", "peak_flops_per_s", "peak_source", "provenance")
 
 
 @app.command()
@@ -384,6 +385,10 @@ def _rate(value: float | None) -> str:
     return "–" if value is None else f"{value:,.0f}"
 
 
+def _mfu(value: float | None) -> str:
+    return "–" if value is None else f"{100 * value:.2g}%"
+
+
 def _pct(entry: dict, field: str) -> str:
     value = (entry.get("pct_of_full") or {}).get(field)
     return "–" if value is None else f"{value:.0f}%"
@@ -399,7 +404,8 @@ def profile(
     steps: Annotated[int, typer.Option("--steps", help="timed training steps and inference passes")] = 10,
     warmup: Annotated[int, typer.Option("--warmup", help="untimed warm-up steps and passes first")] = 3,
     dtype: Annotated[DType | None, typer.Option(
-        "--dtype", help="bf16: bf16 autocast over fp32 weights (CUDA); default bf16 on CUDA, fp32 on CPU")] = None,
+        "--dtype", help="bf16: bf16 autocast over fp32 weights; default bf16 on CUDA and on CPUs that compute"
+                        " bf16 natively (as `run` does), else fp32")] = None,
     random_init: Annotated[bool, typer.Option("--random-init", help="random weights, nothing read or downloaded"
                                                                     " but the config and tokenizer")] = False,
     no_reference: Annotated[bool, typer.Option("--no-reference", help="do not profile full tuning first")] = False,
@@ -408,6 +414,7 @@ def profile(
 ) -> None:
     """Peak memory, train and inference tokens/s of each method on synthetic batches of one shape, each
     in a fresh process, as % of full tuning measured in the same call."""
+    from peftbench.precision import cpu_bf16_support
     from peftbench.profile import ProfileSettings
     from peftbench.profile import profile as run_profile
     from peftbench.runner import pick_device
@@ -415,7 +422,8 @@ def profile(
     chosen = pick_device(device.value).type
     settings = ProfileSettings(model=model, batch_size=batch_size, seq_len=seq_len, target_len=target_len,
                                steps=steps, warmup=warmup, random_init=random_init, device=chosen,
-                               dtype=dtype.value if dtype else "bf16" if chosen == "cuda" else "fp32")
+                               dtype=dtype.value if dtype else "bf16" if chosen == "cuda"
+                               or cpu_bf16_support()["native"] else "fp32")
     console = Console(stderr=True)
 
     def report(entry: dict) -> None:
@@ -435,17 +443,18 @@ def profile(
     rows = []
     for entry in result["methods"]:
         if entry["status"] != "ok":
-            rows.append((entry["method"], entry["status"].upper(), *["–"] * 9, entry.get("error", "")))
+            rows.append((entry["method"], entry["status"].upper(), *["–"] * 11, entry.get("error", "")))
             continue
         rows.append((entry["method"], "ok", f"{entry['trainable_params']:,}", _mib(entry["peak_memory_bytes"]),
                      _pct(entry, "peak_memory_bytes"), _rate(entry["train_tokens_per_s"]),
-                     _pct(entry, "train_tokens_per_s"), _rate(entry["infer_tokens_per_s"]),
-                     _pct(entry, "infer_tokens_per_s"), _rate(entry["infer_merged_tokens_per_s"]),
-                     _pct(entry, "infer_merged_tokens_per_s"), ""))
+                     _pct(entry, "train_tokens_per_s"), _mfu(entry.get("train_mfu")), _rate(entry["infer_tokens_per_s"]),
+                     _pct(entry, "infer_tokens_per_s"), _mfu(entry.get("infer_mfu")),
+                     _rate(entry["infer_merged_tokens_per_s"]), _pct(entry, "infer_merged_tokens_per_s"), ""))
     kind = next((e["peak_memory_kind"] for e in result["methods"] if e["status"] == "ok"), "")
-    _print_table(f"profile of {model} (% of full tuning; peak memory: {kind})",
-                 ("method", "status", "trainable", "peak MiB", "%", "train tok/s", "%", "infer tok/s", "%",
-                  "merged infer tok/s", "%", "error"), rows)
+    peak = next((e.get("peak_source") for e in result["methods"] if e["status"] == "ok"), None)
+    _print_table(f"profile of {model} (% of full tuning; peak memory: {kind}; MFU against the {peak or 'unknown peak'})",
+                 ("method", "status", "trainable", "peak MiB", "%", "train tok/s", "%", "MFU", "infer tok/s", "%",
+                  "MFU", "merged infer tok/s", "%", "error"), rows)
 
 
 def _error(message: str) -> None:

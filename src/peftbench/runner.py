@@ -17,15 +17,17 @@ import torch
 
 from peftbench.accounting import count, learned_positions
 from peftbench.config import ALL, NAMED_SCALES, MethodSpec, Suite
-from peftbench.data import Encoder, Splits, make_splits, rows_digest
+from peftbench.data import IGNORE, Encoder, Splits, make_splits, rows_digest
 from peftbench.errors import UserError, parse_number
 from peftbench.evaluate import TaskModel, classification_metrics, evaluate
+from peftbench.flops import flops_per_token, peak_flops, utilisation
 from peftbench.heads import MeanPoolClassifier
 from peftbench.interrupts import RunInterrupted, deferred, requested, stop_on_signals
 from peftbench.measure import PeakMemory, parameter_counts, provenance, spec_hash
 from peftbench.methods import METHODS
 from peftbench.methods.base import Context, freeze, keep_model, merged_copy
 from peftbench.models import load_model, model_family, resolve
+from peftbench.precision import describe
 from peftbench.prices import usd_per_hour
 from peftbench.store import Heartbeat, Store, runner_id
 from peftbench.sweep import select_lr
@@ -173,7 +175,8 @@ def plan(suite: Suite, overrides: Overrides = Overrides(), load_data: bool = Tru
                           "n_train": n_train, "split_seed": suite.split_seed, "val_cap": suite.val_cap,
                           "test_cap": suite.test_cap, "eval": suite.eval, "group_by_length": suite.group_by_length,
                           "max_input_length": suite.max_input_length, "max_target_length": suite.max_target_length,
-                          "merge_for_eval": suite.merge_for_eval, "bf16_autocast": suite.bf16_autocast}
+                          "merge_for_eval": suite.merge_for_eval, "bf16_autocast": suite.bf16_autocast,
+                          "cpu_bf16": suite.cpu_bf16}
                 for baseline in suite.baselines:
                     if baseline == "majority" and task.kind == "generation":
                         continue  # no majority answer for free text
@@ -244,7 +247,8 @@ def build_task_model(spec: dict, task: TaskSpec, method_name: str | None, random
         model.head.requires_grad_(method_name is not None)
     encoder = Encoder(task, loaded.family, loaded.tokenizer, spec["max_input_length"], spec["max_target_length"])
     return TaskModel(model=model, encoder=encoder, uses_head=uses_head, group_by_length=spec["group_by_length"],
-                     bf16_autocast=spec["bf16_autocast"], method_record=context.record, on_optimizer_step=step_hook)
+                     bf16_autocast=spec["bf16_autocast"], cpu_bf16=spec.get("cpu_bf16", "off"),
+                     method_record=context.record, on_optimizer_step=step_hook)
 
 
 def merged_for_eval(task_model: TaskModel, method_name: str) -> TaskModel:
@@ -267,6 +271,20 @@ def _evaluate_timed(task_model: TaskModel, rows: list, spec: dict, batch_size: i
     metrics, tokens = evaluate(task_model, rows, batch_size * EVAL_BATCH_FACTOR, spec["eval"], spec["max_target_length"])
     seconds = time.perf_counter() - started
     return {"metrics": metrics, "infer_tokens_per_s": tokens / seconds if seconds else None, "eval_seconds": seconds}
+
+
+def _mean_lengths(examples: list[dict], family: str) -> tuple[int, int]:
+    """Mean input and target tokens of encoded examples: a decoder's input is its masked (prompt) labels."""
+    def lengths(example: dict) -> tuple[int, int]:
+        if family == "encoder":
+            return len(example["input_ids"]), 0
+        if family == "seq2seq":
+            return len(example["input_ids"]), len(example["labels"])
+        prompt = sum(label == IGNORE for label in example["labels"])
+        return prompt, len(example["input_ids"]) - prompt
+
+    inputs, targets = zip(*map(lengths, examples))
+    return round(sum(inputs) / len(inputs)), round(sum(targets) / len(targets))
 
 
 def execute_train(spec: dict, task: TaskSpec, splits: Splits, device: torch.device,
@@ -296,9 +314,16 @@ def execute_train(spec: dict, task: TaskSpec, splits: Splits, device: torch.devi
         selection = {"val_score": val_metrics.get(task.primary_metric), "val_metrics": val_metrics}
     evaluation = _evaluate_timed(evaluated, splits.test, spec, spec["batch_size"])
     del evaluated
+    train_tokens_per_s = trained.train_tokens / trained.train_seconds if trained.train_seconds else None
+    lengths = _mean_lengths(train_examples, task_model.encoder.family)
+    flops = flops_per_token(spec["model"], spec["method_spec"], *lengths, seed=spec["seed"])
     return {
         **evaluation, **counts, "peak_memory_bytes": peak, "peak_memory_kind": peak_kind,
-        "train_tokens_per_s": trained.train_tokens / trained.train_seconds if trained.train_seconds else None,
+        "flops": flops, **utilisation(flops, train_tokens_per_s, evaluation["infer_tokens_per_s"],
+                                      peak_flops(device, task_model.autocast_dtype)),
+        "precision": describe(device, spec["bf16_autocast"], spec.get("cpu_bf16", "off"),
+                              next(task_model.model.parameters()).dtype),
+        "train_tokens_per_s": train_tokens_per_s,
         "train_seconds": trained.train_seconds, "steps": trained.steps, "curve": trained.curve,
         "best_epoch": trained.best_epoch, "seconds_to_best": trained.seconds_to_best,
         "best_val_loss": trained.best_val_loss if math.isfinite(trained.best_val_loss) else None, **selection,
