@@ -29,6 +29,7 @@ class TaskModel:
     bf16_autocast: bool = True  # bf16 autocast over fp32 weights on CUDA (peftbench.precision)
     cpu_bf16: CpuBf16 = "off"  # on CPU: auto (where bf16 is native), on or off; a run takes its suite's setting
     method_record: dict = field(default_factory=dict)  # what the method chose, e.g. the layers of `random`
+    base_parameter_ids: frozenset[int] = frozenset()  # the loaded model's own tensors, before the method
     on_optimizer_step: Callable[[int], None] | None = None  # the method's per-step hook, bound to its model
 
     @property
@@ -199,20 +200,28 @@ def generation_metrics(references: list[str], predictions: list[str]) -> dict:
     return metrics
 
 
+def predict(task_model: TaskModel, rows: list[Row], batch_size: int, mode: str,
+            max_target_length: int) -> tuple[list[str], int]:
+    """The model's answers on `rows` as they are scored (label words, `<other>`, or generated text) and the
+    tokens processed to get them."""
+    task = task_model.encoder.task
+    if task.kind == "generation":
+        return generate(task_model, rows, batch_size, max_target_length)
+    if task_model.uses_head:
+        return predict_with_head(task_model, rows, batch_size)
+    if mode == "rank":
+        return predict_by_rank(task_model, rows, batch_size)
+    longest = max(len(task_model.encoder.target_ids(label)) for label in task.labels)
+    texts, tokens = generate(task_model, rows, batch_size, longest)
+    return [match_label(text, task.labels) for text in texts], tokens
+
+
 def evaluate(task_model: TaskModel, rows: list[Row], batch_size: int, mode: str,
              max_target_length: int) -> tuple[dict, int]:
     """Metrics of the model on `rows` and the number of tokens processed to get them."""
     task = task_model.encoder.task
     golds = [task.target(row) for row in rows]
+    predictions, tokens = predict(task_model, rows, batch_size, mode, max_target_length)
     if task.kind == "generation":
-        texts, tokens = generate(task_model, rows, batch_size, max_target_length)
-        return generation_metrics(golds, texts), tokens
-    if task_model.uses_head:
-        predictions, tokens = predict_with_head(task_model, rows, batch_size)
-    elif mode == "rank":
-        predictions, tokens = predict_by_rank(task_model, rows, batch_size)
-    else:
-        longest = max(len(task_model.encoder.target_ids(label)) for label in task.labels)
-        texts, tokens = generate(task_model, rows, batch_size, longest)
-        predictions = [match_label(text, task.labels) for text in texts]
+        return generation_metrics(golds, predictions), tokens
     return classification_metrics(golds, predictions, task.labels), tokens
