@@ -140,13 +140,14 @@ def run(
     as_json: JsonFlag = False,
 ) -> None:
     """Train, evaluate and store every run of a suite (the offline quickstart by default)."""
+    from peftbench.api import run_plan
     from peftbench.config import check_name, derived_name, file_task_flags, load_suite, within
     from peftbench.executors import LocalExecutor, ray_executor
     from peftbench.interrupts import exit_code, ignore_further_signals
     from peftbench.progress import GridProgress
     from peftbench.report import summary_markdown
-    from peftbench.runner import GridInterrupted, Overrides, execute, lease_seconds, pick_device, plan
-    from peftbench.store import Store, read_rows
+    from peftbench.runner import GridInterrupted, Overrides, lease_seconds, pick_device, plan
+    from peftbench.store import read_rows
 
     tasks = file_task_flags(task, test_file, {"text": text_field, "label": label_field, "input": input_field,
                                               "target": target_field})
@@ -170,22 +171,18 @@ def run(
         runs_on = ray_executor(ray_address, device.value, cpus_per_run, gpus_per_run)
     else:
         runs_on = contextlib.nullcontext(LocalExecutor(pick_device(device.value)))
-    results = Store(store)
     console = Console(stderr=True)
     reporter = GridProgress(console, bars=console.is_terminal, lines=not as_json or console.is_terminal)
     try:
         with runs_on as chosen, reporter:
-            counts = execute(grid, results, chosen, reporter)
+            done = run_plan(grid, store, chosen, reporter)
     except GridInterrupted as stop:
         ignore_further_signals()
         console.print(str(stop), markup=False, highlight=False, soft_wrap=True)
         sys.exit(exit_code())
-    finally:
-        results.close()
+    counts, rows = done.counts, done.rows
     ids = {r.run_id for r in grid.runs}
-    stored = read_rows(store)
-    rows = [row for row in stored if row["run_id"] in ids]
-    suite_rows = [row for row in stored if row["run_id"] in ids or row["suite"] == filed_as]
+    suite_rows = [row for row in read_rows(store) if row["suite"] == filed_as or row["run_id"] in ids]
     summary = summary_path(out or store.parent, filed_as, store)
     try:
         summary.parent.mkdir(parents=True, exist_ok=True)
@@ -219,8 +216,9 @@ RESULT_FIELDS = ("run_id", "kind", "suite", "model", "task", "method", "method_s
                  "n_train", "seed", "lr", "peak_lr", "status", "attempts", "error", "primary_metric", "score", "metrics",
                  "trainable_params", "total_params", "peak_memory_bytes", "peak_memory_kind", "train_tokens_per_s",
                  "infer_tokens_per_s", "wall_s", "train_seconds", "best_epoch", "best_val_loss", "seconds_to_best",
-                 "stopped_by", "steps", "cost_usd", "budget", "sweep", "val_score", "curve", "random_weights",
-                 "provenance")
+                 "stopped_by", "steps", "cost_usd", "budget", "sweep", "val_score", "curve", "cpu_bf16", "precision",
+                 "flops", "train_flops_per_s", "infer_flops_per_s", "train_mfu", "infer_mfu", "peak_flops_per_s",
+                 "peak_source", "family", "weights", "weights_skipped", "random_weights", "provenance")
 
 
 def _result_json(row: dict) -> dict:
@@ -294,6 +292,74 @@ def report(
     listed = f" ({', '.join(others)})" if others else ""
     _stdout().print(f"{lead}wrote {len(written)} file{'s' * (len(written) != 1)} under {out}{listed};"
                     f" {len(built.tables)} tables from {len(rows)} runs", markup=False, highlight=False)
+
+
+@app.command()
+def show(
+    run_id: Annotated[str, typer.Argument(help="a run id (or a unique prefix of one), as `results` lists them")],
+    store: StoreOption = DEFAULT_STORE,
+    as_json: JsonFlag = False,
+) -> None:
+    """One run: its spec, metrics, loss curve and saved files."""
+    from peftbench.api import find_run
+    from peftbench.report.configs import fmt_lr, random_weights
+
+    row = find_run(run_id, store)
+    weights = row.get("weights")
+    folder = store.parent / weights["folder"] if weights else None
+    files = {"folder": str(folder), "present": folder.is_dir(), **weights} if weights else None
+    if as_json:
+        _print_json({**row, "saved": files})
+        return
+    out = _stdout()
+    say = lambda text: out.print(text, markup=False, highlight=False, soft_wrap=True)  # noqa: E731
+    say(f"run {row['run_id']} ({row['kind']}, {row['status']}, {row.get('attempts', 1)} attempt(s)) of suite"
+        f" {row['suite']}")
+    learning_rate = (f" · lr {fmt_lr(row['lr'])} → peak {fmt_lr(row['lr'] * row.get('peak_factor', 1))}"
+                     if "lr" in row else "")
+    say(f"  {row['model']} · {row['task']} · {row['method_spec']} · n={row['n_train']} · seed {row['seed']}"
+        + learning_rate)
+    if row.get("error"):
+        say(f"  error: {row['error']}")
+    if row.get("score") is not None:
+        metrics = {k: v for k, v in row.get("metrics", {}).items() if isinstance(v, (int, float))}
+        weights = " (random weights: not evidence about the method)" if random_weights(row["model"]) else ""
+        say(f"  {row['primary_metric']} {row['score']:.4f}{weights}; "
+            + ", ".join(f"{k} {v:.4g}" for k, v in metrics.items()))
+    for point in row.get("curve") or []:
+        say(f"  epoch {point['epoch']}: train loss {point['train_loss']:.4f}, validation loss {point['val_loss']:.4f}"
+            f" at {point['seconds']:.1f} s")
+    if files:
+        state = "present" if files["present"] else "MISSING"
+        say(f"  saved: {files['folder']} ({state}), {files['bytes']:,} bytes, {files['tensors']} tensors,"
+            f" sha256 {files['sha256'][:16]}…")
+    else:
+        say(f"  saved: nothing ({row.get('weights_skipped', 'the run kept no weights')})")
+    spec = {k: row[k] for k in sorted(row) if k in ("eval", "epochs", "batch_size", "grad_accum", "max_input_length",
+                                                     "max_target_length", "patience", "warmup_ratio", "peak_factor",
+                                                     "final_factor", "cpu_bf16", "bf16_autocast")}
+    say("  settings: " + ", ".join(f"{k}={v}" for k, v in spec.items()))
+
+
+@app.command()
+def export(
+    run_id: Annotated[str, typer.Argument(help="a run id (or a unique prefix of one)")],
+    out: Annotated[Path, typer.Option("--out", help="a new or empty folder to write")],
+    merged: Annotated[bool, typer.Option("--merged", help="a whole model with the method folded into its weights")]
+    = False,
+    store: StoreOption = DEFAULT_STORE,
+    as_json: JsonFlag = False,
+) -> None:
+    """Write a run's trained weights as a PEFT adapter folder (methods PEFT implements), a peftbench folder
+    (`peftbench.load(DIR)`), or with --merged a whole transformers model; with a model card."""
+    from peftbench.export import export as write_export
+
+    done = write_export(run_id, store, out, merged)
+    if as_json:
+        _print_json(done)
+        return
+    _stdout().print(f"exported run {done['run_id']} as {done['format']} to {done['out']}: {', '.join(done['files'])}",
+                    markup=False, highlight=False, soft_wrap=True)
 
 
 class TaskType(str, Enum):
@@ -474,7 +540,8 @@ def profile(
     steps: Annotated[int, typer.Option("--steps", help="timed training steps and inference passes")] = 10,
     warmup: Annotated[int, typer.Option("--warmup", help="untimed warm-up steps and passes first")] = 3,
     dtype: Annotated[DType | None, typer.Option(
-        "--dtype", help="bf16: bf16 autocast over fp32 weights (CUDA); default bf16 on CUDA, fp32 on CPU")] = None,
+        "--dtype", help="bf16: bf16 autocast over fp32 weights; default bf16 on CUDA and on CPUs that compute"
+                        " bf16 natively (as `run` does), else fp32")] = None,
     random_init: Annotated[bool, typer.Option("--random-init", help="random weights, nothing read or downloaded"
                                                                     " but the config and tokenizer")] = False,
     no_reference: Annotated[bool, typer.Option("--no-reference", help="do not profile full tuning first")] = False,
@@ -486,6 +553,7 @@ def profile(
     in a fresh process, as % of full tuning measured in the same call."""
     import time
 
+    from peftbench.precision import cpu_bf16_support
     from peftbench.profile import ProfileSettings
     from peftbench.profile import profile as run_profile
     from peftbench.terminal import clock
@@ -495,7 +563,8 @@ def profile(
     chosen = pick_device(device.value).type
     settings = ProfileSettings(model=model, batch_size=batch_size, seq_len=seq_len, target_len=target_len,
                                steps=steps, warmup=warmup, random_init=random_init, device=chosen,
-                               dtype=dtype.value if dtype else "bf16" if chosen == "cuda" else "fp32")
+                               dtype=dtype.value if dtype else "bf16" if chosen == "cuda"
+                               or cpu_bf16_support()["native"] else "fp32")
     console = Console(stderr=True)
     started = [time.monotonic()]
     talk = not as_json or console.is_terminal

@@ -70,23 +70,27 @@ def _with_pct(value: str, entry: dict, field: str) -> str:
 def profile_view(result: dict) -> tuple[list[Col], list[list[str]], list[str]]:
     mib = lambda v: "–" if v is None else f"{v / 2**20:,.1f}"  # noqa: E731
     rate = lambda v: "–" if v is None else f"{v:,.0f}"  # noqa: E731
+    mfu = lambda v: "–" if v is None else f"{100 * v:.2g}%"  # noqa: E731
     failed = any(entry["status"] != "ok" for entry in result["methods"])
     cols = [Col("method", "name"), Col("peak MiB", "number"), Col("train tok/s", "number"),
             Col("infer tok/s", "number"), Col("merged infer tok/s", "number", optional=True),
+            Col("train MFU", "number", optional=True), Col("infer MFU", "number", optional=True),
             Col("trainable", "number", optional=True)] + ([Col("status / error", "text")] if failed else [])
     rows = []
     for entry in result["methods"]:
         if entry["status"] != "ok":
-            rows.append([entry["method"], "–", "–", "–", "–", "–", f"{entry['status'].upper()}: {entry.get('error', '')}"])
+            rows.append([entry["method"], *["–"] * 7, f"{entry['status'].upper()}: {entry.get('error', '')}"])
             continue
         rows.append([entry["method"], _with_pct(mib(entry["peak_memory_bytes"]), entry, "peak_memory_bytes"),
                      _with_pct(rate(entry["train_tokens_per_s"]), entry, "train_tokens_per_s"),
                      _with_pct(rate(entry["infer_tokens_per_s"]), entry, "infer_tokens_per_s"),
                      _with_pct(rate(entry["infer_merged_tokens_per_s"]), entry, "infer_merged_tokens_per_s"),
+                     mfu(entry.get("train_mfu")), mfu(entry.get("infer_mfu")),
                      f"{entry['trainable_params']:,}"] + ([""] if failed else []))
     kind = next((e["peak_memory_kind"] for e in result["methods"] if e["status"] == "ok"), "")
-    notes = [f"(%) of full tuning, measured in the same call; peak memory: {kind}."] if result.get("reference") else \
-        [f"peak memory: {kind}."]
+    peak = next((e.get("peak_source") for e in result["methods"] if e["status"] == "ok"), None)
+    notes = [("(%) of full tuning, measured in the same call; " if result.get("reference") else "")
+             + f"peak memory: {kind}; MFU against the {peak or 'unknown peak'}."]
     return cols, rows, notes
 
 
