@@ -191,8 +191,10 @@ def run(
         raise UserError(f"the runs are stored, but the summary '{summary}' cannot be written ({error.strerror});"
                         " free space or pass --out FOLDER, then run the same command again") from None
     if as_json:
+        from peftbench.report.configs import random_weights
+
         _print_json({"suite": filed_as, "counts": counts, "store": str(store), "summary": str(summary),
-                     "runs": rows})
+                     "runs": [{**row, "random_weights": random_weights(row["model"])} for row in rows]})
         return
     _show_runs(f"suite {filed_as}: {len(rows)} runs", rows, wide)
     _stdout().print(f"trained {counts.get('finished', 0)}, skipped {counts.get('skipped', 0)} already stored,"

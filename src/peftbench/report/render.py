@@ -107,7 +107,7 @@ body { font-family: system-ui, sans-serif; margin: 1.5em auto; max-width: 1200px
 h1 { margin-bottom: 0.2em; } p.lede { color: #444; margin-top: 0; }
 table { border-collapse: collapse; margin: 0.5em 0 0.3em; font-size: 0.9em; }
 th, td { border: 1px solid #bbb; padding: 3px 8px; text-align: right; vertical-align: top; }
-td { white-space: nowrap; } td.text { white-space: normal; } div.scroll { overflow-x: auto; }
+td { white-space: nowrap; } td.words { white-space: normal; min-width: 12em; } div.scroll { overflow-x: auto; }
 th { background: #e8eef6; } .text { text-align: left; }
 td.best { font-weight: bold; background: #fff4c2; }
 p.note { font-size: 0.85em; color: #555; margin: 0.2em 0; }
@@ -132,7 +132,9 @@ CAPTIONS = {
 
 
 def _html_cell(cell: Cell, text: bool) -> str:
-    classes = " ".join(name for name, on in (("best", cell.best), ("text", text)) if on)
+    # A name (no spaces) stays on one line; words wrap, but not into a sliver.
+    words = text and " " in cell.text
+    classes = " ".join(name for name, on in (("best", cell.best), ("text", text), ("words", words)) if on)
     return f'<td class="{classes}">{html.escape(cell.text)}</td>' if classes else f"<td>{html.escape(cell.text)}</td>"
 
 
@@ -159,7 +161,7 @@ def _summary_html(blocks: list[Block], charts: dict) -> str:
         for line in block_rows(block):
             cells = [f'<td class="text">{html.escape(line[0])}</td>', f'<td class="text pick">{html.escape(line[1])}</td>']
             cells += [f"<td>{html.escape(value)}</td>" for value in line[2:-1]]
-            cells.append(f'<td class="text why">{html.escape(line[-1])}</td>')
+            cells.append(f'<td class="text words why">{html.escape(line[-1])}</td>')
             rows.append("<tr>" + "".join(cells) + "</tr>")
         text = [True, True] + [False] * (len(SUMMARY_COLUMNS) - 3) + [True]
         parts.append(f'<div class="block" id="summary-{block.key}"><h3>{html.escape(block.title)}</h3>'
