@@ -219,3 +219,80 @@ def build_hub_cache(cache: Path) -> Path:
         write_repo(cache, repo, revision, files,
                    keep=lambda path, patterns=patterns: patterns is None or any(fnmatch(path, p) for p in patterns))
     return cache
+
+
+FAMILIES = {"t5": "tiny-t5", "opt": "tiny-opt", "llama": "tiny-llama", "bert": "tiny-bert"}
+HALF_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+def _corpus() -> list[str]:
+    """Text the replica tokenizers learn from: every prompt template, label word and replica row."""
+    from peftbench.tasks.hub import HUB_TASKS
+
+    text = [spec.template for spec in HUB_TASKS] + [word for spec in HUB_TASKS for word in spec.labels]
+    text += [_sentence(i, 12) for i in range(len(WORDS))] + [row["human_reference"] for row in _e2e_rows(0, 23)]
+    text += [row["meaning_representation"] for row in _e2e_rows(0, 23)]
+    return text * 3
+
+
+def _trained(model, trainer, pre_tokenizer) -> dict:
+    from tokenizers import Tokenizer
+
+    tokenizer = Tokenizer(model)
+    tokenizer.pre_tokenizer = pre_tokenizer
+    tokenizer.train_from_iterator(_corpus(), trainer)
+    return json.loads(tokenizer.to_str())["model"]
+
+
+def build_tokenizer(family: str, folder: Path):
+    """A tokenizer of the family's real transformers class, saved as `save_pretrained` writes it."""
+    from tokenizers import models, pre_tokenizers, trainers
+    from transformers import GPT2Tokenizer, LlamaTokenizer, T5Tokenizer
+
+    if family == "bert":
+        tokenizer = offline_tokenizer()  # MiniLM's real WordPiece files
+    elif family == "t5":
+        trained = _trained(models.Unigram(), trainers.UnigramTrainer(
+            vocab_size=400, special_tokens=["<pad>", "</s>", "<unk>"], unk_token="<unk>"),
+            pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always", split=True))
+        tokenizer = T5Tokenizer(vocab=[tuple(piece) for piece in trained["vocab"]], extra_ids=100)
+    elif family == "opt":
+        # facebook/opt-*: GPT-2's byte-level BPE with <s> <pad> </s> <unk> first, and `</s>` as BOS (add_bos_token)
+        trained = _trained(models.BPE(), trainers.BpeTrainer(
+            vocab_size=600, special_tokens=["<s>", "<pad>", "</s>", "<unk>"],
+            initial_alphabet=pre_tokenizers.ByteLevel.alphabet()), pre_tokenizers.ByteLevel(add_prefix_space=False))
+        tokenizer = GPT2Tokenizer(vocab=trained["vocab"], merges=[tuple(m) for m in trained["merges"]],
+                                  bos_token="</s>", eos_token="</s>", unk_token="</s>", pad_token="<pad>",
+                                  add_bos_token=True)
+    else:
+        # Llama: SentencePiece BPE with byte fallback (<0x00>..<0xFF>), BOS <s> added, no EOS
+        trained = _trained(models.BPE(byte_fallback=True, unk_token="<unk>"), trainers.BpeTrainer(
+            vocab_size=600, special_tokens=["<unk>", "<s>", "</s>"] + [f"<0x{b:02X}>" for b in range(256)]),
+            pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="first", split=True))
+        tokenizer = LlamaTokenizer(vocab=trained["vocab"], merges=[tuple(m) for m in trained["merges"]],
+                                   add_bos_token=True, add_eos_token=False)
+    tokenizer.save_pretrained(folder)
+    if family in ("opt", "llama"):  # as their hub tokenizer_config.json files say it
+        config_path = folder / "tokenizer_config.json"
+        config = json.loads(config_path.read_text())
+        config.update(add_bos_token=True, **({"add_eos_token": False} if family == "llama" else {}))
+        config_path.write_text(json.dumps(config, indent=2))
+    return tokenizer
+
+
+def build_checkpoint(family: str, dtype: str, folder: Path) -> Path:
+    """A tiny random checkpoint of the family saved in fp16 or bf16, with its tokenizer files."""
+    from transformers import AutoConfig
+
+    tokenizer = build_tokenizer(family, folder)
+    model_type, fields = CONFIG_SHAPES[FAMILIES[family]]
+    ids = {"t5": dict(pad_token_id=0, eos_token_id=1, decoder_start_token_id=0),
+           "opt": dict(bos_token_id=2, eos_token_id=2, pad_token_id=1),
+           "llama": dict(bos_token_id=1, eos_token_id=2), "bert": dict(pad_token_id=0)}[family]
+    config = AutoConfig.for_model(model_type, **{**fields, "vocab_size": len(tokenizer)}, **ids)
+    family_kind = "seq2seq" if family == "t5" else "encoder" if family == "bert" else "decoder"
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = _auto_class(family_kind).from_config(config)
+    model.to(HALF_DTYPES[dtype]).save_pretrained(folder)
+    return folder

@@ -120,6 +120,9 @@ class Suite(BaseModel):
     group_by_length: bool = True
     merge_for_eval: bool = True  # evaluate mergeable methods on a merged copy (the trained model is untouched)
     bf16_autocast: bool = True  # on CUDA only; CPU runs are fp32
+    # The master weights' dtype, whatever the checkpoint stores (peftbench.models.WEIGHTS_DTYPES); bfloat16 on
+    # purpose only, e.g. to fit T5-11B: AdamW then updates bf16 weights.
+    weights_dtype: Literal["float32", "bfloat16"] = "float32"
     fused_adamw: bool = True  # on CUDA only; elsewhere (or off) the foreach implementation
     weight_decay: float = Field(0.0, ge=0)
     max_grad_norm: float | None = Field(1.0, gt=0)

@@ -21,7 +21,7 @@ import torch
 
 from peftbench.accounting import count
 from peftbench.config import ALL, NAMED_SCALES, MethodSpec, Suite
-from peftbench.data import Encoder, Splits, make_splits, rows_digest
+from peftbench.data import Encoder, Splits, make_splits, rows_digest, split_sizes
 from peftbench.errors import UserError
 from peftbench.evaluate import TaskModel, classification_metrics, evaluate
 from peftbench.heads import MeanPoolClassifier
@@ -159,7 +159,8 @@ def plan(suite: Suite, overrides: Overrides = Overrides(), load_data: bool = Tru
                           "n_train": n_train, "split_seed": suite.split_seed, "val_cap": suite.val_cap,
                           "test_cap": suite.test_cap, "eval": suite.eval, "group_by_length": suite.group_by_length,
                           "max_input_length": suite.max_input_length, "max_target_length": suite.max_target_length,
-                          "merge_for_eval": suite.merge_for_eval, "bf16_autocast": suite.bf16_autocast}
+                          "merge_for_eval": suite.merge_for_eval, "bf16_autocast": suite.bf16_autocast,
+                          "weights_dtype": suite.weights_dtype}
                 for baseline in suite.baselines:
                     if baseline == "majority" and task.kind == "generation":
                         continue  # no majority answer for free text
@@ -213,7 +214,8 @@ def build_task_model(spec: dict, task: TaskSpec, method_name: str | None, random
     """Load the model, apply the method (None: no training, all frozen) and, for an encoder on a
     classification task, put the mean-pooling head on top. Seeded so the head starts alike per seed.
     `random_init`: the checkpoint's architecture with random weights (profiling)."""
-    loaded = load_model(spec["model"], random_init)
+    # Specs written before weights_dtype existed (and profile's) ran on fp32 master weights.
+    loaded = load_model(spec["model"], random_init, spec.get("weights_dtype", "float32"))
     torch.manual_seed(spec["seed"])
     model, context = loaded.model, Context(family=loaded.family, seed=spec["seed"], total_steps=_total_steps(spec))
     step_hook = None
@@ -227,6 +229,7 @@ def build_task_model(spec: dict, task: TaskSpec, method_name: str | None, random
     uses_head = loaded.family == "encoder"
     if uses_head:
         model = MeanPoolClassifier(model, loaded.model.config.hidden_size, len(task.labels))
+        model.head.to(loaded.model.dtype)
         model.head.requires_grad_(method_name is not None)
     encoder = Encoder(task, loaded.family, loaded.tokenizer, spec["max_input_length"], spec["max_target_length"])
     return TaskModel(model=model, encoder=encoder, uses_head=uses_head, group_by_length=spec["group_by_length"],
@@ -314,7 +317,8 @@ def _finish(result: dict, task: TaskSpec, splits: Splits, spec: dict, device: to
     data_digest = {"train": rows_digest(splits.train_at(spec["n_train"])),
                    "val": rows_digest(splits.val), "test": rows_digest(splits.test)}
     return {**result, "primary_metric": primary, "score": result["metrics"].get(primary),
-            "data_digest": data_digest, "provenance": provenance(device, spec)}
+            "data_digest": data_digest, "data_sizes": split_sizes(task, splits, spec["n_train"]),
+            "provenance": provenance(device, spec)}
 
 
 class RunInterrupted(Exception):
