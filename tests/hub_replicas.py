@@ -20,6 +20,7 @@ import json
 import os
 from pathlib import Path
 
+import pytest
 import torch
 
 from peftbench.models import CONFIG_SHAPES, _auto_class, offline_tokenizer
@@ -244,6 +245,20 @@ def _trained(model, trainer, pre_tokenizer) -> dict:
     return json.loads(tokenizer.to_str())["model"]
 
 
+def _unigram_vocab() -> list[tuple[str, float]]:
+    """A SentencePiece-style Unigram vocabulary: T5's <pad> </s> <unk> first, then "▁word" pieces of the corpus
+    and single characters, scored by log frequency (built, not trained: the Unigram trainer is not deterministic)."""
+    import math
+    from collections import Counter
+
+    words = Counter(f"▁{word}" for text in _corpus() for word in text.split())
+    chars = Counter(char for text in _corpus() for char in text.replace(" ", "▁") if not char.isspace())
+    pieces = [(piece, count) for piece, count in words.items() if count >= 3] + list(chars.items())
+    total = sum(count for _, count in pieces)
+    scored = sorted(((piece, math.log(count / total)) for piece, count in dict(pieces).items()), key=lambda p: (-p[1], p[0]))
+    return [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0), *scored]
+
+
 def build_tokenizer(family: str, folder: Path):
     """A tokenizer of the family's real transformers class, saved as `save_pretrained` writes it."""
     from tokenizers import models, pre_tokenizers, trainers
@@ -252,10 +267,7 @@ def build_tokenizer(family: str, folder: Path):
     if family == "bert":
         tokenizer = offline_tokenizer()  # MiniLM's real WordPiece files
     elif family == "t5":
-        trained = _trained(models.Unigram(), trainers.UnigramTrainer(
-            vocab_size=400, special_tokens=["<pad>", "</s>", "<unk>"], unk_token="<unk>"),
-            pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always", split=True))
-        tokenizer = T5Tokenizer(vocab=[tuple(piece) for piece in trained["vocab"]], extra_ids=100)
+        tokenizer = T5Tokenizer(vocab=_unigram_vocab(), extra_ids=100)
     elif family == "opt":
         # facebook/opt-*: GPT-2's byte-level BPE with <s> <pad> </s> <unk> first, and `</s>` as BOS (add_bos_token)
         trained = _trained(models.BPE(), trainers.BpeTrainer(
@@ -296,3 +308,23 @@ def build_checkpoint(family: str, dtype: str, folder: Path) -> Path:
         model = _auto_class(family_kind).from_config(config)
     model.to(HALF_DTYPES[dtype]).save_pretrained(folder)
     return folder
+
+
+@pytest.fixture(scope="session")
+def hub_cache() -> Path:
+    """The session's hub cache (HF_HUB_CACHE, set offline by conftest) holding every dataset replica."""
+    from huggingface_hub import constants
+
+    cache = Path(os.environ["HF_HUB_CACHE"])
+    assert Path(constants.HF_HUB_CACHE) == cache and constants.HF_HUB_OFFLINE, "huggingface_hub was imported too early"
+    if not cache.exists():
+        build_hub_cache(cache)
+    return cache
+
+
+@pytest.fixture(scope="session")
+def checkpoints(tmp_path_factory) -> dict[str, Path]:
+    """FAMILY-DTYPE -> checkpoint directory, for every family in fp16 and in bf16."""
+    root = tmp_path_factory.mktemp("checkpoints")
+    return {f"{family}-{dtype}": build_checkpoint(family, dtype, root / f"{family}-{dtype}")
+            for family in FAMILIES for dtype in HALF_DTYPES}
