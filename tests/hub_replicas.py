@@ -246,14 +246,14 @@ def _trained(model, trainer, pre_tokenizer) -> dict:
 
 
 def _unigram_vocab() -> list[tuple[str, float]]:
-    """A SentencePiece-style Unigram vocabulary: T5's <pad> </s> <unk> first, then "▁word" pieces of the corpus
+    """A SentencePiece-style Unigram vocabulary: T5's <pad> </s> <unk> first, then a "▁word" piece per corpus word
     and single characters, scored by log frequency (built, not trained: the Unigram trainer is not deterministic)."""
     import math
     from collections import Counter
 
     words = Counter(f"▁{word}" for text in _corpus() for word in text.split())
     chars = Counter(char for text in _corpus() for char in text.replace(" ", "▁") if not char.isspace())
-    pieces = [(piece, count) for piece, count in words.items() if count >= 3] + list(chars.items())
+    pieces = [(piece, count) for piece, count in words.items() if count >= 1] + list(chars.items())
     total = sum(count for _, count in pieces)
     scored = sorted(((piece, math.log(count / total)) for piece, count in dict(pieces).items()), key=lambda p: (-p[1], p[0]))
     return [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0), *scored]
