@@ -75,7 +75,7 @@ LOADER_FAILURES = {
     "script_only": (lambda cache: dataclasses.replace(HUB_SOURCES["e2e_nlg"], revision="main"), "e2e_nlg",
                     ["dataset 'tuetschek/e2e_nlg' holds only a loading script (e2e_nlg.py)", "refs/convert/parquet"]),
     "damaged_file": (_damaged_copy, "ag_news", ["cannot read dataset 'peftbench-tests/damaged-ag-news'",
-                                                "delete that folder"]),
+                                                "datasets--peftbench-tests--damaged-ag-news to download it again"]),
 }
 
 

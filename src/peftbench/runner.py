@@ -128,8 +128,10 @@ def _nominal_size(suite: Suite, scale: str | int) -> int | None:
 
 def plan(suite: Suite, overrides: Overrides = Overrides(), load_data: bool = True) -> Plan:
     """Expand and validate the whole grid: every name resolved, every file read, every scale checked.
-    With `load_data` False (a dry run) hub datasets are not downloaded: their runs show the scale's
-    nominal size, and their ids are not final."""
+    Every task's data is loaded here, before anything is stored: run ids hold each task's training size and
+    the splits it draws, and a dataset that cannot be loaded is a user error (one line naming it) rather
+    than a grid that runs without it. With `load_data` False (a dry run) hub datasets are not downloaded:
+    their runs show the scale's nominal size, and their ids are not final."""
     suite = _apply_overrides(suite, overrides)
     families = {name: model_family(resolve(name)) for name in suite.models}
     methods = [(spec, METHODS.get(spec.name)) for spec in suite.method_specs()]

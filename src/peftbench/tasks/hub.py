@@ -64,9 +64,11 @@ def _fetch(source: HubSource) -> Path:
     except GatedRepoError:
         reason, fix = "the dataset is gated", "accept its terms on its hub page and log in with `hf auth login`"
     except RepositoryNotFoundError:
-        reason, fix = "the hub has no such dataset (or it is private)", "check the dataset id, or log in with `hf auth login`"
+        reason = "the hub has no such dataset (or it is private)"
+        fix = "check the dataset id, or log in with `hf auth login`"
     except RevisionNotFoundError:
-        reason, fix = f"the dataset has no revision '{source.revision}'", "report this to peftbench: its hub layout changed"
+        reason = f"the dataset has no revision '{source.revision}'"
+        fix = "report this to peftbench: its hub layout changed"
     except LocalEntryNotFoundError as error:
         where = f"the hub cache ({constants.HF_HUB_CACHE})"
         if constants.HF_HUB_OFFLINE:
@@ -76,7 +78,8 @@ def _fetch(source: HubSource) -> Path:
             reason = f"the hub cannot be reached and it is not in {where} ({_first_line(error)})"
             fix = "check the network (or HF_ENDPOINT) and run again"
     except Exception as error:  # any other failure of the download: name it, never a traceback
-        reason, fix = f"{type(error).__name__}: {_first_line(error)}", "check the network and the hub cache, then run again"
+        reason = f"{type(error).__name__}: {_first_line(error)}"
+        fix = "check the network and the hub cache, then run again"
     raise UserError(f"cannot load dataset '{source.label}' from the Hugging Face hub: {reason}; {fix},"
                     f" leave the task out with --task, {OFFLINE_ALTERNATIVES}")
 
@@ -91,9 +94,9 @@ def _check_has_data(source: HubSource, folder: Path) -> None:
                         " files; `datasets` >= 4 no longer runs dataset scripts, so peftbench needs a revision with"
                         " data files (many script datasets have one in the hub's parquet export,"
                         f" revision refs/convert/parquet); {OFFLINE_ALTERNATIVES}")
-    raise UserError(f"dataset '{source.label}' has no files matching {', '.join(source.data_files.values())} in {folder};"
-                    " its layout on the hub has changed: report this to peftbench, and delete that folder if it is"
-                    f" a damaged download; {OFFLINE_ALTERNATIVES}")
+    patterns = ", ".join(source.data_files.values())
+    raise UserError(f"dataset '{source.label}' has no files matching {patterns} in {folder}; its layout on the hub"
+                    f" has changed: report this to peftbench ({OFFLINE_ALTERNATIVES})")
 
 
 def _needed_fields(spec: TaskSpec) -> list[str]:
@@ -124,12 +127,14 @@ def _load(spec: TaskSpec, source: HubSource) -> TaskData:
     _check_has_data(source, folder)
     import datasets  # imported lazily: it is slow to import and only needed when a hub task runs
 
+    datasets.disable_progress_bars()  # the run's own progress display owns the terminal
     try:
         splits = datasets.load_dataset(str(folder), source.config, data_files=source.data_files)
         train, test = list(splits[source.train_split]), list(splits[source.test_split])
     except Exception as error:  # a damaged or changed download: one line, whatever datasets raised
+        # The repository's whole cache folder: a snapshot's files are links to blobs, which a new download reuses.
         raise UserError(f"cannot read dataset '{source.label}' from {folder} ({type(error).__name__}:"
-                        f" {_first_line(error)}); delete that folder to download it again") from None
+                        f" {_first_line(error)}); delete {folder.parent.parent} to download it again") from None
     return TaskData(train=_complete_rows(spec, source, source.train_split, train),
                     test=_complete_rows(spec, source, source.test_split, test))
 
