@@ -180,13 +180,14 @@ def _git_blob_id(data: bytes) -> str:
     return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
 
 
-def write_repo(cache: Path, repo: str, revision: str, files: dict[str, bytes], keep) -> Path:
-    """One revision of a dataset repository in the hub cache; `keep(path)` says which files were downloaded."""
-    folder = cache / f"datasets--{repo.replace('/', '--')}"
+def write_repo(cache: Path, repo: str, revision: str, files: dict[str, bytes], keep, kind: str = "datasets") -> Path:
+    """One revision of a repository (`kind` datasets or models) in the hub cache; `keep(path)` says which files
+    were downloaded."""
+    folder = cache / f"{kind}--{repo.replace('/', '--')}"
     commit = hashlib.sha1(f"replica {repo}@{revision}".encode()).hexdigest()
     tree = {}
     for path, data in files.items():
-        lfs = path.endswith((".parquet", ".csv")) and len(data) > 0
+        lfs = path.endswith((".parquet", ".csv", ".safetensors"))
         entry = {"size": len(data), "blob_id": _git_blob_id(data)}
         if lfs:
             entry |= {"lfs_sha256": hashlib.sha256(data).hexdigest(), "lfs_size": len(data)}

@@ -104,6 +104,24 @@ def test_checkpoints_load_as_fp32_master_weights_whatever_they_store(checkpoints
     assert {p.dtype for p in load_model(str(opt), weights_dtype="bfloat16").model.parameters()} == {torch.bfloat16}
 
 
+def test_a_hub_id_loads_from_the_cache_offline_as_fp32(checkpoints, hub_cache):
+    """`--model facebook/opt-125m` after a download: from_pretrained finds the hub cache's snapshot offline."""
+    folder = checkpoints["opt-float16"]
+    files = {path.name: path.read_bytes() for path in folder.iterdir()}
+    write_repo(hub_cache, "peftbench-tests/opt-fp16", "main", files, keep=lambda path: True, kind="models")
+    loaded = load_model("peftbench-tests/opt-fp16")
+    assert loaded.family == "decoder" and {p.dtype for p in loaded.model.parameters()} == {torch.float32}
+    assert loaded.tokenizer("Answer:")["input_ids"][0] == 2  # OPT's `</s>` BOS, from the cached tokenizer
+
+
+def test_weights_dtype_is_a_suite_key_recorded_in_every_run(tmp_path):
+    suite = write_suite(tmp_path / "bf16.json", weights_dtype="bfloat16")
+    runs = json.loads(run_cli("run", suite, "--dry-run", "--json")[1])["runs"]
+    assert runs and all(run["weights_dtype"] == "bfloat16" for run in runs)
+    code, _, err = run_cli("run", write_suite(tmp_path / "fp16.json", weights_dtype="float16"), "--dry-run")
+    assert code == 2 and "weights_dtype" in err and "'float32' or 'bfloat16'" in err, err
+
+
 def test_adamw_over_fp16_weights_overflows():
     """Why fp32 master weights: one AdamW step on fp16 weights turns small gradients into inf/NaN (the
     second-moment estimate and epsilon underflow in fp16)."""
