@@ -45,11 +45,12 @@ def input_groups(task: TaskSpec, rows: list[Row]) -> list[list[Row]]:
     return list(groups.values())
 
 
-def split_sizes(task: TaskSpec, splits: "Splits", n_train: int) -> dict[str, dict[str, int]]:
+def split_sizes(task: TaskSpec, splits: Splits, n_train: int) -> dict[str, dict[str, int]]:
     """Rows and distinct inputs of the training rows a run uses, its validation and its test set (for E2E:
     references and meaning representations)."""
     chosen = {"train": splits.train_at(n_train), "val": splits.val, "test": splits.test}
-    return {name: {"rows": len(rows), "inputs": len({task.prompt(row) for row in rows})} for name, rows in chosen.items()}
+    return {name: {"rows": len(rows), "inputs": len({task.prompt(row) for row in rows})}
+            for name, rows in chosen.items()}
 
 
 def _interleaved(groups: list[list[Row]]) -> list[Row]:
