@@ -14,7 +14,8 @@ def test_splits_are_deterministic_and_disjoint():
     inputs = [{task.prompt(r) for r in split} for split in (first.train, first.val, first.test)]
     # The caps count inputs; BBC holds some articles twice, and a repeated article stays in one split.
     assert (len(inputs[2]), len(inputs[1])) == (200, 100)
-    assert len(first.train) + len(first.val) + len(first.test) == 2225 and len(first.test) > 200
+    assert len(first.test) == 200  # a classification input once, though BBC holds some articles twice
+    assert len(first.train) + len(first.val) < 2225 - 200
     assert not (inputs[0] & inputs[1]) and not (inputs[0] & inputs[2]) and not (inputs[1] & inputs[2])
     files = [{r["source_file"] for r in split} for split in (first.train, first.val, first.test)]
     assert not (files[0] & files[1]) and not (files[0] & files[2]) and not (files[1] & files[2])

@@ -77,8 +77,10 @@ def make_splits(task: TaskSpec, data: TaskData, split_seed: int, val_cap: int, t
     if not test or not val or not train:
         raise UserError(f"task '{task.name}' has too few rows ({len(data.train)}) to draw train, validation and"
                         " test sets; provide at least 10 rows")
-    return Splits(train=_interleaved(train), val=[row for group in val for row in group],
-                  test=[row for group in test for row in group])
+    # The test set is the distinct inputs: a generation input with all its references (scored together), a
+    # classification input once (a repeated article would count twice).
+    test_rows = [row for group in test for row in (group if task.kind == "generation" else group[:1])]
+    return Splits(train=_interleaved(train), val=[row for group in val for row in group], test=test_rows)
 
 
 def _truncate(ids: list[int], limit: int) -> list[int]:
