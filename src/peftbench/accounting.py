@@ -61,9 +61,20 @@ def _meta_template(model_name: str) -> tuple[nn.Module, str]:
     return meta_model(model_name)
 
 
-def count(model_name: str, spec_text: str, seed: int = 0) -> Accounting:
-    """Count one method on the model's architecture built on the meta device (no classification head).
-    Applying the method there also proves it fits the architecture, at no memory cost."""
+def learned_positions(model_name: str) -> int | None:
+    """How many positions a model with learned absolute position embeddings (BERT, OPT, GPT-2) can take; None
+    for relative or rotary positions (T5, Llama), which have no hard limit. Read from the meta model."""
+    template, _ = _meta_template(model_name)
+    config = template.config
+    for name, module in template.named_modules():
+        if isinstance(module, nn.Embedding) and "position" in name:
+            return getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None)
+    return None
+
+
+def adapted_meta_model(model_name: str, spec_text: str, seed: int = 0):
+    """The model's architecture on the meta device with the method applied: (adapted model, family, the
+    base model's named parameters, the method's context). Seconds even for T5-11B, and no memory."""
     spec = MethodSpec.parse(spec_text)
     method = METHODS.get(spec.name)
     options = method.parse_options(spec)
@@ -71,9 +82,18 @@ def count(model_name: str, spec_text: str, seed: int = 0) -> Accounting:
     model = copy.deepcopy(template)  # a meta model copies in no time; building one takes a while
     with torch.device("meta"):
         base = list(model.named_parameters())  # tied tensors (T5's embeddings) appear once
-        base_ids = {id(p) for _, p in base}
         context = Context(family=family, seed=seed)
         adapted = method.apply(model, options, context)
+    return adapted, family, base, context
+
+
+def count(model_name: str, spec_text: str, seed: int = 0) -> Accounting:
+    """Count one method on the model's architecture built on the meta device (no classification head).
+    Applying the method there also proves it fits the architecture, at no memory cost."""
+    spec = MethodSpec.parse(spec_text)
+    method = METHODS.get(spec.name)
+    adapted, family, base, context = adapted_meta_model(model_name, spec_text, seed)
+    base_ids = {id(p) for _, p in base}
     parameters = list(adapted.named_parameters())
     state = adapter_state(adapted, base_ids)
     return Accounting(

@@ -9,6 +9,8 @@ import torch
 from torch import nn
 
 from peftbench.data import IGNORE, Encoder, batch_order, collate, input_groups
+from peftbench.interrupts import check_stop
+from peftbench.precision import CpuBf16, autocast_dtype
 from peftbench.tasks import Row
 
 # A generated answer that names no label: Hamilton & Mueller's "other". Bracketed so that it can never
@@ -24,7 +26,8 @@ class TaskModel:
     encoder: Encoder
     uses_head: bool
     group_by_length: bool = True
-    bf16_autocast: bool = True  # bf16 autocast over fp32 weights on CUDA; CPU always computes in fp32
+    bf16_autocast: bool = True  # bf16 autocast over fp32 weights on CUDA (peftbench.precision)
+    cpu_bf16: CpuBf16 = "off"  # on CPU: auto (where bf16 is native), on or off; a run takes its suite's setting
     method_record: dict = field(default_factory=dict)  # what the method chose, e.g. the layers of `random`
     on_optimizer_step: Callable[[int], None] | None = None  # the method's per-step hook, bound to its model
 
@@ -35,6 +38,10 @@ class TaskModel:
     @property
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
+
+    @property
+    def autocast_dtype(self) -> torch.dtype | None:
+        return autocast_dtype(self.device, self.bf16_autocast, self.cpu_bf16)
 
 
 def to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
@@ -48,8 +55,10 @@ def batch_loss(task_model: TaskModel, batch: dict[str, torch.Tensor]) -> torch.T
     return task_model.model(**batch).loss
 
 
-def autocast(device: torch.device, bf16: bool = True):
-    return torch.autocast("cuda", dtype=torch.bfloat16, enabled=bf16 and device.type == "cuda")
+def autocast(task_model: TaskModel):
+    """Autocast for the task model's passes, in the dtype its device and settings call for (none: float32)."""
+    dtype = task_model.autocast_dtype
+    return torch.autocast(task_model.device.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None)
 
 
 @torch.no_grad()
@@ -59,8 +68,9 @@ def mean_loss(task_model: TaskModel, examples: list[dict], batch_size: int) -> f
     total, count = 0.0, 0
     lengths = [len(example["input_ids"]) for example in examples]
     for indices in batch_order(lengths, batch_size, seed=None, group_by_length=task_model.group_by_length):
+        check_stop("during validation")
         batch = to_device(collate([examples[i] for i in indices], task_model.pad_id), task_model.device)
-        with autocast(task_model.device, task_model.bf16_autocast):
+        with autocast(task_model):
             total += float(batch_loss(task_model, batch)) * len(indices)
         count += len(indices)
     return total / max(count, 1)
@@ -72,6 +82,7 @@ def _prompt_batches(task_model: TaskModel, rows: list[Row], batch_size: int):
     prompts = [task_model.encoder.prompt_ids(row) for row in rows]
     lengths = [len(prompt) for prompt in prompts]
     for indices in batch_order(lengths, batch_size, seed=None, group_by_length=task_model.group_by_length):
+        check_stop("during evaluation")
         features = [{"input_ids": prompts[i]} for i in indices]
         yield indices, to_device(collate(features, task_model.pad_id, left_pad=left_pad), task_model.device)
 
@@ -83,7 +94,7 @@ def generate(task_model: TaskModel, rows: list[Row], batch_size: int, max_new_to
     tokenizer = task_model.encoder.tokenizer
     texts, tokens = [""] * len(rows), 0
     for indices, batch in _prompt_batches(task_model, rows, batch_size):
-        with autocast(task_model.device, task_model.bf16_autocast):
+        with autocast(task_model):
             output = task_model.model.generate(
                 input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], max_new_tokens=max_new_tokens,
                 do_sample=False, num_beams=1, eos_token_id=task_model.encoder.eos_id, pad_token_id=task_model.pad_id)
@@ -110,7 +121,7 @@ def predict_with_head(task_model: TaskModel, rows: list[Row], batch_size: int) -
     labels = task_model.encoder.task.labels
     predictions, tokens = [""] * len(rows), 0
     for indices, batch in _prompt_batches(task_model, rows, batch_size):
-        with autocast(task_model.device, task_model.bf16_autocast):
+        with autocast(task_model):
             logits = task_model.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
         for index, label in zip(indices, logits.argmax(-1).tolist()):
             predictions[index] = labels[label]
@@ -135,8 +146,9 @@ def predict_by_rank(task_model: TaskModel, rows: list[Row], batch_size: int) -> 
     scores, tokens = [0.0] * len(candidates), 0
     lengths = [len(candidate["input_ids"]) for candidate in candidates]
     for indices in batch_order(lengths, batch_size, seed=None, group_by_length=task_model.group_by_length):
+        check_stop("during evaluation")
         batch = to_device(collate([candidates[i] for i in indices], task_model.pad_id), task_model.device)
-        with autocast(task_model.device, task_model.bf16_autocast):
+        with autocast(task_model):
             logits = task_model.model(**batch).logits.float()
         targets = batch["labels"]
         if encoder.family == "decoder":
