@@ -300,9 +300,11 @@ def build_checkpoint(family: str, dtype: str, folder: Path) -> Path:
     tokenizer = build_tokenizer(family, folder)
     model_type, fields = CONFIG_SHAPES[FAMILIES[family]]
     ids = {"t5": dict(pad_token_id=0, eos_token_id=1, decoder_start_token_id=0),
-           "opt": dict(bos_token_id=2, eos_token_id=2, pad_token_id=1),
-           "llama": dict(bos_token_id=1, eos_token_id=2), "bert": dict(pad_token_id=0)}[family]
-    config = AutoConfig.for_model(model_type, **{**fields, "vocab_size": len(tokenizer)}, **ids)
+           # the 2,048 positions of facebook/opt-125m and of the Llama 1 checkpoints
+           "opt": dict(bos_token_id=2, eos_token_id=2, pad_token_id=1, max_position_embeddings=2048),
+           "llama": dict(bos_token_id=1, eos_token_id=2, max_position_embeddings=2048),
+           "bert": dict(pad_token_id=0)}[family]
+    config = AutoConfig.for_model(model_type, **{**fields, "vocab_size": len(tokenizer), **ids})
     family_kind = "seq2seq" if family == "t5" else "encoder" if family == "bert" else "decoder"
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
