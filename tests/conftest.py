@@ -1,13 +1,25 @@
+import atexit
 import contextlib
 import io
 import json
+import os
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 
-import pytest
-import torch
+# The hub is unreachable here and in CI: the session runs offline, with a hub cache that the hub_cache fixture
+# fills with replicas (tests/hub_replicas.py) and its own datasets cache. Set before anything imports
+# huggingface_hub or datasets, which read these variables at import.
+HF_TEST_HOME = Path(tempfile.mkdtemp(prefix="peftbench-hf-"))
+atexit.register(shutil.rmtree, HF_TEST_HOME, ignore_errors=True)
+os.environ.update(HF_HUB_OFFLINE="1", HF_HUB_CACHE=str(HF_TEST_HOME / "hub"),
+                  HF_DATASETS_CACHE=str(HF_TEST_HOME / "datasets"))
 
-from peftbench import cli
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+from peftbench import cli  # noqa: E402
 
 TINY_MODELS = ["config:tiny-t5", "config:tiny-llama", "config:tiny-bert"]
 # bitfit needs add_bias on T5 and Llama, which have no biases of their own.

@@ -69,7 +69,7 @@ def _catalogue(tmp):
         "unseen test labels": (["run", suite("u", tasks=[{"file": str(data("train", ROWS)),
                                                           "test": str(data("test", [{"text": "x", "label": "c"}]))}])],
                                "labels not in"),
-        "scale larger than data": (["run", suite("big", scales=[100000])], "use a scale of at most 2193"),
+        "scale larger than data": (["run", suite("big", scales=[100000])], "use a scale of at most 2191"),
         "unknown file format": (["run", file_task(_text(tmp / "data.txt", "a,b\n"))], "has an unknown format"),
         # models
         "unknown config shape": (["run", suite("cs", models=["config:tiny-bart"])], "Did you mean 'tiny-bert'?"),

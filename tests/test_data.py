@@ -11,7 +11,12 @@ def test_splits_are_deterministic_and_disjoint():
     again = make_splits(task, task.load(), split_seed=0, val_cap=100, test_cap=200)
     other = make_splits(task, task.load(), split_seed=1, val_cap=100, test_cap=200)
     assert first == again and first.test != other.test
-    assert (len(first.test), len(first.val), len(first.train)) == (200, 100, 2225 - 300)
+    inputs = [{task.prompt(r) for r in split} for split in (first.train, first.val, first.test)]
+    # The caps count inputs; BBC holds some articles twice, and a repeated article stays in one split.
+    assert (len(inputs[2]), len(inputs[1])) == (200, 100)
+    assert len(first.test) == 200  # a classification input once, though BBC holds some articles twice
+    assert len(first.train) + len(first.val) < 2225 - 200
+    assert not (inputs[0] & inputs[1]) and not (inputs[0] & inputs[2]) and not (inputs[1] & inputs[2])
     files = [{r["source_file"] for r in split} for split in (first.train, first.val, first.test)]
     assert not (files[0] & files[1]) and not (files[0] & files[2]) and not (files[1] & files[2])
 
@@ -19,7 +24,9 @@ def test_splits_are_deterministic_and_disjoint():
 def test_scales_are_prefixes():
     task = get_task("finefood_sentiment")
     splits = make_splits(task, task.load(), split_seed=0, val_cap=500, test_cap=1000)
-    assert len(splits.test) == 1000 and len(splits.train) == 3600  # the packaged test split, not drawn from train
+    # the packaged test split, not drawn from train; 10% of the training inputs (a few reviews repeat) for validation
+    assert len(splits.test) == 1000 and len(splits.train) + len(splits.val) == 4000
+    assert len({task.prompt(row) for row in splits.val}) == int(3979 * 0.1)
     assert splits.train_at(1000)[:100] == splits.train_at(100)
 
 

@@ -24,7 +24,17 @@ def test_classification_metrics_by_hand():
 
 
 def test_rouge_identical_and_disjoint():
-    metrics = generation_metrics(["the cat sat", "a b"], ["the cat sat", "x y"])
+    metrics = generation_metrics([["the cat sat"], ["a b"]], ["the cat sat", "x y"])
     assert metrics["rougeL"] == pytest.approx(0.5)
     assert metrics["rouge1"] == pytest.approx(0.5)
     assert metrics["per_example"] == [1.0, 0.0]
+    assert (metrics["n_test"], metrics["n_references"]) == (2, 2)
+
+
+def test_rouge_takes_the_best_of_an_inputs_references():
+    references = [["The Eagle is a coffee shop.", "A coffee shop called The Eagle serves French food."]] * 2
+    metrics = generation_metrics(references, ["A coffee shop called The Eagle serves French food.", "The Eagle is"])
+    assert metrics["per_example"][0] == 1.0  # equal to the second reference
+    # "The Eagle is" against its best reference, the first: LCS 3 of 3 and 6 words -> F1 = 2 * 1 * 0.5 / 1.5
+    assert metrics["per_example"][1] == pytest.approx(round(2 / 3, 4))
+    assert (metrics["n_test"], metrics["n_references"]) == (2, 4)

@@ -150,6 +150,9 @@ class Suite(BaseModel):
     merge_for_eval: bool = True  # evaluate mergeable methods on a merged copy (the trained model is untouched)
     bf16_autocast: bool = True  # bf16 autocast on CUDA, over float32 weights (peftbench.precision)
     cpu_bf16: Literal["auto", "on", "off"] = "auto"  # on CPU: auto = bf16 autocast where the CPU computes it natively
+    # The master weights' dtype, whatever the checkpoint stores (peftbench.models.WEIGHTS_DTYPES); bfloat16 on
+    # purpose only, e.g. to fit T5-11B: AdamW then updates bf16 weights.
+    weights_dtype: Literal["float32", "bfloat16"] = "float32"
     fused_adamw: bool = True  # on CUDA only; elsewhere (or off) the foreach implementation
     # What each finished run keeps beside the store (peftbench.artifacts): methods = every PEFT run's tensors,
     # all = full tuning's whole model too, none = nothing. Not part of a run's identity.

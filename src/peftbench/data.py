@@ -1,5 +1,6 @@
 """Splits, scales, tokenisation and batching: identical for every method of a grid."""
 
+import functools
 import hashlib
 import json
 import random
@@ -35,16 +36,40 @@ def rows_digest(rows: list[Row]) -> str:
     return hashlib.sha256(json.dumps(rows, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+def input_groups(task: TaskSpec, rows: list[Row]) -> list[list[Row]]:
+    """Rows grouped by the model input they render to, in order of first appearance: an E2E meaning
+    representation with each of its human references, an article that a dataset holds twice."""
+    groups: dict[str, list[Row]] = {}
+    for row in rows:
+        groups.setdefault(task.prompt(row), []).append(row)
+    return list(groups.values())
+
+
+def split_sizes(task: TaskSpec, splits: Splits, n_train: int) -> dict[str, dict[str, int]]:
+    """Rows and distinct inputs of the training rows a run uses, its validation and its test set (for E2E:
+    references and meaning representations)."""
+    chosen = {"train": splits.train_at(n_train), "val": splits.val, "test": splits.test}
+    return {name: {"rows": len(rows), "inputs": len({task.prompt(row) for row in rows})}
+            for name, rows in chosen.items()}
+
+
+def _interleaved(groups: list[list[Row]]) -> list[Row]:
+    """One row of every group, then the second of each, ...: a scale's first N rows hold as many distinct
+    inputs as there are (with one row per input this is the groups' order)."""
+    return [group[i] for i in range(max(map(len, groups), default=0)) for group in groups if i < len(group)]
+
+
 def make_splits(task: TaskSpec, data: TaskData, split_seed: int, val_cap: int, test_cap: int) -> Splits:
-    """Draw val/test once per (task, split seed): every method, scale and seed sees the same rows."""
+    """Draw val/test once per (task, split seed): every method, scale and seed sees the same rows. Whole input
+    groups are drawn, so an input (with all its references) lies in one split only, and the caps count inputs."""
     rng = random.Random(f"{task.name}/{split_seed}")
-    pool = list(data.train)
+    pool = input_groups(task, data.train)
     rng.shuffle(pool)
     if data.test is None:
         n_test = min(test_cap, int(len(pool) * TEST_FRACTION))
         test, pool = pool[:n_test], pool[n_test:]
     else:
-        test = list(data.test)
+        test = input_groups(task, data.test)
         rng.shuffle(test)
         test = test[:test_cap]
     n_val = min(val_cap, int(len(pool) * VAL_FRACTION))
@@ -52,7 +77,10 @@ def make_splits(task: TaskSpec, data: TaskData, split_seed: int, val_cap: int, t
     if not test or not val or not train:
         raise UserError(f"task '{task.name}' has too few rows ({len(data.train)}) to draw train, validation and"
                         " test sets; provide at least 10 rows")
-    return Splits(train=train, val=val, test=test)
+    # The test set is the distinct inputs: a generation input with all its references (scored together), a
+    # classification input once (a repeated article would count twice).
+    test_rows = [row for group in test for row in (group if task.kind == "generation" else group[:1])]
+    return Splits(train=_interleaved(train), val=[row for group in val for row in group], test=test_rows)
 
 
 def _truncate(ids: list[int], limit: int) -> list[int]:
@@ -77,21 +105,35 @@ class Encoder:
     def eos_id(self) -> int:
         return self.tokenizer.eos_token_id if self.tokenizer.eos_token_id is not None else self.tokenizer.sep_token_id
 
+    @functools.cached_property
+    def special_tokens(self) -> tuple[list[int], list[int]]:
+        """(prefix, suffix): the ids the model's tokenizer puts around one sequence, read off by encoding a
+        probe with and without them: OPT's `</s>` and Llama's `<s>` before, T5's `</s>` after, BERT's [CLS] and
+        [SEP] around."""
+        probe = "special tokens probe"
+        bare = self.tokenizer(probe, add_special_tokens=False)["input_ids"]
+        full = self.tokenizer(probe)["input_ids"]
+        start = next(i for i in range(len(full) - len(bare) + 1) if full[i:i + len(bare)] == bare)
+        return full[:start], full[start + len(bare):]
+
     def prompt_ids(self, row: Row) -> list[int]:
+        """The prompt as the tokenizer encodes it, special tokens included, truncated in the middle so its cue
+        survives. A decoder's prompt takes only the prefix: the answer continues it (decoder tokenizers add no
+        suffix; a BERT stand-in tokenizer's [SEP] would end the text)."""
         ids = self.tokenizer(self.task.prompt(row), add_special_tokens=False)["input_ids"]
-        if self.family == "encoder":
-            # [CLS] text [SEP]: the single-sequence layout of BERT-style encoders (RoBERTa's <s> </s> too).
-            tokenizer = self.tokenizer
-            return [tokenizer.cls_token_id] + _truncate(ids, self.max_input_length - 2) + [tokenizer.sep_token_id]
-        if self.family == "seq2seq":
-            return _truncate(ids, self.max_input_length - 1) + [self.eos_id]
-        return _truncate(ids, self.max_input_length)
+        prefix, suffix = self.special_tokens
+        if self.family == "decoder":
+            suffix = []
+        return prefix + _truncate(ids, self.max_input_length - len(prefix) - len(suffix)) + suffix
 
     def target_ids(self, text: str) -> list[int]:
+        """The answer, ended by EOS: the tokenizer's own suffix for an encoder-decoder (T5 appends `</s>` to
+        targets as to inputs); for a decoder, EOS after the answer so that generation stops there."""
         # Decoder-only BPE tokenizers need the space that separates the cue from the answer.
         text = " " + text if self.family == "decoder" else text
         ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
-        return ids[: self.max_target_length - 1] + [self.eos_id]
+        end = self.special_tokens[1] if self.family == "seq2seq" and self.special_tokens[1] else [self.eos_id]
+        return ids[: self.max_target_length - len(end)] + end
 
     def encode(self, row: Row) -> dict:
         prompt = self.prompt_ids(row)

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from peftbench.data import IGNORE, Encoder, batch_order, collate
+from peftbench.data import IGNORE, Encoder, batch_order, collate, input_groups
 from peftbench.interrupts import check_stop
 from peftbench.precision import CpuBf16, autocast_dtype
 from peftbench.tasks import Row
@@ -184,19 +184,27 @@ def classification_metrics(golds: list[str], predictions: list[str], labels: lis
     }
 
 
-def generation_metrics(references: list[str], predictions: list[str]) -> dict:
+def generation_metrics(references: list[list[str]], predictions: list[str]) -> dict:
+    """ROUGE-1/2/L F1 (rouge_score with the Porter stemmer, as Pu et al.'s ROUGE-L) of each prediction
+    against all references of its input, taking the best reference per input and metric (rouge_score's
+    `score_multi`: max over references). With one reference per input this is the plain per-example score,
+    and a prediction equal to any one reference scores 1.0. The official E2E challenge script computes its
+    multi-reference ROUGE-L differently (pycocoevalcap via e2e-metrics' measure_scores.py: LCS precision and
+    recall each maximised over the references, combined with beta 1.2, on PTB-tokenised text), so E2E numbers
+    here compare with Pu et al.'s, not with the challenge leaderboard's."""
     from rouge_score import rouge_scorer
 
     scorer = rouge_scorer.RougeScorer(["rouge1", "rouge2", "rougeL"], use_stemmer=True)
     totals, per_example = Counter(), []
-    for reference, prediction in zip(references, predictions):
-        scores = scorer.score(reference, prediction)
+    for targets, prediction in zip(references, predictions):
+        scores = scorer.score_multi(targets, prediction)
         for name, score in scores.items():
             totals[name] += score.fmeasure
         per_example.append(round(scores["rougeL"].fmeasure, 4))
     metrics = {name: totals[name] / len(references) for name in ("rouge1", "rouge2", "rougeL")}
-    metrics["n_test"] = len(references)
-    metrics["per_example"] = per_example  # ROUGE-L per test row, in test order, for the paired bootstrap
+    metrics["n_test"] = len(references)  # inputs scored
+    metrics["n_references"] = sum(map(len, references))
+    metrics["per_example"] = per_example  # ROUGE-L per test input, in test order, for the paired bootstrap
     return metrics
 
 
@@ -220,8 +228,10 @@ def evaluate(task_model: TaskModel, rows: list[Row], batch_size: int, mode: str,
              max_target_length: int) -> tuple[dict, int]:
     """Metrics of the model on `rows` and the number of tokens processed to get them."""
     task = task_model.encoder.task
+    if task.kind == "generation":  # each input once, scored against all its references
+        groups = input_groups(task, rows)
+        texts, tokens = generate(task_model, [group[0] for group in groups], batch_size, max_target_length)
+        return generation_metrics([[task.target(row) for row in group] for group in groups], texts), tokens
     golds = [task.target(row) for row in rows]
     predictions, tokens = predict(task_model, rows, batch_size, mode, max_target_length)
-    if task.kind == "generation":
-        return generation_metrics(golds, predictions), tokens
     return classification_metrics(golds, predictions, task.labels), tokens

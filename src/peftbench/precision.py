@@ -1,5 +1,6 @@
-"""The precision a run computes in. Weights, gradients and AdamW's states stay float32 everywhere (master
-weights); the forward and backward passes run under bf16 autocast where the hardware computes bf16:
+"""The precision a run computes in. Weights, gradients and AdamW's states are float32 (master weights, whatever
+dtype a checkpoint's files hold) unless a suite sets `weights_dtype: bfloat16` on purpose; the forward and
+backward passes run under bf16 autocast where the hardware computes bf16:
 
 - CUDA: `bf16_autocast` (on by default);
 - CPU: `cpu_bf16` = auto | on | off. `auto` (the default) autocasts only where the CPU multiplies bf16

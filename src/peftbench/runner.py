@@ -20,7 +20,7 @@ from peftbench.accounting import count, learned_positions
 from peftbench.artifacts import SavePolicy, trained_tensors
 from peftbench.artifacts import save as save_weights
 from peftbench.config import ALL, NAMED_SCALES, MethodSpec, Suite
-from peftbench.data import IGNORE, Encoder, Splits, make_splits, rows_digest
+from peftbench.data import IGNORE, Encoder, Splits, make_splits, rows_digest, split_sizes
 from peftbench.errors import UserError, parse_number
 from peftbench.evaluate import TaskModel, classification_metrics, evaluate
 from peftbench.flops import flops_per_token, peak_flops, utilisation
@@ -150,8 +150,10 @@ def _check_positions(model_name: str, family: str, spec: MethodSpec, method, opt
 
 def plan(suite: Suite, overrides: Overrides = Overrides(), load_data: bool = True) -> Plan:
     """Expand and validate the whole grid: every name resolved, every file read, every scale checked.
-    With `load_data` False (a dry run) hub datasets are not downloaded: their runs show the scale's
-    nominal size, and their ids are not final."""
+    Every task's data is loaded here, before anything is stored: run ids hold each task's training size and
+    the splits it draws, and a dataset that cannot be loaded is a user error (one line naming it) rather
+    than a grid that runs without it. With `load_data` False (a dry run) hub datasets are not downloaded:
+    their runs show the scale's nominal size, and their ids are not final."""
     suite = _apply_overrides(suite, overrides)
     families = {name: model_family(resolve(name)) for name in suite.models}
     methods = [(spec, METHODS.get(spec.name)) for spec in suite.method_specs()]
@@ -184,7 +186,7 @@ def plan(suite: Suite, overrides: Overrides = Overrides(), load_data: bool = Tru
                           "test_cap": suite.test_cap, "eval": suite.eval, "group_by_length": suite.group_by_length,
                           "max_input_length": suite.max_input_length, "max_target_length": suite.max_target_length,
                           "merge_for_eval": suite.merge_for_eval, "bf16_autocast": suite.bf16_autocast,
-                          "cpu_bf16": suite.cpu_bf16}
+                          "cpu_bf16": suite.cpu_bf16, "weights_dtype": suite.weights_dtype}
                 for baseline in suite.baselines:
                     if baseline == "majority" and task.kind == "generation":
                         continue  # no majority answer for free text
@@ -239,7 +241,8 @@ def build_task_model(spec: dict, task: TaskSpec, method_name: str | None, random
     """Load the model, apply the method (None: no training, all frozen) and, for an encoder on a
     classification task, put the mean-pooling head on top. Seeded so the head starts alike per seed.
     `random_init`: the checkpoint's architecture with random weights (profiling)."""
-    loaded = load_model(spec["model"], random_init)
+    # Specs written before weights_dtype existed (and profile's) ran on fp32 master weights.
+    loaded = load_model(spec["model"], random_init, spec.get("weights_dtype", "float32"))
     base_ids = frozenset(id(p) for p in loaded.model.parameters())
     torch.manual_seed(spec["seed"])
     model, context = loaded.model, Context(family=loaded.family, seed=spec["seed"], total_steps=_total_steps(spec))
@@ -254,6 +257,7 @@ def build_task_model(spec: dict, task: TaskSpec, method_name: str | None, random
     uses_head = loaded.family == "encoder"
     if uses_head:
         model = MeanPoolClassifier(model, loaded.model.config.hidden_size, len(task.labels))
+        model.head.to(loaded.model.dtype)
         model.head.requires_grad_(method_name is not None)
     encoder = Encoder(task, loaded.family, loaded.tokenizer, spec["max_input_length"], spec["max_target_length"])
     return TaskModel(model=model, encoder=encoder, uses_head=uses_head, group_by_length=spec["group_by_length"],
@@ -374,7 +378,8 @@ def _finish(result: dict, task: TaskSpec, splits: Splits, spec: dict, device: to
     data_digest = {"train": rows_digest(splits.train_at(spec["n_train"])),
                    "val": rows_digest(splits.val), "test": rows_digest(splits.test)}
     return {**result, "primary_metric": primary, "score": result["metrics"].get(primary),
-            "data_digest": data_digest, "provenance": provenance(device, spec)}
+            "data_digest": data_digest, "data_sizes": split_sizes(task, splits, spec["n_train"]),
+            "provenance": provenance(device, spec)}
 
 
 Outcome = tuple[str, dict, str | None]  # status (finished | failed | interrupted), result, error
