@@ -114,6 +114,7 @@ def run(
     from peftbench.interrupts import exit_code, ignore_further_signals
     from peftbench.report import runs_view, summary_markdown
     from peftbench.runner import GridInterrupted, Overrides, lease_seconds, pick_device, plan
+    from peftbench.store import Store
 
     overrides = Overrides(models=model, tasks=task, methods=method, scales=scale, seeds=seed)
     if not dry_run:
@@ -129,16 +130,19 @@ def run(
         runs_on = ray_executor(ray_address, device.value, cpus_per_run, gpus_per_run)
     else:
         runs_on = contextlib.nullcontext(LocalExecutor(pick_device(device.value)))
+    opened = Store(store)  # a damaged or unwritable store is refused before the progress display starts
     console = Console(stderr=True)
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                TextColumn("ETA"), TimeRemainingColumn())
     try:
         with runs_on as chosen, Progress(*columns, console=console, transient=True) as progress:
-            done = run_plan(grid, store, chosen, progress)
+            done = run_plan(grid, opened, chosen, progress)
     except GridInterrupted as stop:
         ignore_further_signals()
         console.print(str(stop), markup=False, highlight=False, soft_wrap=True)
         sys.exit(exit_code())
+    finally:
+        opened.close()
     counts, rows = done.counts, done.rows
     summary = (out or store.parent) / f"{grid.suite.name}.md"
     try:
