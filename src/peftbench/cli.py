@@ -479,16 +479,14 @@ def profile(
 ) -> None:
     """Peak memory, train and inference tokens/s of each method on synthetic batches of one shape, each
     in a fresh process, as % of full tuning measured in the same call."""
-    from peftbench.precision import cpu_bf16_support
-    from peftbench.profile import ProfileSettings
+    from peftbench.profile import ProfileSettings, default_dtype
     from peftbench.profile import profile as run_profile
     from peftbench.runner import pick_device
 
     chosen = pick_device(device.value).type
     settings = ProfileSettings(model=model, batch_size=batch_size, seq_len=seq_len, target_len=target_len,
                                steps=steps, warmup=warmup, random_init=random_init, device=chosen,
-                               dtype=dtype.value if dtype else "bf16" if chosen == "cuda"
-                               or cpu_bf16_support()["native"] else "fp32")
+                               dtype=dtype.value if dtype else default_dtype(chosen))
     console = Console(stderr=True)
 
     def report(entry: dict) -> None:
@@ -547,7 +545,8 @@ def main() -> None:
     except Terminated:
         code = EXIT_CODES[signal.SIGTERM]
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        if signal.getsignal(signal.SIGTERM) is not signal.SIG_IGN:  # a handled stop ignores late signals to the end
+            signal.signal(signal.SIGTERM, previous)
     if code in (EXIT_CODES[signal.SIGINT], EXIT_CODES[signal.SIGTERM]):
         _error("interrupted: stopped at once; a run in progress is stored as interrupted, and running the same"
                " command again resumes")
