@@ -216,6 +216,9 @@ def test_bad_options_are_user_errors(spec, model_name, message):
 
 
 def test_an_attention_implementation_without_prefix_support_is_a_user_error():
+    """Before training when the model comes so, and at the forward pass when it is switched later."""
+    with pytest.raises(UserError, match="sdpa or eager attention implementation, not 'flex_attention'"):
+        build("prefix_tuning[tokens=4]", BERT, attention="flex_attention")
     family, model = build("prefix_tuning[tokens=4]", BERT)
     model.config._attn_implementation_internal = "flex_attention"
     with pytest.raises(UserError, match="sdpa or eager attention implementation"):

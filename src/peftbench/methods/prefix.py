@@ -128,15 +128,20 @@ def _visible_prefix(mask: torch.Tensor | None, module: nn.Module, query: torch.T
     return torch.cat([mask.new_full((*mask.shape[:-1], tokens), open_value), mask], dim=-1)
 
 
+def _supported(config) -> str:
+    implementation = config._attn_implementation
+    if implementation not in SUPPORTED:
+        raise UserError(f"prefix tuning runs on the sdpa or eager attention implementation, not"
+                        f" '{implementation}'; load the model with attn_implementation='sdpa'")
+    return implementation
+
+
 def prefix_attention(module: nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
                      attention_mask: torch.Tensor | None, scaling: float | None = None, **kwargs):
     from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
     slot: PrefixSlot = module.prefix_slot
-    implementation = module.config.model_config._attn_implementation
-    if implementation not in SUPPORTED:
-        raise UserError(f"prefix tuning runs on the sdpa or eager attention implementation, not"
-                        f" '{implementation}'; load the model with attn_implementation='sdpa'")
+    implementation = _supported(module.config.model_config)
     delegate = ALL_ATTENTION_FUNCTIONS.get_interface(implementation, slot.eager)
     prefix_keys, prefix_values = (t.to(key.dtype).expand(key.shape[0], -1, -1, -1) for t in slot.network.layer(slot.index))
     tokens = prefix_keys.shape[2]
@@ -206,7 +211,7 @@ def _dimensions(model: nn.Module, attention_name: str) -> tuple[int, int, int]:
 
 
 def chosen_sites(text: str, available: dict[str, Site]) -> list[Site]:
-    wanted = list(available) if text == "all" else text.split("+")
+    wanted = list(available) if text == "all" else list(dict.fromkeys(text.split("+")))
     missing = [kind for kind in wanted if kind not in available]
     if missing:
         raise UserError(f"sites='{text}': this model has no '{missing[0]}' attention; its sites are"
@@ -217,6 +222,7 @@ def chosen_sites(text: str, available: dict[str, Site]) -> list[Site]:
 def add_prefix(model: nn.Module, family: str, tokens: int, hidden: int, sites: str, gated: bool = False) -> None:
     """Give each chosen site its prefix network (trainable, under `prefix_sites`), and each of its attention
     modules the prefix attention; `gated`: each also gets UniPELT's trainable prefix gate."""
+    _supported(model.config)
     _register_attention()
     networks = nn.ModuleDict()
     for site in chosen_sites(sites, attention_sites(model, family)):
