@@ -101,6 +101,9 @@ def test_unipelt_has_its_three_gates_at_every_site(model_name):
     assert {kind: len(found[kind]) for kind in found} == {"lora": 2 * attention_layers, "adapter": 4 if model_name == T5
                                                           else 2, "prefix": attention_layers}
     assert all(gate.out_features == 1 for kind in found for gate in found[kind])
+    for kind in ("lora", "prefix"):  # Mao et al.'s initialisation: N(0, 0.02) weights, zero bias
+        weights = torch.cat([gate.weight.flatten() for gate in found[kind]])
+        assert 0.015 < float(weights.std()) < 0.025 and all(not gate.bias.any() for gate in found[kind])
 
 
 @pytest.mark.parametrize("model_name", FAMILIES)

@@ -23,18 +23,20 @@ from torch import nn
 
 from peftbench.methods.adapters import LR, _add_parallel, _add_serial, _is_ffn_output, _linear
 from peftbench.methods.base import AblationOptions, Method, freeze, register
-from peftbench.methods.prefix import PrefixTuningOptions, add_prefix, owns_prefix
+from peftbench.methods.prefix import PrefixTuningOptions, add_prefix, init_gate, owns_prefix
 from peftbench.methods.wrapping import WrappedLinear, replace_module
 
 
 class GatedLoRA(WrappedLinear):
-    """UniPELT's LoRA: base(x) + sigmoid(w.x + b) * (alpha / r) * B A x, with B starting at zero."""
+    """UniPELT's LoRA: base(x) + sigmoid(w.x + b) * (alpha / r) * B A x, with B starting at zero and the gate
+    as Mao et al.'s `lora_gate`."""
 
     def __init__(self, base_layer: nn.Linear, r: int, alpha: float):
         super().__init__(base_layer)
         self.adapter_lora_a = _linear(base_layer, base_layer.in_features, r, bias=False)
         self.adapter_lora_b = _linear(base_layer, r, base_layer.out_features, zero=True, bias=False)
         self.adapter_gate = _linear(base_layer, base_layer.in_features, 1)
+        init_gate(self.adapter_gate)
         self.scaling = alpha / r
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

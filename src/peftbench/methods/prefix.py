@@ -77,7 +77,17 @@ class PrefixNetwork(nn.Module):
 
 class PrefixGate(nn.Linear):
     """UniPELT's prefix gate of one attention layer: Linear(d_model, 1), one gate for keys and values
-    (AdapterHub's shared_gating; Mao et al.'s `prefix_gate`)."""
+    (AdapterHub's shared_gating; Mao et al.'s `prefix_gate`), initialised as both do: weights N(0, 0.02),
+    zero bias, so every gate starts near 0.5."""
+
+    def reset_parameters(self) -> None:
+        init_gate(self)
+
+
+def init_gate(gate: nn.Linear) -> None:
+    """Mao et al.'s gates (BERT's init_weights, initializer_range 0.02) and AdapterHub's prefix gate."""
+    nn.init.normal_(gate.weight, std=0.02)
+    nn.init.zeros_(gate.bias)
 
 
 @dataclass(eq=False)
