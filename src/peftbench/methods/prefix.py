@@ -282,7 +282,9 @@ def _prefix_tuning(model: nn.Module, options: PrefixTuningOptions, context) -> n
     return model
 
 
-# Learning rates as for prompt tuning (Pu et al. A.3): 3e-3, warm-up to 100x, anneal to 10x.
+# The adapters' learning rates (and MAM's and UniPELT's, whose prefix this is): 3e-4, warm-up to 10x. Prompt
+# tuning's 3e-3 warmed up to 100x peaks at 0.3, where the MLP's prefix does not learn: 0.17 accuracy on MiniLM,
+# bbc_topic, 100 examples (5 labels), against 0.89 with the same peak of 3e-3 as here (docs/prefix-tuning.md).
 register(Method(name="prefix_tuning", summary="prefix tuning (Li & Liang 2021): per-layer key/value prefixes"
                 " at every attention site, from a trained MLP or flat", options=PrefixTuningOptions,
-                apply=_prefix_tuning, owns=owns_prefix, default_lr=3e-3, peak_factor=100.0, final_factor=10.0))
+                apply=_prefix_tuning, owns=owns_prefix, default_lr=3e-4))
