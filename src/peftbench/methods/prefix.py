@@ -155,7 +155,7 @@ def prefix_attention(module: nn.Module, query: torch.Tensor, key: torch.Tensor, 
     delegate = ALL_ATTENTION_FUNCTIONS.get_interface(implementation, slot.eager)
     prefix_keys, prefix_values = (t.to(key.dtype).expand(key.shape[0], -1, -1, -1) for t in slot.network.layer(slot.index))
     tokens = prefix_keys.shape[2]
-    attention_mask = _visible_prefix(attention_mask, module, query, key, tokens, kwargs.pop("is_causal", None))
+    attention_mask = _visible_prefix(attention_mask, module, query, key, tokens, kwargs.get("is_causal"))
     if kwargs.get("position_bias") is not None:  # T5: no bias for the prefix, the model's own for real keys
         kwargs["position_bias"] = nn.functional.pad(kwargs["position_bias"], (tokens, 0))
     scaling = query.shape[-1] ** -0.5 if scaling is None else scaling
