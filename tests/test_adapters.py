@@ -1,7 +1,7 @@
 """The adapter methods of methods/adapters.py on the three tiny architectures: exact trainable counts,
 identity at initialisation, only adapters move, gradients reach every adapter tensor, the ablation
 selection, the placement arithmetic (parallel adapter, PHM Kronecker sums), causality and padding
-independence of UniPELT's gates, and checkpoints that reload by name."""
+independence, and checkpoints that reload by name (MAM and UniPELT: tests/test_hybrids.py)."""
 
 import pytest
 import torch
@@ -10,31 +10,22 @@ from conftest import TINY_MODELS, assert_same_function
 from peftbench.config import MethodSpec
 from peftbench.errors import UserError
 from peftbench.methods import METHODS
-from peftbench.methods.adapters import FeedForwardTap, ParallelAdapter, PHMLinear, PrefixGate, SerialAdapter
+from peftbench.methods.adapters import FeedForwardTap, ParallelAdapter, PHMLinear, SerialAdapter
 from peftbench.methods.base import Context
 from peftbench.models import load_model
 
 IDENTITY = ["houlsby", "pfeiffer", "parallel_adapter", "compacter", "compacter_pp"]
-ALL = [*IDENTITY, "mam[tokens=4]", "unipelt[tokens=4]"]
+ALL = IDENTITY
 # A width-2 ReLU bottleneck can die on the tiny random models (hidden states of ~0.01 against AdamW steps
 # of the learning rate), leaving it without gradient for good; training checks use GELU, which cannot.
 SMOOTH = ["houlsby[nonlinearity=gelu]", "pfeiffer[nonlinearity=gelu]", "parallel_adapter[nonlinearity=gelu]",
-          "compacter", "compacter_pp", "mam[tokens=4,nonlinearity=gelu]", "unipelt[tokens=4,nonlinearity=gelu]"]
+          "compacter", "compacter_pp"]
 
 # Tiny configs: d=32, FFN 64, 2 layers per stack (T5: encoder + decoder stacks, so 4 layers).
 # Bottleneck (reduction 16 -> width 2): down 32*2+2 = 66, up 2*32+32 = 96 -> 162 per adapter.
 # Parallel (reduction 2 -> width 16): down 32*16+16 = 528, up 16*32+32 = 544 -> 1,072 per layer.
 # Compacter (reduction 32 -> 1, rounded up to n=4): down PHM 32->4: s 4*8*1 + t 4*1*1 + bias 4 = 40;
 #   up PHM 4->32: s 4*1*1 + t 4*1*8 + bias 32 = 68 -> 108 per adapter, plus 4*4*4 = 64 shared once.
-# Prefix (PEFT, 4 tokens, 2 layers, key/value width t = 32; Llama's 2 key/value heads of 8 give 16; on T5
-#   only the decoder's self-attention): embedding 4*t, then the MLP of width h: t*h+h and h*(2*2*t)+2*2*t.
-# UniPELT: gated LoRA r=8 on q and v = A 8*32 + B out*8 + gate 33: 545 for 32->32, 417 for Llama's v
-#   (32->16); T5 has q, v in 2 encoder self-, 2 decoder self- and 2 cross-attentions: 12 x 545 = 6,540.
-#   Gated FFN adapter 162 + 33 = 195 per layer; BERT adds a prefix gate of 33 per layer.
-
-
-def prefix(t: int, h: int) -> int:
-    return 4 * t + (t * h + h) + (h * 4 * t + 4 * t)
 
 
 EXPECTED = {
@@ -45,16 +36,8 @@ EXPECTED = {
                   "config:tiny-bert": 4 * 108 + 64},
     "compacter_pp": {"config:tiny-t5": 4 * 108 + 64, "config:tiny-llama": 2 * 108 + 64,
                      "config:tiny-bert": 2 * 108 + 64},
-    "mam[tokens=4]": {"config:tiny-t5": 4 * 1072 + prefix(32, 800), "config:tiny-llama": 2 * 1072 + prefix(16, 800),
-                      "config:tiny-bert": 2 * 1072 + prefix(32, 800)},
-    "mam[tokens=4,hidden=0]": {"config:tiny-t5": 4 * 1072 + 4 * 2 * 2 * 32,
-                               "config:tiny-llama": 2 * 1072 + 4 * 2 * 2 * 16,
-                               "config:tiny-bert": 2 * 1072 + 4 * 2 * 2 * 32},
-    "unipelt[tokens=4]": {"config:tiny-t5": 12 * 545 + 4 * 195 + prefix(32, 512),
-                          "config:tiny-llama": 2 * (545 + 417) + 2 * 195 + prefix(16, 512),
-                          "config:tiny-bert": 4 * 545 + 2 * 195 + prefix(32, 512) + 2 * 33},
 }
-# On tiny T5 that is houlsby 1,296, mam[tokens=4] 133,344 and unipelt[tokens=4] 90,008.
+# On tiny T5 that is houlsby 1,296.
 
 INPUT_IDS = torch.randint(1000, 2000, (2, 10), generator=torch.Generator().manual_seed(0))
 LABELS = torch.randint(1000, 2000, (2, 4), generator=torch.Generator().manual_seed(1))
@@ -214,19 +197,6 @@ def test_encoder_outputs_do_not_depend_on_batch_padding(spec):
         alone = _output(family, model, short, torch.ones_like(short))
         in_batch = _output(family, model, padded, (padded != 0).long())
     assert_same_function(in_batch[:, :6], alone)
-
-
-def test_unipelt_prefix_gate_only_in_bidirectional_attention():
-    _, bert = _build("unipelt[tokens=4]", "config:tiny-bert")
-    gates = [m for m in bert.modules() if isinstance(m, PrefixGate)]
-    assert len(gates) == 2
-    with torch.no_grad():
-        before = _output("encoder", bert)
-        gates[0].bias.fill_(-5.0)
-        assert not torch.allclose(_output("encoder", bert), before)  # the gate acts on the prefix
-    for name in ["config:tiny-t5", "config:tiny-llama"]:
-        _, model = _build("unipelt[tokens=4]", name)
-        assert not any(isinstance(m, PrefixGate) for m in model.modules())
 
 
 @pytest.mark.parametrize("model_name", TINY_MODELS)

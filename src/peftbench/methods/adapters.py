@@ -1,11 +1,11 @@
 """Adapter methods implemented here (Lialin et al. sections 5 and 10): Houlsby and Pfeiffer bottleneck
-adapters, the scaled parallel adapter, Compacter / Compacter++, MAM and UniPELT.
+adapters, the scaled parallel adapter, Compacter / Compacter++ (MAM and UniPELT, which combine these with
+prefix tuning, are in methods/hybrids.py).
 
 Every adapter is added by replacing a selected `nn.Linear` (architectures.linear_roles) with a small
 wrapper whose `base_layer` is the frozen original (PEFT's naming, which accounting relies on). Trainable
-tensors all carry `adapter_` in their names (plus PEFT's `prompt_encoder` for the prefix of MAM and
-UniPELT), so a checkpoint saved from one model loads into another built the same way. Up-projections
-start at zero: before training the adapted model computes exactly the base model's function."""
+tensors all carry `adapter_` in their names, so a checkpoint saved from one model loads into another built
+the same way. Up-projections start at zero: before training the adapted model computes exactly the base model's function."""
 
 import functools
 import math
@@ -17,7 +17,7 @@ from torch import nn
 
 from peftbench.architectures import LinearRole, linear_roles
 from peftbench.errors import UserError
-from peftbench.methods.base import AblationOptions, Method, Options, freeze, register
+from peftbench.methods.base import AblationOptions, Method, freeze, register
 from peftbench.methods.wrapping import WrappedLinear, replace_module
 
 ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU}
@@ -86,21 +86,6 @@ class FeedForwardTap(WrappedLinear):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.receiver.ffn_input = x
         return self.base_layer(x)
-
-
-class GatedLoRA(WrappedLinear):
-    """UniPELT's LoRA: base(x) + sigmoid(w.x + b) * (alpha / r) * B A x, with B starting at zero."""
-
-    def __init__(self, base_layer: nn.Linear, r: int, alpha: float):
-        super().__init__(base_layer)
-        self.adapter_lora_a = _linear(base_layer, base_layer.in_features, r, bias=False)
-        self.adapter_lora_b = _linear(base_layer, r, base_layer.out_features, zero=True, bias=False)
-        self.adapter_gate = _linear(base_layer, base_layer.in_features, 1)
-        self.scaling = alpha / r
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        change = self.scaling * self.adapter_lora_b(self.adapter_lora_a(x))
-        return self.base_layer(x) + torch.sigmoid(self.adapter_gate(x)) * change
 
 
 class PHMLinear(nn.Module):
@@ -230,110 +215,8 @@ def _parallel(model: nn.Module, options: ParallelOptions, context) -> nn.Module:
     return model
 
 
-def _add_prefix(model: nn.Module, tokens: int, hidden: int, family: str) -> nn.Module:
-    """PEFT's prefix tuning over the adapted model. PEFT freezes everything it wraps; the adapters are
-    unfrozen again. On T5, PEFT prefixes the decoder's self-attention only."""
-    from peft import get_peft_model
-
-    from peftbench.methods.prompt_methods import prefix_config
-
-    wrapped = get_peft_model(model, prefix_config(model, family, tokens, hidden))
-    for name, parameter in wrapped.named_parameters():
-        if "adapter_" in name:
-            parameter.requires_grad_(True)
-    return wrapped
-
-
-class PrefixOptions(Options):
-    tokens: int = Field(30, ge=1)  # He et al.'s MAM: prefix length 30
-    # Width of Li & Liang's MLP that maps the prefix to every layer's keys and values (as prefix_tuning's
-    # `hidden`; He et al. used 800); 0 trains the keys and values directly.
-    hidden: int = Field(800, ge=0)
-
-
-class MamOptions(PrefixOptions):
-    reduction: int = Field(2, ge=1)
-    scale: float = Field(4.0, gt=0)
-    nonlinearity: Literal["relu", "gelu"] = "relu"
-
-
-def _mam(model: nn.Module, options: MamOptions, context) -> nn.Module:
-    names = context.select(model, AblationOptions(), _is_ffn_output)
-    freeze(model)
-    _add_parallel(model, names, options.reduction, options.scale, options.nonlinearity)
-    return _add_prefix(model, options.tokens, options.hidden, context.family)
-
-
-# The keyword under which attention modules receive the key/value cache: `cache` since transformers 5.24
-# (BERT), `past_key_values` before (and still elsewhere).
-CACHE_KEYWORDS = ("cache", "past_key_values")
-
-
-def _attention_cache(kwargs: dict):
-    """The cache an attention module was called with. PEFT's prefix always arrives as a cache, so finding
-    none means transformers renamed the keyword again: fail loudly rather than leave the gate dead."""
-    for keyword in CACHE_KEYWORDS:
-        if kwargs.get(keyword) is not None:
-            return kwargs[keyword]
-    raise RuntimeError(f"unipelt's prefix gate found no key/value cache among the attention's keywords"
-                       f" ({', '.join(sorted(kwargs))}); transformers passes it under a name not in {CACHE_KEYWORDS}")
-
-
-class PrefixGate(nn.Linear):
-    """UniPELT's prefix gate for one bidirectional self-attention layer: scales the layer's prefix keys and
-    values by sigmoid(w.x + b). It must be one number per example (the prefix is shared by every query);
-    Mao et al. average over the sequence, which in a padded batch takes in padding, so x is the first
-    token's hidden state ([CLS]), never padding in an encoder batch and attending to the whole input."""
-
-    def scale_prefix(self, attention: nn.Module, args: tuple, kwargs: dict) -> None:
-        cache = _attention_cache(kwargs)
-        hidden = kwargs["hidden_states"] if "hidden_states" in kwargs else args[0]
-        gate = torch.sigmoid(self(hidden[:, 0])).view(-1, 1, 1, 1)
-        # PEFT builds an encoder's cache afresh for every forward; before this layer's update it holds
-        # only the prefix, so scaling it in place gates the prefix alone.
-        layer = cache.layers[attention.layer_idx]
-        layer.keys, layer.values = layer.keys * gate, layer.values * gate
-
-
-class UniPeltOptions(PrefixOptions):
-    tokens: int = Field(10, ge=1)  # Mao et al.: prefix length 10, MLP width 512
-    hidden: int = Field(512, ge=0)
-    r: int = Field(8, ge=1)
-    alpha: float = Field(16, gt=0)
-    reduction: int = Field(16, ge=1)
-    nonlinearity: Literal["relu", "gelu"] = "relu"
-
-
-def _unipelt(model: nn.Module, options: UniPeltOptions, context) -> nn.Module:
-    """Mao et al.'s gated LoRA (q, v), prefix and FFN adapter. LoRA's and the adapter's gates are per token
-    rather than averaged over the sequence: an average would let a decoder's earlier positions see later
-    tokens and make outputs depend on the batch's padding. The prefix gate is per example and exists only
-    in bidirectional attention (encoders): in causal attention a per-example gate would leak later tokens,
-    and a constant one is a mere rescaling of the prefix."""
-    everything = AblationOptions()
-    lora = context.select(model, everything, lambda role: role.kind != "ffn" and role.projection in ("q", "v"))
-    queries = context.select(model, everything, lambda role: role.kind == "self_attn" and role.projection == "q")
-    ffn = context.select(model, everything, _is_ffn_output)
-    freeze(model)
-    for name in lora:
-        replace_module(model, name, lambda base: GatedLoRA(base, options.r, options.alpha))
-    _add_serial(model, ffn, options.reduction, options.nonlinearity, gated=True)
-    if context.family == "encoder":
-        for name in queries:
-            attention = model.get_submodule(name.rpartition(".")[0])
-            base = model.get_submodule(name).base_layer
-            attention.adapter_prefix_gate = PrefixGate(base.in_features, 1, device=base.weight.device,
-                                                       dtype=base.weight.dtype)
-            attention.register_forward_pre_hook(attention.adapter_prefix_gate.scale_prefix, with_kwargs=True)
-    return _add_prefix(model, options.tokens, options.hidden, context.family)
-
-
 def _owns_adapter(name: str) -> bool:
     return "adapter_" in name
-
-
-def _owns_adapter_or_prefix(name: str) -> bool:
-    return "adapter_" in name or "prompt_encoder" in name
 
 
 # Lialin et al.'s best constant rate across methods was 1e-3; Pu et al.'s schedule warms up to 10x the
@@ -354,9 +237,5 @@ for method in [
     Method(name="compacter_pp", summary="Compacter++: PHM adapters after each FFN output only",
            options=CompacterOptions, apply=_compacter(_is_ffn_output), owns=_owns_adapter, default_lr=LR,
            identity_init=True),
-    Method(name="mam", summary="MAM adapter (He et al. 2022): prefix tuning + scaled parallel FFN adapter",
-           options=MamOptions, apply=_mam, owns=_owns_adapter_or_prefix, default_lr=LR),
-    Method(name="unipelt", summary="UniPELT (Mao et al. 2022): gated LoRA, prefix tuning and FFN adapter",
-           options=UniPeltOptions, apply=_unipelt, owns=_owns_adapter_or_prefix, default_lr=LR),
 ]:
     register(method)
