@@ -13,7 +13,7 @@ from peftbench.errors import UserError
 from peftbench.heads import MeanPoolClassifier
 from peftbench.methods import METHODS
 from peftbench.methods.base import Context
-from peftbench.methods.lora_variants import AdaptedLinear, ScaledLoraLinear
+from peftbench.methods.lora_variants import AdaptedLinear, KronaLinear, ScaledLoraLinear
 from peftbench.models import load_model, meta_model
 
 T5, LLAMA, BERT = TINY_MODELS
@@ -47,6 +47,12 @@ EXPECTED_TRAINABLE = {
     ("krona", LLAMA): 2 * (80 + 48),  # 256
     ("krona", BERT): 4 * 80,  # 320
     ("krona[a_out=2,a_in=8,targets=all-linear]", BERT): 2 * (4 * (16 + 16 * 4) + (16 + 32 * 4) + (16 + 16 * 8)),
+    # B factored at rank 2 (LoKr's w2 = w2_a w2_b, as 2 < max(B's dims) / 2): 8x8 -> 8x2 + 2x8 = 32, so 16 + 32
+    # per 32x32 projection; Llama's v: A 4x4, B 4x8 -> 4x2 + 2x8 = 24. At rank 8 no B here is factored.
+    ("krona[b_rank=2,init=lokr]", T5): 12 * (16 + 32),  # 576
+    ("krona[b_rank=2,init=lokr]", LLAMA): 2 * ((16 + 32) + (16 + 24)),  # 176
+    ("krona[b_rank=2]", BERT): 4 * (16 + 32),  # 192
+    ("krona[b_rank=8,init=lokr]", BERT): 4 * 80,  # 320, as krona
     # (IA)3, T-Few layout: one scale per output of k, v and the un-gated FFN in-branch (64 outputs).
     ("ia3[layout=tfew]", T5): 2 * (32 + 32 + 64) + 2 * (4 * 32 + 64),  # encoder 256 + decoder 384 = 640
     ("ia3[layout=tfew]", LLAMA): 2 * (16 + 16 + 64),  # 192
@@ -130,7 +136,7 @@ def test_exact_trainable_counts_and_ownership(spec, model_name):
 def test_gradients_reach_every_trainable_parameter_and_base_stays_frozen(spec, model_name):
     family, model, _ = _build(spec, model_name)
     before = {name: p.detach().clone() for name, p in model.named_parameters()}
-    model.train()
+    model.eval()  # no dropout that could make an unused tensor look wired in (nonzero: test_method_zoo)
     _loss(family, model).backward()
     for name, parameter in model.named_parameters():
         assert (parameter.grad is not None) == parameter.requires_grad, name
@@ -253,6 +259,36 @@ def test_adalora_allocates_rank_during_training():
     # Pruned singular values are masked to zero: the kept budget ends at about target_r per layer, not init_r.
     kept = [int((m.lora_E["default"] != 0).sum()) for m in model.modules() if hasattr(m, "lora_E")]
     assert kept and sum(kept) <= 2 * len(kept) < 6 * len(kept)
+
+
+def test_krona_with_b_rank_is_peft_lokr():
+    """krona[b_rank=r,init=lokr] has LoKr's factor shapes and init (w1 = A zero, w2 = w2_a w2_b Kaiming), and
+    with LoKr's weights copied in computes LoKr's function (scale = alpha / r)."""
+    from peft import LoKrConfig, get_peft_model
+
+    _, ours, _ = _build("krona[b_rank=2,init=lokr]", BERT)
+    names = [name for name, module in ours.named_modules() if isinstance(module, KronaLinear)]
+    lokr = get_peft_model(load_model(BERT).model, LoKrConfig(r=2, alpha=2, target_modules=names))
+    for name in names:
+        mine, theirs = ours.get_submodule(name), lokr.base_model.model.get_submodule(name)
+        pairs = [(mine.krona_a, theirs.lokr_w1["default"]), (mine.krona_b_out, theirs.lokr_w2_a["default"]),
+                 (mine.krona_b_in, theirs.lokr_w2_b["default"])]
+        assert [a.shape for a, _ in pairs] == [b.shape for _, b in pairs]
+        assert not mine.krona_a.any() and not theirs.lokr_w1["default"].any()
+        with torch.no_grad():
+            theirs.lokr_w1["default"].normal_()  # a nonzero update, the same in both
+            for a, b in pairs:
+                a.copy_(b)
+    assert sum(p.numel() for p in ours.parameters() if p.requires_grad) == sum(
+        p.numel() for p in lokr.parameters() if p.requires_grad)
+    with torch.no_grad():
+        torch.testing.assert_close(_output("encoder", ours.eval()), _output("encoder", lokr.eval()))
+
+
+def test_krona_keeps_b_whole_where_factoring_saves_nothing():
+    _, model, _ = _build("krona[b_rank=4]", BERT)  # B is 8x8: rank 4 is not below 8 / 2
+    layer = next(m for m in model.modules() if isinstance(m, KronaLinear))
+    assert layer.krona_b.shape == (8, 8) and layer.krona_b_out is None
 
 
 def test_prompt_methods_work_on_an_encoder_through_the_mean_pooling_head():
