@@ -34,8 +34,9 @@ class Built:
         return {name: p for name, p in self.model.named_parameters() if p.requires_grad}
 
 
-def build(spec_text: str, model_name: str, seed: int = 0) -> Built:
+def build(spec_text: str, model_name: str, seed: int = 0, dtype: torch.dtype = torch.float32) -> Built:
     loaded = load_model(model_name)
+    loaded.model.to(dtype)
     base_ids = {id(p) for p in loaded.model.parameters()}
     spec = MethodSpec.parse(spec_text)
     method = METHODS.get(spec.name)

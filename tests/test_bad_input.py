@@ -89,6 +89,35 @@ def _catalogue(tmp):
         "option is never code": (["run", suite("code", methods=["lora[r=__import__('os').getpid()]"])],
                                  "bad value for 'r'"),
         "bad targets": (["params", "config:tiny-t5", "--method", "lora[targets=qx]"], "unknown projection"),
+        "duplicated option": (["run", suite("dup", methods=["lora[r=8,r=16]"])], "option 'r' is given twice"),
+        "infinite method option": (["run", suite("inf", methods=["lora[alpha=inf]"])], "bad value for 'alpha'"),
+        "NaN learning rate": (["run", _text(tmp / "nan.yaml", "models: [config:tiny-bert]\ntasks: [bbc_topic]\n"
+                                              "methods: [lora]\nlearning_rates: {lora: .nan}\n")],
+                              "bad value for 'learning_rates.lora'"),
+        "infinite time cap": (["run", _text(tmp / "cap.yaml", "models: [config:tiny-bert]\ntasks: [bbc_topic]\n"
+                                              "methods: [lora]\nmax_minutes: .inf\n")], "bad value for 'max_minutes'"),
+        # names that become file names
+        "suite name with folders": (["run", write_suite(tmp / "up.json", name="../../x")], "must be a plain name"),
+        "absolute suite name": (["run", write_suite(tmp / "abs.json", name="/tmp/x")], "must be a plain name"),
+        "NUL in suite name": (["run", write_suite(tmp / "nul.json", name="a\x00b")], "must be a plain name"),
+        # prices and budgets
+        "negative price": (["run", suite("np", price=-5)], "bad value for 'price'"),
+        "zero price in the price table": (["run", suite("zp", price="free")], "usd_per_hour of 'free'"),
+        # caught at plan time, not after training
+        "out names a file": (["run", good, "--out", _text(tmp / "out.txt", "x")],
+                             "is a file, not a folder; pass a folder path"),
+        "superscript scale": (["run", good, "--scale", "\u00b2"], "unknown scale '\u00b2'"),
+        "seed beyond 64 bits": (["run", good, "--seed", str(2**63)], "bad override for seeds"),
+        "negative seed in a suite": (["run", suite("ns", seeds=[-1])], "bad value for 'seeds.0'"),
+        "prompt longer than the positions": (["run", suite("pos", methods=["prompt_tuning[tokens=500]"])],
+                                             "= 548 positions, but config:tiny-bert has 512"),
+        "input longer than the positions": (["run", suite("len", max_input_length=600)], "has 512; lower max_input"),
+        # data read exactly: no silent coercions
+        "labels 0 and 0.0": (["run", file_task(data("floats", [{"text": f"t{i}", "label": [0, 0.0][i % 2]}
+                                                              for i in range(20)]))], "a number with a decimal point"),
+        "list label": (["run", file_task(data("lists", [{"text": "a", "label": ["x"]}] * 20))], "'label' is a list"),
+        "object text": (["run", file_task(data("objects", [{"text": {"a": 1}, "label": "x"}] * 20))],
+                        "'text' is an object"),
     }
 
 
@@ -116,16 +145,19 @@ CASE_NAMES = [
     "unknown config shape", "unknown offline model", "not a model name", "generation on an encoder",
     "method does not fit the model", "unknown method", "unknown task", "negative rank", "unknown option",
     "layers out of range", "unknown module group", "malformed method spec", "option is never code", "bad targets",
+    "duplicated option", "infinite method option", "NaN learning rate", "infinite time cap", "suite name with folders",
+    "absolute suite name", "NUL in suite name", "negative price", "zero price in the price table", "out names a file",
+    "superscript scale", "seed beyond 64 bits", "negative seed in a suite", "prompt longer than the positions",
+    "input longer than the positions", "labels 0 and 0.0", "list label", "object text",
 ]
+LEASES = ["0", "-5", "nan", "inf", "soon"]
 
 
 def test_catalogue_lists_every_case(tmp_path):
     assert sorted(_catalogue(tmp_path)) == sorted(CASE_NAMES) and len(CASE_NAMES) >= 30
 
 
-@pytest.mark.parametrize("case", CASE_NAMES)
-def test_bad_input(tmp_path, store, case):
-    args, message = _catalogue(tmp_path)[case]
+def _assert_refused(tmp_path, store, args, message):
     folder = tmp_path / "store"
     shutil.copytree(store.parent, folder)
     before = _digest(folder)
@@ -136,6 +168,20 @@ def test_bad_input(tmp_path, store, case):
     assert len(err.strip().splitlines()) == 1 and err.startswith("error: ")
     assert "Traceback" not in err and out == ""
     assert _digest(folder) == before
+
+
+@pytest.mark.parametrize("case", CASE_NAMES)
+def test_bad_input(tmp_path, store, case, monkeypatch):
+    monkeypatch.setenv("PEFTBENCH_PRICES", str(_text(tmp_path / "prices.yaml", "free: {usd_per_hour: 0}\n")))
+    args, message = _catalogue(tmp_path)[case]
+    _assert_refused(tmp_path, store, args, message)
+
+
+@pytest.mark.parametrize("lease", LEASES)
+def test_a_bad_lease_setting_is_refused_at_start(tmp_path, store, monkeypatch, lease):
+    monkeypatch.setenv("PEFTBENCH_LEASE_SECONDS", lease)
+    _assert_refused(tmp_path, store, ["run", write_suite(tmp_path / "lease.json")],
+                    f"PEFTBENCH_LEASE_SECONDS='{lease}' is not a finite number of at least 1")
 
 
 def test_results_without_a_store(tmp_path):

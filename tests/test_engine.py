@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from conftest import ALL_METHODS, TINY_MODELS, run_cli, run_json, write_suite
+from peftbench.measure import environment_lock
 
 RESULT_KEYS = {"run_id", "suite", "model", "task", "method", "method_options", "scale", "n_train", "seed", "lr",
                "status", "primary_metric", "score", "metrics", "trainable_params", "total_params",
@@ -37,6 +38,7 @@ def test_grid_trains_every_combination(grid):
         assert row["train_tokens_per_s"] > 0 and row["infer_tokens_per_s"] > 0 and row["peak_memory_bytes"] > 0
         assert 1 <= row["best_epoch"] <= 2 and 0 < row["seconds_to_best"] <= row["wall_s"]
         assert row["provenance"]["versions"]["torch"] and row["provenance"]["config_hash"] == row["run_id"]
+        assert row["provenance"]["lock"] == environment_lock()  # the lock's hash and whether it is what runs
         assert len(row["curve"]) >= 1 and {"train_loss", "val_loss"} <= set(row["curve"][0])
 
 

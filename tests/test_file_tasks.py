@@ -52,3 +52,23 @@ def test_wrong_encoding_and_unseen_test_labels(tmp_path):
     test = _jsonl(tmp_path / "test.jsonl", [{"text": "c", "label": "z"}])
     with pytest.raises(UserError, match=r"labels not in .*\['z'\]"):
         get_task(f"file:{train}", str(test))
+
+
+def test_file_content_is_read_exactly(tmp_path):
+    """Separators inside strings are content: U+2028 and U+0085 in a JSON string, a quoted newline or a
+    U+2028 in a CSV field; surrounding spaces of a text are kept too (only a label's are not part of it)."""
+    texts = ["line\u2028separator", "next\u0085line", "  spaced text  "]
+    jsonl = _jsonl(tmp_path / "u.jsonl", [{"text": t, "label": "ab"[i % 2]} for i, t in enumerate(texts * 4)])
+    assert [row["text"] for row in get_task(f"file:{jsonl}").load().train[:3]] == texts
+    csv_path = tmp_path / "q.csv"
+    csv_path.write_text('text,label\n"first line\nsecond line",a\n"with\u2028separator",b\n"x, y", a \n',
+                        encoding="utf-8")
+    train = get_task(f"file:{csv_path}").load().train
+    assert train == [{"text": "first line\nsecond line", "label": "a"}, {"text": "with\u2028separator", "label": "b"},
+                     {"text": "x, y", "label": "a"}]
+
+
+def test_integer_and_boolean_labels_are_one_class_each(tmp_path):
+    rows = [{"text": f"t{i}", "label": i % 2} for i in range(10)] + [{"text": "b", "label": True}]
+    task = get_task(f"file:{_jsonl(tmp_path / 'ints.jsonl', rows)}")
+    assert task.labels == ["0", "1", "true"]

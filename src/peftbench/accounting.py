@@ -61,6 +61,17 @@ def _meta_template(model_name: str) -> tuple[nn.Module, str]:
     return meta_model(model_name)
 
 
+def learned_positions(model_name: str) -> int | None:
+    """How many positions a model with learned absolute position embeddings (BERT, OPT, GPT-2) can take; None
+    for relative or rotary positions (T5, Llama), which have no hard limit. Read from the meta model."""
+    template, _ = _meta_template(model_name)
+    config = template.config
+    for name, module in template.named_modules():
+        if isinstance(module, nn.Embedding) and "position" in name:
+            return getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None)
+    return None
+
+
 def count(model_name: str, spec_text: str, seed: int = 0) -> Accounting:
     """Count one method on the model's architecture built on the meta device (no classification head).
     Applying the method there also proves it fits the architecture, at no memory cost."""

@@ -3,7 +3,9 @@ progress goes to stderr. User mistakes print one line and exit with code 2."""
 
 import contextlib
 import json
+import math
 import os
+import signal
 import sys
 import warnings
 from enum import Enum
@@ -58,8 +60,27 @@ def _print_table(title: str, columns: tuple[str, ...], rows: list[tuple[str, ...
     _stdout().print(table)
 
 
+def _finite(value):
+    """JSON has no Infinity or NaN: a diverged run's non-finite numbers are printed as null."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(item) for item in value]
+    return value
+
+
 def _print_json(value) -> None:
-    sys.stdout.write(json.dumps(value, indent=2, default=str) + "\n")
+    sys.stdout.write(json.dumps(_finite(value), indent=2, default=str, allow_nan=False) + "\n")
+
+
+def _writable_folder(folder: Path, flag: str) -> None:
+    """Refuse an output folder that cannot be one before anything trains (not after the whole grid)."""
+    blocker = next((p for p in (folder, *folder.parents) if p.exists() and not p.is_dir()), None)
+    if blocker is not None:
+        raise UserError(f"{flag} '{folder}' cannot be a folder: '{blocker}' is a file, not a folder;"
+                        " pass a folder path")
 
 
 @app.command()
@@ -90,10 +111,14 @@ def run(
     from peftbench.config import load_suite
     from peftbench.executors import LocalExecutor, ray_executor
     from peftbench.report import runs_view, summary_markdown
-    from peftbench.runner import GridInterrupted, Overrides, execute, pick_device, plan
+    from peftbench.interrupts import exit_code, ignore_further_signals
+    from peftbench.runner import GridInterrupted, Overrides, execute, lease_seconds, pick_device, plan
     from peftbench.store import Store, read_rows
 
     overrides = Overrides(models=model, tasks=task, methods=method, scales=scale, seeds=seed)
+    if not dry_run:
+        _writable_folder(out or store.parent, "--out" if out else "the store's folder")
+        lease_seconds()  # a bad PEFTBENCH_LEASE_SECONDS is refused before anything loads
     grid = plan(load_suite(suite), overrides, load_data=not dry_run)
     if dry_run:
         _print_grid(grid, as_json)
@@ -112,15 +137,20 @@ def run(
         with runs_on as chosen, Progress(*columns, console=console, transient=True) as progress:
             counts = execute(grid, results, chosen, progress)
     except GridInterrupted as stop:
+        ignore_further_signals()
         console.print(str(stop), markup=False, highlight=False, soft_wrap=True)
-        sys.exit(130)
+        sys.exit(exit_code())
     finally:
         results.close()
     ids = {r.run_id for r in grid.runs}
     rows = [row for row in read_rows(store) if row["run_id"] in ids]
     summary = (out or store.parent) / f"{grid.suite.name}.md"
-    summary.parent.mkdir(parents=True, exist_ok=True)
-    summary.write_text(summary_markdown(rows, f"peftbench suite {grid.suite.name}"), encoding="utf-8")
+    try:
+        summary.parent.mkdir(parents=True, exist_ok=True)
+        summary.write_text(summary_markdown(rows, f"peftbench suite {grid.suite.name}"), encoding="utf-8")
+    except OSError as error:
+        raise UserError(f"the runs are stored, but the summary '{summary}' cannot be written ({error.strerror});"
+                        " free space or pass --out FOLDER, then run the same command again") from None
     if as_json:
         _print_json({"suite": grid.suite.name, "counts": counts, "store": str(store), "summary": str(summary),
                      "runs": rows})
@@ -171,10 +201,9 @@ def results(
 ) -> None:
     """List stored runs (training runs; --baselines adds the baseline rows)."""
     from peftbench.report import runs_view
-    from peftbench.store import read_rows
+    from peftbench.store import read_rows, require_store
 
-    if not store.exists():
-        raise UserError(f"no results store at '{store}'; run `peftbench run` first or pass --store PATH")
+    require_store(store)
     rows = [row for row in read_rows(store) if (baselines or row["kind"] == "train")
             and (suite is None or row["suite"] == suite)]
     if as_json:
@@ -194,11 +223,10 @@ def report(
     """Tables (scores, ablations, convergence, per-parameter and per-minute scores, efficiency, cost,
     predictions), statistics over seeds and plots, from the runs in a store."""
     from peftbench import report as report_
-    from peftbench.store import read_rows
+    from peftbench.store import read_rows, require_store
 
     chosen = report_.parse_formats(formats)
-    if not store.exists():
-        raise UserError(f"no results store at '{store}'; run `peftbench run` first or pass --store PATH")
+    require_store(store)
     rows = [row for row in read_rows(store) if suite is None or row["suite"] == suite]
     if not rows:
         raise UserError(f"the store '{store}' holds no runs" + (f" of suite '{suite}'" if suite else "")
@@ -420,18 +448,36 @@ def profile(
                   "merged infer tok/s", "%", "error"), rows)
 
 
+def _error(message: str) -> None:
+    Console(stderr=True, soft_wrap=True).print(message, markup=False, highlight=False)
+
+
 def main() -> None:
+    """Exit codes: 0 success, 2 a user mistake (one line, no traceback), 130 after Ctrl-C and 143 after
+    SIGTERM, in every phase of every command."""
+    from peftbench.interrupts import EXIT_CODES, Terminated, terminate
+
+    previous = signal.signal(signal.SIGTERM, terminate)
     try:
-        app(standalone_mode=False)
+        code = app(standalone_mode=False)  # typer returns 130 for a KeyboardInterrupt it caught
     except UserError as error:
-        Console(stderr=True, soft_wrap=True).print(f"error: {error}", markup=False, highlight=False)
-        sys.exit(2)
+        _error(f"error: {error}")
+        code = 2
     except typer.Abort:
-        sys.exit(130)
+        code = EXIT_CODES[signal.SIGINT]
     except typer.TyperException as error:  # a bad flag or argument: typer's own usage errors
-        Console(stderr=True, soft_wrap=True).print(f"error: {error.format_message()} (see `peftbench --help`)",
-                                                  markup=False, highlight=False)
-        sys.exit(2)
+        _error(f"error: {error.format_message()} (see `peftbench --help`)")
+        code = 2
+    except KeyboardInterrupt:
+        code = EXIT_CODES[signal.SIGINT]
+    except Terminated:
+        code = EXIT_CODES[signal.SIGTERM]
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    if code in (EXIT_CODES[signal.SIGINT], EXIT_CODES[signal.SIGTERM]):
+        _error("interrupted: stopped at once; a run in progress is stored as interrupted, and running the same"
+               " command again resumes")
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":

@@ -4,7 +4,7 @@ import math
 import re
 from importlib import resources
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -18,6 +18,11 @@ NAMED_SCALES = {"low": 100, "medium": 1000, "high": 10000}
 ALL = "all"
 DEFAULT_EPOCHS = {"low": 10, "medium": 5, "high": 1}
 METHOD_SPEC = re.compile(r"^\s*([A-Za-z0-9_]+)\s*(?:\[(.*)\])?\s*$")
+# Unknown keys are errors; so are infinite and NaN numbers (YAML's .inf, .nan), which no setting means.
+STRICT = ConfigDict(extra="forbid", allow_inf_nan=False)
+# A suite's name becomes a file name (the summary NAME.md): one name, no folders, no control characters.
+SUITE_NAME = re.compile(r"^\w[\w .+-]{0,127}$")
+Seed = Annotated[int, Field(ge=0, lt=2**63)]  # torch.manual_seed takes at most 64 bits
 
 
 def scale_bucket(size: int) -> str:
@@ -42,6 +47,8 @@ class MethodSpec(BaseModel):
             key, sep, value = item.partition("=")
             if not sep or not key.strip():
                 raise UserError(f"method option '{item}' in '{text}' must be key=value, e.g. lora[r=8]")
+            if key.strip() in options:
+                raise UserError(f"method option '{key.strip()}' is given twice in '{text}'; keep one of them")
             options[key.strip()] = value.strip()
         return cls(name=match.group(1), options=options)
 
@@ -51,7 +58,7 @@ class MethodSpec(BaseModel):
 
 
 class FileTask(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = STRICT
     file: str
     test: str | None = None
 
@@ -60,7 +67,7 @@ class Schedule(BaseModel):
     """Pu et al. A.3: LambdaLR from the initial LR, warm-up to `peak_factor` x, linear annealing to
     `final_factor` x. Unset factors take the method's own defaults (prompt tuning anneals higher)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = STRICT
     warmup_ratio: float = Field(0.1, ge=0, lt=1)
     peak_factor: float | None = Field(None, gt=0)
     final_factor: float | None = Field(None, ge=0)
@@ -70,10 +77,10 @@ class Sweep(BaseModel):
     """Lialin et al. 11.1: try every LR on the first seed, keep the best on the validation set, then run
     the other seeds at it. Applies to every trained method of the suite."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = STRICT
     lr: list[float] = Field(min_length=2)
     select_by: Literal["val_loss", "val_score"] = "val_loss"
-    then_seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
+    then_seeds: list[Seed] = Field(default_factory=lambda: [0], min_length=1)
 
     @field_validator("lr")
     @classmethod
@@ -87,14 +94,14 @@ class Budget(BaseModel):
     """Hamilton & Mueller 3.2: a dollar budget per run, turned into a training-time cap at a price per
     hour given directly or by the name of an entry in the price table (peftbench.prices)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = STRICT
     usd: float = Field(gt=0)
     gpu_usd_per_hour: float | None = Field(None, gt=0)
     gpu: str | None = None
 
 
 class Suite(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = STRICT
     name: str
     description: str = ""
     models: list[str] = Field(min_length=1)
@@ -102,7 +109,7 @@ class Suite(BaseModel):
     methods: list[str] = Field(min_length=1)
     scales: list[str | int] = Field(default_factory=lambda: ["low"])
     epochs: dict[str, int] | int = Field(default_factory=lambda: dict(DEFAULT_EPOCHS))
-    seeds: list[int] = Field(default_factory=lambda: [0])
+    seeds: list[Seed] = Field(default_factory=lambda: [0])
     learning_rates: dict[str, float] = {}
     schedule: Schedule = Schedule()
     batch_size: int = Field(16, ge=1)
@@ -113,7 +120,7 @@ class Suite(BaseModel):
     min_steps: int | None = Field(None, ge=1)  # more epochs where needed to reach this many optimizer steps
     val_cap: int = Field(2500, ge=1)
     test_cap: int = Field(2500, ge=1)
-    split_seed: int = 0
+    split_seed: Seed = 0
     max_minutes: float | None = Field(None, gt=0)
     eval: Literal["generate", "rank"] = "generate"
     # Speed switches, each on by default and each shown by a test not to change results beyond tolerance.
@@ -127,6 +134,22 @@ class Suite(BaseModel):
     sweep: Sweep | None = None
     budget: Budget | None = None
     price: str | float | None = None  # USD per hour, or a price-table name: every run records its cost
+
+    @field_validator("price")
+    @classmethod
+    def _positive_price(cls, price: str | float | None) -> str | float | None:
+        if isinstance(price, (int, float)) and not price > 0:
+            raise ValueError(f"price {price} must be a positive number of USD per hour, or a name from"
+                             " `peftbench prices`")
+        return price
+
+    @field_validator("name")
+    @classmethod
+    def _file_name(cls, name: str) -> str:
+        if not SUITE_NAME.match(name) or ".." in name:
+            raise ValueError(f"suite name {name!r} must be a plain name (letters, digits, space, . _ + -; no folders),"
+                             " since the summary is written as NAME.md")
+        return name
 
     @model_validator(mode="after")
     def _sweep_owns_seeds(self) -> "Suite":

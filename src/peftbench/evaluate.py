@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from peftbench.data import IGNORE, Encoder, batch_order, collate
+from peftbench.interrupts import check_stop
 from peftbench.tasks import Row
 
 # A generated answer that names no label: Hamilton & Mueller's "other". Bracketed so that it can never
@@ -59,6 +60,7 @@ def mean_loss(task_model: TaskModel, examples: list[dict], batch_size: int) -> f
     total, count = 0.0, 0
     lengths = [len(example["input_ids"]) for example in examples]
     for indices in batch_order(lengths, batch_size, seed=None, group_by_length=task_model.group_by_length):
+        check_stop("during validation")
         batch = to_device(collate([examples[i] for i in indices], task_model.pad_id), task_model.device)
         with autocast(task_model.device, task_model.bf16_autocast):
             total += float(batch_loss(task_model, batch)) * len(indices)
@@ -72,6 +74,7 @@ def _prompt_batches(task_model: TaskModel, rows: list[Row], batch_size: int):
     prompts = [task_model.encoder.prompt_ids(row) for row in rows]
     lengths = [len(prompt) for prompt in prompts]
     for indices in batch_order(lengths, batch_size, seed=None, group_by_length=task_model.group_by_length):
+        check_stop("during evaluation")
         features = [{"input_ids": prompts[i]} for i in indices]
         yield indices, to_device(collate(features, task_model.pad_id, left_pad=left_pad), task_model.device)
 
@@ -135,6 +138,7 @@ def predict_by_rank(task_model: TaskModel, rows: list[Row], batch_size: int) -> 
     scores, tokens = [0.0] * len(candidates), 0
     lengths = [len(candidate["input_ids"]) for candidate in candidates]
     for indices in batch_order(lengths, batch_size, seed=None, group_by_length=task_model.group_by_length):
+        check_stop("during evaluation")
         batch = to_device(collate([candidates[i] for i in indices], task_model.pad_id), task_model.device)
         with autocast(task_model.device, task_model.bf16_autocast):
             logits = task_model.model(**batch).logits.float()

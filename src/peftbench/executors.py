@@ -12,7 +12,8 @@ from typing import Protocol
 import torch
 
 from peftbench.errors import UserError
-from peftbench.runner import Outcome, Plan, Run, RunInterrupted, execute_one, pick_device
+from peftbench.interrupts import check_stop
+from peftbench.runner import Outcome, Plan, Run, execute_one, pick_device
 
 Claim = Callable[[Run], bool]
 OnStep = Callable[[Run, int, int | None], None]  # run, steps done, steps in all
@@ -39,8 +40,7 @@ class LocalExecutor:
 
             def step(done: int, total: int, run: Run = run) -> None:
                 on_step(run, done, total)
-                if stop.is_set():
-                    raise RunInterrupted(f"stopped by SIGINT after training step {done} of {total}")
+                check_stop(f"after training step {done} of {total}")
 
             task = run.spec["task"]
             yield run, execute_one(run, plan.tasks[task], plan.splits[task], self.device, step)
@@ -84,7 +84,7 @@ class RayExecutor:
                     if isinstance(getattr(error, "cause", None), UserError):
                         raise error.cause from None
                     if stop.is_set():
-                        outcome = ("interrupted", {}, "stopped by SIGINT")
+                        outcome = ("interrupted", {}, "stopped by a signal")
                     elif run.run_id in retried or not claim(run):
                         outcome = ("failed", {}, f"{type(error).__name__} on both attempts: {error}")
                     else:

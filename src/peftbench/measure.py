@@ -14,7 +14,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
-PACKAGES = ("peftbench", "torch", "transformers", "peft", "datasets", "tokenizers")
+PACKAGES = ("peftbench", "torch", "transformers", "peft", "datasets", "tokenizers", "accelerate", "huggingface_hub",
+            "safetensors", "numpy", "rouge_score", "scikit-learn")
+# The pip constraints file `make install` installs from (see the Makefile); absent when peftbench was
+# installed from a wheel rather than run from its checkout.
+LOCK_FILE = Path(__file__).resolve().parents[2] / "requirements.lock"
 
 
 def parameter_counts(model: nn.Module) -> dict[str, int]:
@@ -108,9 +112,37 @@ def _version(package: str) -> str | None:
         return None
 
 
+def _locked_versions(text: str) -> dict[str, str]:
+    pins = {}
+    for line in text.splitlines():
+        name, sep, version = line.split("#", 1)[0].strip().partition("==")
+        if sep:
+            pins[name.strip()] = version.strip()
+    return pins
+
+
+@functools.cache
+def environment_lock(path: Path = LOCK_FILE) -> dict | None:
+    """The lock file's sha256 and whether the installed packages are the locked versions: the hash alone
+    would not tell an environment built from the lock from one that drifted (`make test-latest`, a pip
+    upgrade). `differs` maps each locked package installed at another version (or not at all) to both."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError:
+        return None
+    differs = {}
+    for name, locked in _locked_versions(text).items():
+        installed = _version(name)
+        if installed != locked:
+            differs[name] = {"locked": locked, "installed": installed}
+    return {"file": path.name, "sha256": hashlib.sha256(text.encode()).hexdigest(), "matches": not differs,
+            "differs": differs}
+
+
 def provenance(device: torch.device, spec: dict) -> dict:
     return {
         "versions": {"python": sys.version.split()[0], **{name: _version(name) for name in PACKAGES}},
+        "lock": environment_lock(),
         "device": device_name(device),
         "platform": platform.platform(),
         "config_hash": spec_hash(spec),

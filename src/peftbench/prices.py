@@ -7,7 +7,7 @@ from pathlib import Path
 
 import yaml
 
-from peftbench.errors import UserError
+from peftbench.errors import UserError, parse_number
 from peftbench.registry import did_you_mean
 
 
@@ -19,17 +19,19 @@ def price_table() -> dict[str, dict]:
     except (OSError, yaml.YAMLError) as error:
         raise UserError(f"price table '{path}' (PEFTBENCH_PRICES) cannot be read: {error}; point it at a YAML"
                         " file of NAME: {usd_per_hour: X}") from None
-    if not isinstance(table, dict) or not all(isinstance(entry, dict) and isinstance(entry.get("usd_per_hour"),
-                                                                                       (int, float))
+    if not isinstance(table, dict) or not all(isinstance(entry, dict) and "usd_per_hour" in entry
                                               for entry in table.values()):
         raise UserError(f"price table '{path}' must map each name to {{usd_per_hour: NUMBER, source: TEXT}}")
+    for name, entry in table.items():
+        parse_number(entry["usd_per_hour"], f"usd_per_hour of '{name}' in the price table '{path}'", above=0,
+                     fix="give a positive price in USD per hour")
     return table
 
 
 def usd_per_hour(price: str | float) -> float:
     """A price given as a number (USD per hour) or as the name of a price-table entry."""
     if isinstance(price, (int, float)):
-        return float(price)
+        return parse_number(price, "price", above=0, fix="give a positive price in USD per hour")
     table = price_table()
     if price not in table:
         raise UserError(f"no machine price named '{price}'.{did_you_mean(price, list(table))} Known: "

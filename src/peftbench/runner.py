@@ -6,31 +6,28 @@ import functools
 import math
 import os
 import signal
-import socket
-import threading
 import time
 import traceback
-import uuid
 from collections import Counter
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import torch
 
-from peftbench.accounting import count
+from peftbench.accounting import count, learned_positions
 from peftbench.config import ALL, NAMED_SCALES, MethodSpec, Suite
 from peftbench.data import Encoder, Splits, make_splits, rows_digest
-from peftbench.errors import UserError
+from peftbench.errors import UserError, parse_number
 from peftbench.evaluate import TaskModel, classification_metrics, evaluate
 from peftbench.heads import MeanPoolClassifier
+from peftbench.interrupts import RunInterrupted, deferred, requested, stop_on_signals
 from peftbench.measure import PeakMemory, parameter_counts, provenance, spec_hash
 from peftbench.methods import METHODS
 from peftbench.methods.base import Context, freeze, keep_model, merged_copy
 from peftbench.models import load_model, model_family, resolve
 from peftbench.prices import usd_per_hour
-from peftbench.store import Heartbeat, Store
+from peftbench.store import Heartbeat, Store, runner_id
 from peftbench.sweep import select_lr
 from peftbench.tasks import TaskSpec, get_task
 from peftbench.train import TrainSettings, train
@@ -102,7 +99,8 @@ def _apply_overrides(suite: Suite, overrides: Overrides) -> Suite:
     if suite.sweep and overrides.seeds:  # a sweep owns the seeds: the first sweeps, the others follow
         changes["sweep"] = {**suite.sweep.model_dump(), "then_seeds": changes.pop("seeds")}
     if overrides.scales:
-        changes["scales"] = [int(s) if s.isdigit() else s for s in overrides.scales]
+        # ASCII digits only: str.isdigit() is also true of '²', which int() refuses
+        changes["scales"] = [int(s) if s.isascii() and s.isdigit() else s for s in overrides.scales]
     from pydantic import ValidationError
 
     try:
@@ -126,6 +124,21 @@ def _nominal_size(suite: Suite, scale: str | int) -> int | None:
     return None if scale == ALL else NAMED_SCALES.get(scale, scale) if isinstance(scale, str) else scale
 
 
+def _check_positions(model_name: str, family: str, spec: MethodSpec, method, options, suite: Suite) -> None:
+    """Inputs (plus a decoder's target, plus a method's virtual tokens) must fit a model's learned positions,
+    or every run of the method would fail mid-grid with an index error."""
+    limit = learned_positions(model_name)
+    if limit is None:
+        return
+    virtual = method.virtual_tokens(options) if method.virtual_tokens else 0
+    target = suite.max_target_length if family == "decoder" else 0
+    if suite.max_input_length + target + virtual > limit:
+        parts = [f"max_input_length {suite.max_input_length}"] + ([f"max_target_length {target}"] if target else []) \
+            + ([f"{virtual} virtual tokens of '{spec}'"] if virtual else [])
+        raise UserError(f"{' + '.join(parts)} = {suite.max_input_length + target + virtual} positions, but {model_name}"
+                        f" has {limit}; lower max_input_length" + (" or the method's tokens" if virtual else ""))
+
+
 def plan(suite: Suite, overrides: Overrides = Overrides(), load_data: bool = True) -> Plan:
     """Expand and validate the whole grid: every name resolved, every file read, every scale checked.
     With `load_data` False (a dry run) hub datasets are not downloaded: their runs show the scale's
@@ -135,8 +148,9 @@ def plan(suite: Suite, overrides: Overrides = Overrides(), load_data: bool = Tru
     methods = [(spec, METHODS.get(spec.name)) for spec in suite.method_specs()]
     options = {str(spec): method.parse_options(spec) for spec, method in methods}
     for model_name in suite.models:
-        for spec, _ in methods:
+        for spec, method in methods:
             count(model_name, str(spec))  # a method that does not fit the architecture fails here, not mid-grid
+            _check_positions(model_name, families[model_name], spec, method, options[str(spec)], suite)
     budget = _budget(suite)
     price = usd_per_hour(suite.price) if suite.price is not None else budget["usd_per_hour"] if budget else None
     result = Plan(suite=suite, runs=[], usd_per_hour=price)
@@ -317,10 +331,6 @@ def _finish(result: dict, task: TaskSpec, splits: Splits, spec: dict, device: to
             "data_digest": data_digest, "provenance": provenance(device, spec)}
 
 
-class RunInterrupted(Exception):
-    """Raised from an `on_step` callback to stop training after the current step."""
-
-
 Outcome = tuple[str, dict, str | None]  # status (finished | failed | interrupted), result, error
 
 
@@ -360,31 +370,18 @@ def resolve_follow_ups(plan_: Plan, rows: list[dict]) -> list[Run]:
 
 
 class GridInterrupted(Exception):
-    """SIGINT stopped the grid; the message says how many runs were stored as interrupted."""
+    """A SIGINT or SIGTERM stopped the grid; the message says how many runs were stored as interrupted."""
+
+
+MIN_LEASE_SECONDS = 1.0  # the heartbeat renews every third of a lease: shorter ones lapse between beats
 
 
 def lease_seconds() -> float:
     """How long a claim lasts without renewal: a rerun after a crash waits at most this long for the
     dead runner's claims. Short in tests (PEFTBENCH_LEASE_SECONDS)."""
-    return float(os.environ.get("PEFTBENCH_LEASE_SECONDS", "30"))
-
-
-@contextmanager
-def _stop_on_sigint() -> Iterator[threading.Event]:
-    """The first SIGINT sets the returned event (runs stop after their current step); a second one
-    raises KeyboardInterrupt at once."""
-    stop = threading.Event()
-    previous = signal.getsignal(signal.SIGINT)
-
-    def request_stop(signum, frame) -> None:
-        stop.set()
-        signal.signal(signal.SIGINT, previous)
-
-    signal.signal(signal.SIGINT, request_stop)
-    try:
-        yield stop
-    finally:
-        signal.signal(signal.SIGINT, previous)
+    text = os.environ.get("PEFTBENCH_LEASE_SECONDS", "30")
+    return parse_number(text, "PEFTBENCH_LEASE_SECONDS", minimum=MIN_LEASE_SECONDS,
+                        fix="set it to a number of seconds such as 30 (the default), or unset it")
 
 
 def execute(plan_: Plan, store: Store, executor: "Executor", progress=None) -> dict[str, int]:
@@ -392,7 +389,7 @@ def execute(plan_: Plan, store: Store, executor: "Executor", progress=None) -> d
     the store first and storing each as it ends; a failing run is stored as failed and the grid goes
     on. Runs another runner holds are waited for, and taken over if its lease lapses. Returns counts of
     finished, failed and skipped runs; raises GridInterrupted after a SIGINT."""
-    owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"  # readable, and unique per call
+    owner = runner_id()
     since, lease = time.time(), lease_seconds()
     done = store.finished_ids()
     todo = [run for run in plan_.runs if run.run_id not in done]
@@ -426,7 +423,7 @@ def execute(plan_: Plan, store: Store, executor: "Executor", progress=None) -> d
             if runs:
                 stop.wait(lease / 3)  # until their runners end them or their leases lapse
 
-    with _stop_on_sigint() as stop, Heartbeat(store.path, owner, lease):
+    with stop_on_signals() as stop, Heartbeat(store.path, owner, lease):
         try:
             run_all(todo)
             if plan_.follow_ups and not stop.is_set():
@@ -441,9 +438,11 @@ def execute(plan_: Plan, store: Store, executor: "Executor", progress=None) -> d
                 run_all(todo)
         finally:
             # Nothing this runner claimed stays `running` after it leaves, whatever made it leave.
-            reason = "stopped by SIGINT" if stop.is_set() else "the runner stopped before this run ended"
-            if abandoned := store.abandon(owner, reason):
-                counts["interrupted"] += abandoned
+            reason = (f"stopped by {signal.Signals(requested.signal).name}" if stop.is_set()
+                      else "the runner stopped before this run ended")
+            with deferred():
+                if abandoned := store.abandon(owner, reason):
+                    counts["interrupted"] += abandoned
     if stop.is_set():
         raise GridInterrupted(f"interrupted: {counts['interrupted']} run(s) stored as interrupted,"
                               f" {counts['finished']} finished; run the same command again to resume")

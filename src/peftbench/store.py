@@ -4,14 +4,26 @@ statement in WAL mode, so a row is there whole or not at all, even if the proces
 Runners that share a store split the work by claiming runs: a claim sets a run's row to `running`
 with the runner's id and a lease expiry. The runner's heartbeat renews its leases while it works;
 another runner skips a run under a live lease and takes over one whose lease ran out (its runner
-died). A finished row is never overwritten."""
+died), or at once when the claim belongs to a process of this machine that no longer exists. A
+finished row is never overwritten.
 
+Reading (`read_rows`: results, report, recommend) opens the file read-only and changes nothing, not even
+its journal mode. Every SQLite or file-system error becomes one UserError naming the store and the fix."""
+
+import errno
+import functools
 import json
+import os
+import socket
 import sqlite3
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Self
+
+from peftbench.errors import UserError
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -28,49 +40,149 @@ CREATE TABLE IF NOT EXISTS runs (
     attempts INTEGER NOT NULL DEFAULT 1  -- how many times a runner has started it
 )
 """
-# Stores written before runs were claimed lack these columns; they are added on opening.
+RUN_COLUMNS = {"run_id", "kind", "suite", "status", "spec", "result", "error", "finished_at"}
+# Stores written before runs were claimed lack these columns; a writer adds them on opening.
 CLAIM_COLUMNS = {"owner": "TEXT", "lease_until": "REAL", "attempts": "INTEGER NOT NULL DEFAULT 1"}
 
-# Take the run if nobody has it, if its claim lapsed (dead runner) or is our own (a retry), or if it
-# failed or was interrupted before this runner started (a concurrent runner's failure is not retried).
+# Take the run if nobody has it, if its claim lapsed (dead runner), is our own (a retry) or is held by a
+# process known to be dead, or if it failed or was interrupted before this runner started (a concurrent
+# runner's failure is not retried).
 CLAIM = """
 INSERT INTO runs (run_id, kind, suite, status, spec, result, error, finished_at, owner, lease_until)
 VALUES (:run_id, :kind, :suite, 'running', :spec, '{}', NULL, :now, :owner, :lease_until)
 ON CONFLICT (run_id) DO UPDATE SET
     suite = excluded.suite, status = 'running', result = '{}', error = NULL, finished_at = excluded.finished_at,
     owner = excluded.owner, lease_until = excluded.lease_until, attempts = attempts + 1
-WHERE (status = 'running' AND (lease_until < :now OR owner = :owner))
+WHERE (status = 'running' AND (lease_until < :now OR owner = :owner OR owner = :dead_owner))
    OR (status IN ('failed', 'interrupted') AND finished_at < :since)
 """
 
 
-class Store:
-    def __init__(self, path: Path):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self.path = path
-        # Autocommit: each statement is its own transaction; the one multi-statement change says BEGIN.
-        self.connection = sqlite3.connect(path, timeout=30, isolation_level=None)
-        self.connection.execute("PRAGMA journal_mode=WAL")
-        self.connection.execute("BEGIN IMMEDIATE")  # two runners opening an old store add columns once
-        self.connection.execute(SCHEMA)
-        present = {row[1] for row in self.connection.execute("PRAGMA table_info(runs)")}
-        for name, declaration in CLAIM_COLUMNS.items():
-            if name not in present:
-                self.connection.execute(f"ALTER TABLE runs ADD COLUMN {name} {declaration}")
-        self.connection.execute("COMMIT")
+def runner_id() -> str:
+    """A runner's id: readable, unique per call, and telling which process on which machine holds a claim."""
+    import uuid
 
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+def _is_dead_local_process(owner: str) -> bool:
+    """True when `owner` is a runner of this machine whose process has exited (killed, crashed, out of
+    disk): its claims need not wait out their lease. A reused pid reads as alive, so we then wait."""
+    host, _, rest = owner.partition(":")
+    pid = rest.partition(":")[0]
+    if host != socket.gethostname() or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except OSError:  # exists, owned by another user
+        return False
+    return False
+
+
+def _explain(path: Path, error: Exception) -> str:
+    """One line naming the store, what is wrong with it and what to do."""
+    text = str(error).splitlines()[0] if str(error) else type(error).__name__
+    number = getattr(error, "errno", None) or getattr(error, "sqlite_errorcode", None)
+    if path.is_dir():
+        return f"the results store '{path}' is a directory; pass --store with a file path such as {path / 'results.db'}"
+    if blocker := _blocking_file(path):
+        return (f"the results store '{path}' cannot be created: '{blocker}' is a file, not a folder;"
+                " pass --store elsewhere")
+    if "not a database" in text:
+        return f"'{path}' is not a peftbench results store (not an SQLite database); pass --store with the right file"
+    if "malformed" in text or isinstance(error, sqlite3.DatabaseError) and "corrupt" in text:
+        return (f"the results store '{path}' is damaged ({text}); restore it from a copy, or save what is left with"
+                f" `sqlite3 {path} .recover > rows.sql`")
+    if number in (errno.ENOSPC, sqlite3.SQLITE_FULL) or "disk is full" in text or "No space left" in text:
+        return f"no space left to write the results store '{path}'; free disk space and run the same command again"
+    if number in (errno.EROFS, errno.EACCES, errno.EPERM, sqlite3.SQLITE_READONLY) or "readonly" in text \
+            or "read-only" in text.lower() or "Permission denied" in text:
+        return f"cannot write the results store '{path}' ({text}); pass --store PATH in a writable folder"
+    if "unable to open" in text and not os.access(path.parent if path.parent.exists() else Path.cwd(), os.W_OK):
+        verb = "write" if path.exists() else "create"
+        return (f"cannot {verb} the results store '{path}': its folder is read-only;"
+                " pass --store PATH in a writable folder")
+    if "locked" in text or "busy" in text:
+        return f"the results store '{path}' stayed locked by another process for 30 s; try again when it is free"
+    return f"cannot use the results store '{path}' ({type(error).__name__}: {text}); check the path and its folder"
+
+
+@contextmanager
+def store_errors(path: Path) -> Iterator[None]:
+    """The one place where SQLite and file-system errors about a store become the one-line UserError."""
+    try:
+        yield
+    except (sqlite3.Error, OSError) as error:
+        raise UserError(_explain(path, error)) from None
+
+
+def _guarded(method):
+    @functools.wraps(method)
+    def call(self, *args, **kwargs):
+        with store_errors(self.path):
+            return method(self, *args, **kwargs)
+    return call
+
+
+def _check_schema(path: Path, connection: sqlite3.Connection, writable: bool) -> set[str]:
+    """The `runs` table's columns, after checking the database is a peftbench store. A database without
+    any table is a new store (a writer creates it); one with other tables or another `runs` is refused."""
+    tables = {row[0] for row in connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    if "runs" not in tables:
+        if tables or not writable:
+            raise UserError(f"'{path}' is an SQLite database but not a peftbench results store (its tables:"
+                            f" {', '.join(sorted(tables)) or 'none'}); pass --store with a peftbench store")
+        return set()
+    columns = {row[1] for row in connection.execute("PRAGMA table_info(runs)")}
+    if not RUN_COLUMNS <= columns:
+        missing = ", ".join(sorted(RUN_COLUMNS - columns))
+        raise UserError(f"'{path}' has a 'runs' table of another schema (no {missing}); it is not a peftbench"
+                        " results store, pass --store with another file")
+    return columns
+
+
+class Store:
+    """The store opened for writing (`peftbench run`): created if absent, migrated if older."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        with store_errors(path):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            # Autocommit: each statement is its own transaction; the one multi-statement change says BEGIN.
+            self.connection = sqlite3.connect(path, timeout=30, isolation_level=None)
+            try:
+                self.connection.execute("BEGIN IMMEDIATE")  # two runners opening an old store add columns once
+                present = _check_schema(path, self.connection, writable=True)
+                self.connection.execute(SCHEMA)
+                for name, declaration in CLAIM_COLUMNS.items():
+                    if present and name not in present:
+                        self.connection.execute(f"ALTER TABLE runs ADD COLUMN {name} {declaration}")
+                self.connection.execute("COMMIT")
+                self.connection.execute("PRAGMA journal_mode=WAL")
+            except BaseException:
+                self.connection.close()
+                raise
+
+    @_guarded
     def finished_ids(self) -> set[str]:
         return {row[0] for row in self.connection.execute("SELECT run_id FROM runs WHERE status = 'finished'")}
 
+    @_guarded
     def claim(self, run_id: str, kind: str, suite: str, spec: dict, owner: str, since: float,
               lease_seconds: float) -> bool:
         """Claim a run for `owner` (a runner started at time `since`); False if it is finished or taken."""
         now = time.time()
+        holder = self.connection.execute("SELECT owner FROM runs WHERE run_id = ? AND status = 'running'",
+                                         (run_id,)).fetchone()
+        dead_owner = holder[0] if holder and holder[0] and _is_dead_local_process(holder[0]) else None
         cursor = self.connection.execute(CLAIM, {
             "run_id": run_id, "kind": kind, "suite": suite, "spec": json.dumps(spec, sort_keys=True, default=str),
-            "now": now, "owner": owner, "lease_until": now + lease_seconds, "since": since})
+            "now": now, "owner": owner, "lease_until": now + lease_seconds, "since": since, "dead_owner": dead_owner})
         return cursor.rowcount == 1
 
+    @_guarded
     def end(self, run_id: str, owner: str, status: str, result: dict, error: str | None = None) -> bool:
         """Store how a claimed run ended; False (nothing written) if `owner` no longer holds the claim."""
         cursor = self.connection.execute(
@@ -79,35 +191,50 @@ class Store:
             (status, json.dumps(result, sort_keys=True, default=str), error, time.time(), run_id, owner))
         return cursor.rowcount == 1
 
+    @_guarded
     def renew(self, owner: str, lease_seconds: float) -> None:
         self.connection.execute("UPDATE runs SET lease_until = ? WHERE owner = ? AND status = 'running'",
                                 (time.time() + lease_seconds, owner))
 
+    @_guarded
     def abandon(self, owner: str, reason: str) -> int:
         """Mark every run `owner` still holds as interrupted; returns how many."""
         return self.connection.execute(
             "UPDATE runs SET status = 'interrupted', error = ?, finished_at = ?, lease_until = NULL"
             " WHERE owner = ? AND status = 'running'", (reason, time.time(), owner)).rowcount
 
+    @_guarded
     def running_elsewhere(self, owner: str) -> set[str]:
         """Runs claimed by other runners, live or lapsed."""
         return {row[0] for row in self.connection.execute(
             "SELECT run_id FROM runs WHERE status = 'running' AND owner != ?", (owner,))}
 
+    @_guarded
     def rows(self, kind: str | None = None) -> list[dict]:
-        query = "SELECT run_id, kind, suite, status, spec, result, error, finished_at, attempts FROM runs"
-        params: tuple = ()
-        if kind:
-            query, params = query + " WHERE kind = ?", (kind,)
-        rows = []
-        for run_id, kind_, suite, status, spec, result, error, finished_at, attempts in self.connection.execute(
-                query + " ORDER BY finished_at", params):
-            rows.append({"run_id": run_id, "kind": kind_, "suite": suite, "status": status, "error": error,
-                         "finished_at": finished_at, "attempts": attempts, **json.loads(spec), **json.loads(result)})
-        return rows
+        return _rows(self.path, self.connection, kind, legacy=False)
 
     def close(self) -> None:
         self.connection.close()
+
+
+def _rows(path: Path, connection: sqlite3.Connection, kind: str | None, legacy: bool) -> list[dict]:
+    # A store written before claims existed has no `attempts` column: each of its runs was started once.
+    attempts = "1" if legacy else "attempts"
+    query = f"SELECT run_id, kind, suite, status, spec, result, error, finished_at, {attempts} FROM runs"
+    params: tuple = ()
+    if kind:
+        query, params = query + " WHERE kind = ?", (kind,)
+    rows = []
+    for run_id, kind_, suite, status, spec, result, error, finished_at, tries in connection.execute(
+            query + " ORDER BY finished_at", params):
+        try:
+            fields = {**json.loads(spec), **json.loads(result)}
+        except (TypeError, json.JSONDecodeError):
+            raise UserError(f"the results store '{path}' has a damaged row ({run_id}: its JSON does not parse);"
+                            " restore the store from a copy or delete that row") from None
+        rows.append({"run_id": run_id, "kind": kind_, "suite": suite, "status": status, "error": error,
+                     "finished_at": finished_at, "attempts": tries, **fields})
+    return rows
 
 
 class Heartbeat:
@@ -133,18 +260,48 @@ class Heartbeat:
             while not self.stopped.wait(self.lease_seconds / 3):
                 try:
                     store.renew(self.owner, self.lease_seconds)
-                except sqlite3.OperationalError:  # store busy past the timeout: the next beat tries again
+                except UserError:  # store busy past the timeout (or full): the next beat tries again
                     pass
         finally:
             store.close()
 
 
-def read_rows(path: Path, kind: str | None = None) -> list[dict]:
-    """Rows of an existing store; an absent store has none (and is not created by reading)."""
+def _open_read_only(path: Path) -> sqlite3.Connection:
+    """A connection that cannot change the store. While a writer is active (its -wal file exists) the reader
+    shares the writer's journal, read-only; a quiescent store is opened immutable, which creates no -wal or
+    -shm file beside it and works in a read-only folder."""
+    uri = path.resolve().as_uri()
+    active = path.with_name(path.name + "-wal").exists()
+    connection = sqlite3.connect(f"{uri}?mode=ro" if active else f"{uri}?mode=ro&immutable=1", uri=True, timeout=30)
+    connection.execute("SELECT count(*) FROM sqlite_master").fetchone()  # fails here on a non-database file
+    return connection
+
+
+def _blocking_file(path: Path) -> Path | None:
+    return next((parent for parent in path.parents if parent.exists() and not parent.is_dir()), None)
+
+
+def require_store(path: Path) -> None:
+    """For commands that need stored runs: an absent store is a user error naming the fix."""
     if not path.exists():
+        if blocker := _blocking_file(path):
+            raise UserError(f"no results store at '{path}': '{blocker}' is a file, not a folder; pass --store PATH")
+        raise UserError(f"no results store at '{path}'; run `peftbench run` first or pass --store PATH")
+
+
+def read_rows(path: Path, kind: str | None = None) -> list[dict]:
+    """Rows of an existing store, read without changing a byte of it; an absent store has none (and is not
+    created by reading)."""
+    if not path.exists():
+        if blocker := _blocking_file(path):
+            raise UserError(f"no results store at '{path}': '{blocker}' is a file, not a folder; pass --store PATH")
         return []
-    store = Store(path)
-    try:
-        return store.rows(kind)
-    finally:
-        store.close()
+    with store_errors(path):
+        if path.is_dir():
+            raise IsADirectoryError(errno.EISDIR, "is a directory")
+        connection = _open_read_only(path)
+        try:
+            columns = _check_schema(path, connection, writable=False)
+            return _rows(path, connection, kind, legacy="attempts" not in columns)
+        finally:
+            connection.close()

@@ -17,7 +17,7 @@ from peftbench.registry import Registry, did_you_mean
 class Options(BaseModel):
     """Base of every method's options: unknown keys are errors, values are coerced from spec strings."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)  # lora[alpha=inf] means nothing
 
 
 class AblationOptions(Options):
@@ -78,6 +78,9 @@ class Method:
     changed_by_merge: Callable[[nn.Module, set[int]], int] | None = None
     identity_init: bool = False
     text_to_text_only: bool = False
+    # Positions the method adds in front of every input (prompt tuning's and P-tuning's virtual tokens),
+    # checked at plan time against models with a fixed number of learned positions.
+    virtual_tokens: Callable[[Options], int] | None = None
     # Called with (adapted model, step) after each optimizer step, before gradients are cleared (AdaLoRA's
     # rank allocation reads them).
     on_optimizer_step: Callable[[nn.Module, int], None] | None = None

@@ -149,7 +149,8 @@ register(Method(name="ia3", summary="(IA)3 (Liu et al. 2022): learned rescaling 
                 default_lr=3e-4, merge=_ia3_merge, identity_init=True, source="HF PEFT"))
 register(Method(name="prompt_tuning", summary="prompt tuning (Lester et al. 2021): trained soft-prompt tokens",
                 options=PromptTuningOptions, apply=_prompt_tuning, owns=lambda name: "prompt_encoder" in name,
-                default_lr=3e-3, peak_factor=100.0, final_factor=10.0, source="HF PEFT"))
+                default_lr=3e-3, peak_factor=100.0, final_factor=10.0, virtual_tokens=lambda options: options.tokens,
+                source="HF PEFT"))
 def _norm_parameters(model: nn.Module, base_ids: set[int]) -> int:
     """Merging LN tuning swaps in the trained copies: every weight and bias of each tuned norm changes."""
     return sum(p.numel() for module in model.modules() if hasattr(module, "ln_tuning_layers")

@@ -60,4 +60,5 @@ register(Method(name="prefix_tuning", summary="prefix tuning (Li & Liang 2021): 
                 source="HF PEFT"))
 register(Method(name="p_tuning", summary="P-tuning (Liu et al. 2021): virtual tokens from a trained prompt encoder",
                 options=PTuningOptions, apply=_p_tuning, owns=lambda name: "prompt_encoder" in name,
-                default_lr=3e-3, peak_factor=100.0, final_factor=10.0, source="HF PEFT"))
+                default_lr=3e-3, peak_factor=100.0, final_factor=10.0, virtual_tokens=lambda options: options.tokens,
+                source="HF PEFT"))

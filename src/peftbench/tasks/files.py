@@ -3,6 +3,7 @@
 
 import csv
 import hashlib
+import io
 import json
 from pathlib import Path
 
@@ -24,10 +25,13 @@ def _read_text(path: Path) -> str:
 
 
 def read_rows(path: Path) -> list[Row]:
+    """Rows exactly as the file holds them. JSON Lines are split at line feeds only (a raw U+2028 or U+0085
+    inside a JSON string is content, not a line break), CSV by the csv module, which keeps quoted newlines."""
     text = _read_text(path)
     if path.suffix.lower() in {".jsonl", ".json", ".ndjson"}:
         rows = []
-        for number, line in enumerate(text.splitlines(), start=1):
+        for number, line in enumerate(text.split("\n"), start=1):
+            line = line.removesuffix("\r")
             if not line.strip():
                 continue
             try:
@@ -41,7 +45,10 @@ def read_rows(path: Path) -> list[Row]:
         return rows
     if path.suffix.lower() in {".csv", ".tsv"}:
         delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
-        return list(csv.DictReader(text.splitlines(), delimiter=delimiter))
+        try:
+            return list(csv.DictReader(io.StringIO(text, newline=""), delimiter=delimiter))
+        except csv.Error as error:
+            raise UserError(f"data file '{path}' is not valid CSV ({error}); check its quoting") from None
     raise UserError(f"data file '{path}' has an unknown format; use a .jsonl or .csv file")
 
 
@@ -60,14 +67,31 @@ def _kind_of(path: Path, rows: list[Row]) -> str:
                     f" or 'input' and 'target' (generation); it has {sorted(fields)}")
 
 
-def _check_rows(path: Path, rows: list[Row], columns: tuple[str, str]) -> list[Row]:
+def _value(path: Path, number: int, column: str, value: object, is_label: bool) -> str:
+    """A row's text or label as a string, refusing what would be silently turned into one: a label 0.0
+    beside 0 would make two classes, and a list or an object is no text."""
+    if isinstance(value, str):
+        if not value.strip():
+            raise UserError(f"data file '{path}' row {number} has an empty '{column}'; fill it or drop the row")
+        # Labels are names: surrounding spaces ("a, b" CSV style) are not part of them. Texts stay exact.
+        return value.strip() if is_label else value
+    if value is None:
+        raise UserError(f"data file '{path}' row {number} has an empty '{column}'; fill it or drop the row")
+    if is_label and isinstance(value, int):  # true/false and integer class ids are labels as they are
+        return json.dumps(value)
+    kind = {dict: "an object", list: "a list", float: "a number with a decimal point", int: "a number",
+            bool: "true/false"}.get(type(value), type(value).__name__)
+    fix = "write labels as strings or integers" if is_label else "write the text as a string"
+    raise UserError(f"data file '{path}' row {number}: '{column}' is {kind} ({json.dumps(value)[:40]}); {fix}")
+
+
+def _check_rows(path: Path, rows: list[Row], columns: tuple[str, str], kind: str) -> list[Row]:
     clean = []
     for number, row in enumerate(rows, start=1):
-        for column in columns:
-            value = row.get(column)
-            if value is None or str(value).strip() == "":
-                raise UserError(f"data file '{path}' row {number} has an empty '{column}'; fill it or drop the row")
-        clean.append({column: str(row[column]).strip() for column in columns})
+        text_column, target_column = columns
+        clean.append({text_column: _value(path, number, text_column, row.get(text_column), is_label=False),
+                      target_column: _value(path, number, target_column, row.get(target_column),
+                                            is_label=kind == "classification")})
     return clean
 
 
@@ -83,7 +107,7 @@ def file_task(path: Path, test_path: Path | None = None) -> TaskSpec:
     rows = read_rows(path)
     kind = _kind_of(path, rows)
     columns = COLUMNS[kind]
-    train = _check_rows(path, rows, columns)
+    train = _check_rows(path, rows, columns, kind)
     test = None
     if test_path is not None:
         test_rows = read_rows(test_path)
@@ -91,7 +115,7 @@ def file_task(path: Path, test_path: Path | None = None) -> TaskSpec:
             raise UserError(f"test file '{test_path}' has no rows; add examples to it")
         if _kind_of(test_path, test_rows) != kind:
             raise UserError(f"test file '{test_path}' must have the same columns as '{path}' ({', '.join(columns)})")
-        test = _check_rows(test_path, test_rows, columns)
+        test = _check_rows(test_path, test_rows, columns, kind)
     label_map: dict[object, str] = {}
     if kind == "classification":
         labels = sorted({row["label"] for row in train})
