@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from conftest import TINY_MODELS, assert_same_function
+from conftest import TINY_MODELS, assert_same_function, run_cli, run_json, write_suite
 from peftbench.config import MethodSpec
 from peftbench.errors import UserError
 from peftbench.heads import MeanPoolClassifier
@@ -247,20 +247,46 @@ def test_lora_scaling_later_layers_select_exactly_the_later_attention_projection
         "model.layers.1.self_attn.k_proj", "model.layers.1.self_attn.v_proj"]
 
 
-def test_adalora_allocates_rank_during_training():
-    """update_and_allocate runs through the method's optimizer-step hook: ranks fall from init_r toward target_r."""
-    family, model, _ = _build("adalora[init_r=6,target_r=2,total_step=8]", T5)
+def test_adalora_allocates_rank_during_training_and_records_what_it_keeps():
+    """update_and_allocate runs through the method's optimizer-step hook: ranks fall from init_r toward target_r,
+    and the hook records the parameters the allocation keeps (12 layers 32 -> 32: 65 per singular value)."""
+    family, model, context = _build("adalora[init_r=6,target_r=2,total_step=8]", T5)
+    assert context.record == {"trainable_at_init_rank": 12 * 6 * 65, "trainable_at_target_budget": 12 * 2 * 65}
     hook = METHODS.get("adalora").on_optimizer_step
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=1e-2)
     for step in range(1, 9):
         _output(family, model).float().pow(2).mean().backward()
         optimizer.step()
-        hook(model, step)
+        hook(model, context, step)
         optimizer.zero_grad()
     # Pruned singular values are masked to zero: the kept budget ends at about target_r per layer, not init_r.
     kept = [int((m.lora_E["default"] != 0).sum()) for m in model.modules() if hasattr(m, "lora_E")]
     assert kept and sum(kept) <= 2 * len(kept) < 6 * len(kept)
+    assert context.record["trainable_allocated"] == 65 * sum(kept) <= context.record["trainable_at_target_budget"]
+
+
+def test_adalora_params_show_both_counts(tmp_path):
+    """init_r 12 and target_r 8 on q, v: T5's 12 projections of 32 x 32; Llama's v maps 32 -> 16 (cost 49)."""
+    rows = run_json("params", T5, "--method", "adalora", "--method", "lora", "--json")
+    assert (rows[0]["trainable"], rows[0]["trainable_at_budget"]) == (12 * 12 * 65, 12 * 8 * 65)
+    assert rows[0]["chosen"]["trainable_at_target_budget"] == 12 * 8 * 65
+    assert rows[1]["trainable_at_budget"] is None
+    (llama,) = run_json("params", LLAMA, "--method", "adalora", "--json")
+    assert (llama["trainable"], llama["trainable_at_budget"]) == (2 * 12 * (65 + 49), 2 * 8 * (65 + 49))
+    code, out, _ = run_cli("params", T5, "--method", "adalora")
+    assert code == 0 and "9,360 (6,240 at budget)" in out
+
+
+def test_adalora_run_row_holds_the_counts_at_start_budget_and_end(tmp_path):
+    suite = write_suite(tmp_path / "adalora.json", methods=["adalora[init_r=4,target_r=2]"], scales=[16], epochs=2)
+    runs = run_json("run", suite, "--store", tmp_path / "r.db", "--device", "cpu", "--json")["runs"]
+    (row,) = [row for row in runs if row["kind"] == "train"]
+    record = row["method_record"]
+    # BERT's q, v: 4 projections of 32 x 32 (65 per singular value); the head (32 x 5 + 5) trains too.
+    assert row["trainable_params"] - 165 == record["trainable_at_init_rank"] == 4 * 4 * 65
+    # The run's optimizer steps are the schedule's length, so it ends on the target budget.
+    assert record["trainable_allocated"] == record["trainable_at_target_budget"] == 4 * 2 * 65
 
 
 def test_krona_with_b_rank_is_peft_lokr():

@@ -58,14 +58,34 @@ def _adalora(model, options: AdaLoraOptions, context):
 
     names = context.select(model, options, _targets(options.targets))
     total_step = options.total_step or context.total_steps or 1000
-    return _wrap(model, AdaLoraConfig(task_type=TASK_TYPES[context.family], lora_alpha=options.alpha,
-                                      lora_dropout=options.dropout, target_modules=names, init_r=options.init_r,
-                                      target_r=options.target_r, total_step=total_step,
-                                      orth_reg_weight=options.orth_reg_weight))
+    model = _wrap(model, AdaLoraConfig(task_type=TASK_TYPES[context.family], lora_alpha=options.alpha,
+                                       lora_dropout=options.dropout, target_modules=names, init_r=options.init_r,
+                                       target_r=options.target_r, total_step=total_step,
+                                       orth_reg_weight=options.orth_reg_weight))
+    context.record.update(trainable_at_init_rank=_adalora_trainable(model, options.init_r),
+                          trainable_at_target_budget=_adalora_trainable(model, options.target_r))
+    return model
 
 
-def _adalora_allocate(model: nn.Module, step: int) -> None:
+def _singular_triplets(model: nn.Module) -> list[tuple[torch.Tensor, int]]:
+    """(E, cost) per AdaLoRA layer: each singular value kept costs a row of P (in), a column of Q (out) and
+    its own entry of E."""
+    return [(module.lora_E["default"], module.in_features + module.out_features + 1) for module in model.modules()
+            if isinstance(getattr(module, "lora_E", None), nn.ParameterDict) and "default" in module.lora_E]
+
+
+def _adalora_trainable(model: nn.Module, rank: int) -> int:
+    """Trainable parameters with `rank` singular values in every layer. PEFT's budget is rank x layers values,
+    which it allocates by importance, so at target_r this is exact where all layers have one shape (q and v
+    of T5) and otherwise the count of an even allocation."""
+    return sum(rank * cost for _, cost in _singular_triplets(model))
+
+
+def _adalora_allocate(model: nn.Module, context, step: int) -> None:
     model.base_model.update_and_allocate(step)
+    # Pruned singular values are masked to zero: the parameters the current allocation uses, measured.
+    context.record["trainable_allocated"] = sum(int(torch.count_nonzero(values)) * cost
+                                                for values, cost in _singular_triplets(model))
 
 
 # --- peftbench's own wrapped linear layers ----------------------------------------------------------------
@@ -289,7 +309,9 @@ register(Method(name="dora", summary="DoRA (Liu et al. 2024): LoRA with a learne
 register(Method(name="adalora", summary="AdaLoRA (Zhang et al. 2023): SVD-form LoRA whose rank budget is"
                 " reallocated by importance during training",
                 options=AdaLoraOptions, apply=_adalora, owns=lambda name: "lora_" in name, default_lr=3e-4,
-                merge=peft_merge, identity_init=True, on_optimizer_step=_adalora_allocate, source="HF PEFT"))
+                merge=peft_merge, identity_init=True, on_optimizer_step=_adalora_allocate,
+                trainable_at_budget=lambda model, options: _adalora_trainable(model, options.target_r),
+                source="HF PEFT"))
 register(Method(name="lora_scaling", summary="LoRA with scaling (T-Few, Liu et al. 2022; Pu et al.'s LoRA):"
                 " rank-r update plus rank-s element-wise weight scaling",
                 options=LoraScalingOptions, apply=_lora_scaling, owns=_owns(*LORA_SCALING_PARAMETERS),
