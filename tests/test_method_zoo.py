@@ -13,6 +13,7 @@ import torch
 from conftest import assert_same_function
 from peftbench.accounting import adapter_state
 from peftbench.architectures import linear_roles
+from peftbench.config import MethodSpec
 from peftbench.methods import METHODS
 from peftbench.models import load_model
 from scaffold import ARCHITECTURES, build, output, projection_loss, scramble
@@ -27,23 +28,23 @@ TEST_SPECS = {"prompt_tuning": "prompt_tuning[tokens=4]", "prefix_tuning": "pref
               "p_tuning": "p_tuning[tokens=4]", "bitfit": "bitfit[add_bias=true]",
               "pfeiffer": "pfeiffer[nonlinearity=gelu]", "parallel_adapter": "parallel_adapter[nonlinearity=gelu]",
               "mam": "mam[tokens=4,nonlinearity=gelu]", "unipelt": "unipelt[tokens=4,nonlinearity=gelu]"}
-# Cases known to fail a liveness check today, each with the issue that fixes it: xfail(strict), so the fix
-# turns them into failures until the entry is removed.
-KNOWN_DEAD: dict[tuple[str, str], str] = {}
+# Options that take another code path than a method's defaults: the liveness checks run them too.
+VARIANTS = ["krona[b_rank=2,init=lokr]", "pfeiffer[placement=before_residual,nonlinearity=gelu]",
+            "compacter_pp[placement=before_residual]", "ia3[layout=tfew]", "lora_scaling[s=2,targets=all-linear]",
+            "mam[tokens=4,hidden=0,nonlinearity=gelu]"]
 
 
-def _cases(models=ARCHITECTURES[:3], known_dead: bool = False):
-    for name, method in METHODS.items():
+def _cases(models=ARCHITECTURES[:3], variants: tuple[str, ...] = ()):
+    specs = [TEST_SPECS.get(name, name) for name in METHODS] + list(variants)
+    for spec in specs:
         for model in models:
-            if method.text_to_text_only and model == "config:tiny-bert":
+            if _method(spec).text_to_text_only and model == "config:tiny-bert":
                 continue
-            reason = KNOWN_DEAD.get((name, model)) if known_dead else None
-            marks = [pytest.mark.xfail(reason=reason, strict=True)] if reason else []
-            yield pytest.param(name, model, id=f"{name}-{model.removeprefix('config:')}", marks=marks)
+            yield pytest.param(spec, model, id=f"{spec}-{model.removeprefix('config:')}")
 
 
-def _build(name: str, model_name: str, seed: int = 0, dtype: torch.dtype = torch.float32):
-    return build(TEST_SPECS.get(name, name), model_name, seed, dtype)
+def _method(spec: str):
+    return METHODS.get(MethodSpec.parse(spec).name)
 
 
 def _changes(after: torch.Tensor, before: torch.Tensor) -> bool:
@@ -58,14 +59,14 @@ def _inert_by_design(model) -> set[str]:
     return {f"{role.name}.bias" for role in linear_roles(model) if role.projection == "k"}
 
 
-@pytest.mark.parametrize("name,model_name", list(_cases(ARCHITECTURES, known_dead=True)))
-def test_every_method_tensor_acts_on_the_output_in_eval_mode(name, model_name):
+@pytest.mark.parametrize("spec,model_name", list(_cases(ARCHITECTURES, tuple(VARIANTS))))
+def test_every_method_tensor_acts_on_the_output_in_eval_mode(spec, model_name):
     """Perturbing any one tensor the method added (or trains) changes the eval-mode output, so no dropout
     can stand in for it; the tensors are first moved off their initial values (see scramble)."""
-    built = _build(name, model_name)
+    built = build(spec, model_name)
     model = built.model.double().eval()
     tensors = built.method_tensors()
-    assert tensors, f"{name} adds or trains nothing"
+    assert tensors, f"{spec} adds or trains nothing"
     scramble(tensors)
     inert = _inert_by_design(model)
     generator = torch.Generator().manual_seed(4)
@@ -79,18 +80,18 @@ def test_every_method_tensor_acts_on_the_output_in_eval_mode(name, model_name):
             if not _changes(output(built.family, model), reference) and not tensor_name.endswith(tuple(inert)):
                 dead.append(tensor_name)
             tensor.copy_(saved)
-    assert dead == [], f"perturbing these {name} tensors leaves the output unchanged"
+    assert dead == [], f"perturbing these {spec} tensors leaves the output unchanged"
 
 
-@pytest.mark.parametrize("name,model_name", list(_cases(ARCHITECTURES, known_dead=True)))
-def test_one_backward_in_eval_mode_gives_every_trained_tensor_a_gradient(name, model_name):
+@pytest.mark.parametrize("spec,model_name", list(_cases(ARCHITECTURES, tuple(VARIANTS))))
+def test_one_backward_in_eval_mode_gives_every_trained_tensor_a_gradient(spec, model_name):
     """Nonzero gradients on exactly the method's parameters, with dropout off; frozen ones get none."""
-    built = _build(name, model_name)
+    built = build(spec, model_name)
     trainable = built.trainable()
     scramble(built.method_tensors())
     projection_loss(built.family, built.model.eval()).backward()
-    owns = METHODS.get(name).owns
-    assert [n for n in trainable if not owns(n)] == [], f"trained but not {name}'s"
+    owns = _method(spec).owns
+    assert [n for n in trainable if not owns(n)] == [], f"trained but not {spec}'s"
     assert [n for n, p in trainable.items() if p.grad is None or not p.grad.any()] == []
     assert [n for n, p in built.model.named_parameters() if not p.requires_grad and p.grad is not None] == []
 
@@ -106,9 +107,9 @@ def _train_steps(family: str, model, steps: int = 3) -> None:
     model.eval()
 
 
-@pytest.mark.parametrize("name,model_name", list(_cases()))
-def test_base_weights_bit_identical_after_training(name, model_name):
-    built = _build(name, model_name)
+@pytest.mark.parametrize("spec,model_name", list(_cases()))
+def test_base_weights_bit_identical_after_training(spec, model_name):
+    built = build(spec, model_name)
     model = built.model
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     _train_steps(built.family, model)
@@ -117,34 +118,34 @@ def test_base_weights_bit_identical_after_training(name, model_name):
     assert any(not torch.equal(p, before[n]) for n, p in after.items() if p.requires_grad)
 
 
-@pytest.mark.parametrize("name,model_name", [c for c in _cases() if METHODS.get(c.values[0]).identity_init])
-def test_identity_at_initialisation(name, model_name):
+@pytest.mark.parametrize("spec,model_name", [c for c in _cases() if _method(c.values[0]).identity_init])
+def test_identity_at_initialisation(spec, model_name):
     base = load_model(model_name).model.eval().double()
-    built = _build(name, model_name, dtype=torch.float64)
+    built = build(spec, model_name, dtype=torch.float64)
     with torch.no_grad():
         assert_same_function(output(built.family, built.model.eval()), output(built.family, base))
 
 
-@pytest.mark.parametrize("name,model_name", [c for c in _cases() if METHODS.get(c.values[0]).mergeable])
-def test_merge_matches_unmerged(name, model_name):
-    built = _build(name, model_name)
+@pytest.mark.parametrize("spec,model_name", [c for c in _cases() if _method(c.values[0]).mergeable])
+def test_merge_matches_unmerged(spec, model_name):
+    built = build(spec, model_name)
     model = built.model
     _train_steps(built.family, model)
     model.double()  # in float32 a rare logit differs by ~1.1e-5 with one thread: summation order, not the merge
     with torch.no_grad():
         unmerged = output(built.family, model)
-        merged = output(built.family, METHODS.get(name).merge(model))
+        merged = output(built.family, _method(spec).merge(model))
     assert_same_function(merged, unmerged)
 
 
-@pytest.mark.parametrize("name,model_name", list(_cases()))
-def test_adapter_checkpoint_reloads_exactly(name, model_name):
-    built = _build(name, model_name)
+@pytest.mark.parametrize("spec,model_name", list(_cases()))
+def test_adapter_checkpoint_reloads_exactly(spec, model_name):
+    built = build(spec, model_name)
     _train_steps(built.family, built.model)
     buffer = io.BytesIO()
     torch.save({k: v.detach() for k, v in adapter_state(built.model, built.base_ids).items()}, buffer)
     buffer.seek(0)
-    fresh = _build(name, model_name, seed=123).model  # other init: only the checkpoint can make it equal
+    fresh = build(spec, model_name, seed=123).model  # other init: only the checkpoint can make it equal
     fresh.load_state_dict(torch.load(buffer), strict=False)
     with torch.no_grad():
         torch.testing.assert_close(output(built.family, fresh.eval()), output(built.family, built.model.eval()),
