@@ -76,8 +76,11 @@ def _compacter(keep):
         shared = nn.Parameter(torch.empty(n, n, n, device=first.weight.device, dtype=first.weight.dtype))
         nn.init.normal_(shared, std=1e-4)
         size = _size(d, options.reduction, multiple=n)
-        bottleneck = lambda base: Bottleneck(PHMLinear(base, d, size, shared), PHMLinear(base, size, d, shared),  # noqa: E731
-                                             options.nonlinearity)
+
+        def bottleneck(base: nn.Linear) -> Bottleneck:
+            return Bottleneck(PHMLinear(base, d, size, shared), PHMLinear(base, size, d, shared), options.nonlinearity)
+
+        # Compacter reads as Houlsby's adapters (DoubleSeqBn); Compacter++ has the placement option.
         _place_serial(model, names, bottleneck, getattr(options, "placement", "before_residual"))
         return model
     return apply
