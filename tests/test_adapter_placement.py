@@ -139,3 +139,31 @@ def test_seqbn_reads_the_residual_stream_not_the_ffn_output():
         with torch.no_grad():
             outputs.append(run().logits)
     assert (outputs[0] - outputs[1]).abs().max() > 1e-4
+
+
+@pytest.mark.parametrize("spec", ["pfeiffer", "parallel_adapter"])
+def test_post_ln_opt(spec):
+    """OPT-350m's layout (do_layer_norm_before=False): the FFN reads the stream as it is and final_layer_norm
+    follows the residual add, as BERT's LayerNorm does."""
+    from transformers import OPTConfig, OPTForCausalLM
+
+    from peftbench.config import MethodSpec
+    from peftbench.methods import METHODS
+    from peftbench.methods.base import Context
+
+    torch.manual_seed(0)
+    model = OPTForCausalLM(OPTConfig(vocab_size=100, hidden_size=32, ffn_dim=64, num_hidden_layers=2,
+                                     num_attention_heads=4, word_embed_proj_dim=32, do_layer_norm_before=False))
+    method = METHODS.get(MethodSpec.parse(spec).name)
+    model = method.apply(model, method.parse_options(MethodSpec.parse(spec)), Context(family="decoder")).eval()
+    ids = torch.randint(2, 100, (2, 6), generator=torch.Generator().manual_seed(0))
+    layer = model.model.decoder.layers[1]
+    (x,), _ = _call_of(model, "model.decoder.layers.1.fc1", lambda: model(input_ids=ids))
+    args, kwargs = _call_of(model, "model.decoder.layers.1", lambda: model(input_ids=ids))
+    adapter, norm = layer.fc2, layer.final_layer_norm
+    f = adapter.adapter_bottleneck
+    torch.nn.init.normal_(f.up.weight, std=0.5)
+    with torch.no_grad():
+        h = adapter.base_layer(layer.activation_fn(layer.fc1(x)))
+        added = f(norm(x + h)) if spec == "pfeiffer" else adapter.scale * f(x)
+        torch.testing.assert_close(layer(*args, **kwargs).view_as(x), norm(x + h + added))
