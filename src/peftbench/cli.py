@@ -108,12 +108,12 @@ def run(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, \
         TimeRemainingColumn
 
+    from peftbench.api import run_plan
     from peftbench.config import load_suite
     from peftbench.executors import LocalExecutor, ray_executor
-    from peftbench.report import runs_view, summary_markdown
     from peftbench.interrupts import exit_code, ignore_further_signals
-    from peftbench.runner import GridInterrupted, Overrides, execute, lease_seconds, pick_device, plan
-    from peftbench.store import Store, read_rows
+    from peftbench.report import runs_view, summary_markdown
+    from peftbench.runner import GridInterrupted, Overrides, lease_seconds, pick_device, plan
 
     overrides = Overrides(models=model, tasks=task, methods=method, scales=scale, seeds=seed)
     if not dry_run:
@@ -129,21 +129,17 @@ def run(
         runs_on = ray_executor(ray_address, device.value, cpus_per_run, gpus_per_run)
     else:
         runs_on = contextlib.nullcontext(LocalExecutor(pick_device(device.value)))
-    results = Store(store)
     console = Console(stderr=True)
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                TextColumn("ETA"), TimeRemainingColumn())
     try:
         with runs_on as chosen, Progress(*columns, console=console, transient=True) as progress:
-            counts = execute(grid, results, chosen, progress)
+            done = run_plan(grid, store, chosen, progress)
     except GridInterrupted as stop:
         ignore_further_signals()
         console.print(str(stop), markup=False, highlight=False, soft_wrap=True)
         sys.exit(exit_code())
-    finally:
-        results.close()
-    ids = {r.run_id for r in grid.runs}
-    rows = [row for row in read_rows(store) if row["run_id"] in ids]
+    counts, rows = done.counts, done.rows
     summary = (out or store.parent) / f"{grid.suite.name}.md"
     try:
         summary.parent.mkdir(parents=True, exist_ok=True)
@@ -189,7 +185,9 @@ RESULT_FIELDS = ("run_id", "kind", "suite", "model", "task", "method", "method_s
                  "n_train", "seed", "lr", "status", "attempts", "error", "primary_metric", "score", "metrics", "trainable_params",
                  "total_params", "peak_memory_bytes", "peak_memory_kind", "train_tokens_per_s", "infer_tokens_per_s",
                  "wall_s", "train_seconds", "best_epoch", "best_val_loss", "seconds_to_best", "stopped_by", "steps",
-                 "cost_usd", "budget", "sweep", "val_score", "curve", "provenance")
+                 "cost_usd", "budget", "sweep", "val_score", "curve", "cpu_bf16", "precision", "flops", "train_flops_per_s",
+                 "infer_flops_per_s", "train_mfu", "infer_mfu", "peak_flops_per_s", "peak_source", "family", "weights",
+                 "weights_skipped", "provenance")
 
 
 @app.command()
@@ -238,6 +236,70 @@ def report(
                      "tables": [table.key for table in built.tables], "notes": built.intro})
         return
     _stdout().print(f"{len(built.tables)} tables from {len(rows)} runs; wrote {len(written)} files under {out}")
+
+
+@app.command()
+def show(
+    run_id: Annotated[str, typer.Argument(help="a run id (or a unique prefix of one), as `results` lists them")],
+    store: StoreOption = DEFAULT_STORE,
+    as_json: JsonFlag = False,
+) -> None:
+    """One run: its spec, metrics, loss curve and saved files."""
+    from peftbench.api import find_run
+
+    row = find_run(run_id, store)
+    weights = row.get("weights")
+    folder = store.parent / weights["folder"] if weights else None
+    files = {"folder": str(folder), "present": folder.is_dir(), **weights} if weights else None
+    if as_json:
+        _print_json({**row, "saved": files})
+        return
+    out = _stdout()
+    say = lambda text: out.print(text, markup=False, highlight=False, soft_wrap=True)  # noqa: E731
+    say(f"run {row['run_id']} ({row['kind']}, {row['status']}, {row.get('attempts', 1)} attempt(s)) of suite"
+        f" {row['suite']}")
+    learning_rate = f" · lr {row['lr']:g}" if "lr" in row else ""
+    say(f"  {row['model']} · {row['task']} · {row['method_spec']} · n={row['n_train']} · seed {row['seed']}"
+        + learning_rate)
+    if row.get("error"):
+        say(f"  error: {row['error']}")
+    if row.get("score") is not None:
+        metrics = {k: v for k, v in row.get("metrics", {}).items() if isinstance(v, (int, float))}
+        say(f"  {row['primary_metric']} {row['score']:.4f}; " + ", ".join(f"{k} {v:.4g}" for k, v in metrics.items()))
+    for point in row.get("curve") or []:
+        say(f"  epoch {point['epoch']}: train loss {point['train_loss']:.4f}, validation loss {point['val_loss']:.4f}"
+            f" at {point['seconds']:.1f} s")
+    if files:
+        state = "present" if files["present"] else "MISSING"
+        say(f"  saved: {files['folder']} ({state}), {files['bytes']:,} bytes, {files['tensors']} tensors,"
+            f" sha256 {files['sha256'][:16]}…")
+    else:
+        say(f"  saved: nothing ({row.get('weights_skipped', 'the run kept no weights')})")
+    spec = {k: row[k] for k in sorted(row) if k in ("eval", "epochs", "batch_size", "grad_accum", "max_input_length",
+                                                     "max_target_length", "patience", "warmup_ratio", "peak_factor",
+                                                     "final_factor", "cpu_bf16", "bf16_autocast")}
+    say("  settings: " + ", ".join(f"{k}={v}" for k, v in spec.items()))
+
+
+@app.command()
+def export(
+    run_id: Annotated[str, typer.Argument(help="a run id (or a unique prefix of one)")],
+    out: Annotated[Path, typer.Option("--out", help="a new or empty folder to write")],
+    merged: Annotated[bool, typer.Option("--merged", help="a whole model with the method folded into its weights")]
+    = False,
+    store: StoreOption = DEFAULT_STORE,
+    as_json: JsonFlag = False,
+) -> None:
+    """Write a run's trained weights as a PEFT adapter folder (methods PEFT implements), a peftbench folder
+    (`peftbench.load(DIR)`), or with --merged a whole transformers model; with a model card."""
+    from peftbench.export import export as write_export
+
+    done = write_export(run_id, store, out, merged)
+    if as_json:
+        _print_json(done)
+        return
+    _stdout().print(f"exported run {done['run_id']} as {done['format']} to {done['out']}: {', '.join(done['files'])}",
+                    markup=False, highlight=False, soft_wrap=True)
 
 
 class TaskType(str, Enum):
@@ -390,6 +452,10 @@ def _rate(value: float | None) -> str:
     return "–" if value is None else f"{value:,.0f}"
 
 
+def _mfu(value: float | None) -> str:
+    return "–" if value is None else f"{100 * value:.2g}%"
+
+
 def _pct(entry: dict, field: str) -> str:
     value = (entry.get("pct_of_full") or {}).get(field)
     return "–" if value is None else f"{value:.0f}%"
@@ -405,7 +471,8 @@ def profile(
     steps: Annotated[int, typer.Option("--steps", help="timed training steps and inference passes")] = 10,
     warmup: Annotated[int, typer.Option("--warmup", help="untimed warm-up steps and passes first")] = 3,
     dtype: Annotated[DType | None, typer.Option(
-        "--dtype", help="bf16: bf16 autocast over fp32 weights (CUDA); default bf16 on CUDA, fp32 on CPU")] = None,
+        "--dtype", help="bf16: bf16 autocast over fp32 weights; default bf16 on CUDA and on CPUs that compute"
+                        " bf16 natively (as `run` does), else fp32")] = None,
     random_init: Annotated[bool, typer.Option("--random-init", help="random weights, nothing read or downloaded"
                                                                     " but the config and tokenizer")] = False,
     no_reference: Annotated[bool, typer.Option("--no-reference", help="do not profile full tuning first")] = False,
@@ -414,6 +481,7 @@ def profile(
 ) -> None:
     """Peak memory, train and inference tokens/s of each method on synthetic batches of one shape, each
     in a fresh process, as % of full tuning measured in the same call."""
+    from peftbench.precision import cpu_bf16_support
     from peftbench.profile import ProfileSettings
     from peftbench.profile import profile as run_profile
     from peftbench.runner import pick_device
@@ -421,7 +489,8 @@ def profile(
     chosen = pick_device(device.value).type
     settings = ProfileSettings(model=model, batch_size=batch_size, seq_len=seq_len, target_len=target_len,
                                steps=steps, warmup=warmup, random_init=random_init, device=chosen,
-                               dtype=dtype.value if dtype else "bf16" if chosen == "cuda" else "fp32")
+                               dtype=dtype.value if dtype else "bf16" if chosen == "cuda"
+                               or cpu_bf16_support()["native"] else "fp32")
     console = Console(stderr=True)
 
     def report(entry: dict) -> None:
@@ -441,17 +510,18 @@ def profile(
     rows = []
     for entry in result["methods"]:
         if entry["status"] != "ok":
-            rows.append((entry["method"], entry["status"].upper(), *["–"] * 9, entry.get("error", "")))
+            rows.append((entry["method"], entry["status"].upper(), *["–"] * 11, entry.get("error", "")))
             continue
         rows.append((entry["method"], "ok", f"{entry['trainable_params']:,}", _mib(entry["peak_memory_bytes"]),
                      _pct(entry, "peak_memory_bytes"), _rate(entry["train_tokens_per_s"]),
-                     _pct(entry, "train_tokens_per_s"), _rate(entry["infer_tokens_per_s"]),
-                     _pct(entry, "infer_tokens_per_s"), _rate(entry["infer_merged_tokens_per_s"]),
-                     _pct(entry, "infer_merged_tokens_per_s"), ""))
+                     _pct(entry, "train_tokens_per_s"), _mfu(entry.get("train_mfu")), _rate(entry["infer_tokens_per_s"]),
+                     _pct(entry, "infer_tokens_per_s"), _mfu(entry.get("infer_mfu")),
+                     _rate(entry["infer_merged_tokens_per_s"]), _pct(entry, "infer_merged_tokens_per_s"), ""))
     kind = next((e["peak_memory_kind"] for e in result["methods"] if e["status"] == "ok"), "")
-    _print_table(f"profile of {model} (% of full tuning; peak memory: {kind})",
-                 ("method", "status", "trainable", "peak MiB", "%", "train tok/s", "%", "infer tok/s", "%",
-                  "merged infer tok/s", "%", "error"), rows)
+    peak = next((e.get("peak_source") for e in result["methods"] if e["status"] == "ok"), None)
+    _print_table(f"profile of {model} (% of full tuning; peak memory: {kind}; MFU against the {peak or 'unknown peak'})",
+                 ("method", "status", "trainable", "peak MiB", "%", "train tok/s", "%", "MFU", "infer tok/s", "%",
+                  "MFU", "merged infer tok/s", "%", "error"), rows)
 
 
 def _error(message: str) -> None:

@@ -126,8 +126,12 @@ class Suite(BaseModel):
     # Speed switches, each on by default and each shown by a test not to change results beyond tolerance.
     group_by_length: bool = True
     merge_for_eval: bool = True  # evaluate mergeable methods on a merged copy (the trained model is untouched)
-    bf16_autocast: bool = True  # on CUDA only; CPU runs are fp32
+    bf16_autocast: bool = True  # bf16 autocast on CUDA, over float32 weights (peftbench.precision)
+    cpu_bf16: Literal["auto", "on", "off"] = "auto"  # on CPU: auto = bf16 autocast where the CPU computes it natively
     fused_adamw: bool = True  # on CUDA only; elsewhere (or off) the foreach implementation
+    # What each finished run keeps beside the store (peftbench.artifacts): methods = every PEFT run's tensors,
+    # all = full tuning's whole model too, none = nothing. Not part of a run's identity.
+    save: Literal["none", "methods", "all"] = "methods"
     weight_decay: float = Field(0.0, ge=0)
     max_grad_norm: float | None = Field(1.0, gt=0)
     baselines: list[Literal["majority", "zero_shot"]] = Field(default_factory=lambda: ["majority", "zero_shot"])

@@ -10,6 +10,7 @@ from torch import nn
 
 from peftbench.data import IGNORE, Encoder, batch_order, collate
 from peftbench.interrupts import check_stop
+from peftbench.precision import CpuBf16, autocast_dtype
 from peftbench.tasks import Row
 
 # A generated answer that names no label: Hamilton & Mueller's "other". Bracketed so that it can never
@@ -25,8 +26,10 @@ class TaskModel:
     encoder: Encoder
     uses_head: bool
     group_by_length: bool = True
-    bf16_autocast: bool = True  # bf16 autocast over fp32 weights on CUDA; CPU always computes in fp32
+    bf16_autocast: bool = True  # bf16 autocast over fp32 weights on CUDA (peftbench.precision)
+    cpu_bf16: CpuBf16 = "off"  # on CPU: auto (where bf16 is native), on or off; a run takes its suite's setting
     method_record: dict = field(default_factory=dict)  # what the method chose, e.g. the layers of `random`
+    base_parameter_ids: frozenset[int] = frozenset()  # the loaded model's own tensors, before the method
     on_optimizer_step: Callable[[int], None] | None = None  # the method's per-step hook, bound to its model
 
     @property
@@ -36,6 +39,10 @@ class TaskModel:
     @property
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
+
+    @property
+    def autocast_dtype(self) -> torch.dtype | None:
+        return autocast_dtype(self.device, self.bf16_autocast, self.cpu_bf16)
 
 
 def to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
@@ -49,8 +56,10 @@ def batch_loss(task_model: TaskModel, batch: dict[str, torch.Tensor]) -> torch.T
     return task_model.model(**batch).loss
 
 
-def autocast(device: torch.device, bf16: bool = True):
-    return torch.autocast("cuda", dtype=torch.bfloat16, enabled=bf16 and device.type == "cuda")
+def autocast(task_model: TaskModel):
+    """Autocast for the task model's passes, in the dtype its device and settings call for (none: float32)."""
+    dtype = task_model.autocast_dtype
+    return torch.autocast(task_model.device.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None)
 
 
 @torch.no_grad()
@@ -62,7 +71,7 @@ def mean_loss(task_model: TaskModel, examples: list[dict], batch_size: int) -> f
     for indices in batch_order(lengths, batch_size, seed=None, group_by_length=task_model.group_by_length):
         check_stop("during validation")
         batch = to_device(collate([examples[i] for i in indices], task_model.pad_id), task_model.device)
-        with autocast(task_model.device, task_model.bf16_autocast):
+        with autocast(task_model):
             total += float(batch_loss(task_model, batch)) * len(indices)
         count += len(indices)
     return total / max(count, 1)
@@ -86,7 +95,7 @@ def generate(task_model: TaskModel, rows: list[Row], batch_size: int, max_new_to
     tokenizer = task_model.encoder.tokenizer
     texts, tokens = [""] * len(rows), 0
     for indices, batch in _prompt_batches(task_model, rows, batch_size):
-        with autocast(task_model.device, task_model.bf16_autocast):
+        with autocast(task_model):
             output = task_model.model.generate(
                 input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], max_new_tokens=max_new_tokens,
                 do_sample=False, num_beams=1, eos_token_id=task_model.encoder.eos_id, pad_token_id=task_model.pad_id)
@@ -113,7 +122,7 @@ def predict_with_head(task_model: TaskModel, rows: list[Row], batch_size: int) -
     labels = task_model.encoder.task.labels
     predictions, tokens = [""] * len(rows), 0
     for indices, batch in _prompt_batches(task_model, rows, batch_size):
-        with autocast(task_model.device, task_model.bf16_autocast):
+        with autocast(task_model):
             logits = task_model.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
         for index, label in zip(indices, logits.argmax(-1).tolist()):
             predictions[index] = labels[label]
@@ -140,7 +149,7 @@ def predict_by_rank(task_model: TaskModel, rows: list[Row], batch_size: int) -> 
     for indices in batch_order(lengths, batch_size, seed=None, group_by_length=task_model.group_by_length):
         check_stop("during evaluation")
         batch = to_device(collate([candidates[i] for i in indices], task_model.pad_id), task_model.device)
-        with autocast(task_model.device, task_model.bf16_autocast):
+        with autocast(task_model):
             logits = task_model.model(**batch).logits.float()
         targets = batch["labels"]
         if encoder.family == "decoder":
@@ -191,20 +200,28 @@ def generation_metrics(references: list[str], predictions: list[str]) -> dict:
     return metrics
 
 
+def predict(task_model: TaskModel, rows: list[Row], batch_size: int, mode: str,
+            max_target_length: int) -> tuple[list[str], int]:
+    """The model's answers on `rows` as they are scored (label words, `<other>`, or generated text) and the
+    tokens processed to get them."""
+    task = task_model.encoder.task
+    if task.kind == "generation":
+        return generate(task_model, rows, batch_size, max_target_length)
+    if task_model.uses_head:
+        return predict_with_head(task_model, rows, batch_size)
+    if mode == "rank":
+        return predict_by_rank(task_model, rows, batch_size)
+    longest = max(len(task_model.encoder.target_ids(label)) for label in task.labels)
+    texts, tokens = generate(task_model, rows, batch_size, longest)
+    return [match_label(text, task.labels) for text in texts], tokens
+
+
 def evaluate(task_model: TaskModel, rows: list[Row], batch_size: int, mode: str,
              max_target_length: int) -> tuple[dict, int]:
     """Metrics of the model on `rows` and the number of tokens processed to get them."""
     task = task_model.encoder.task
     golds = [task.target(row) for row in rows]
+    predictions, tokens = predict(task_model, rows, batch_size, mode, max_target_length)
     if task.kind == "generation":
-        texts, tokens = generate(task_model, rows, batch_size, max_target_length)
-        return generation_metrics(golds, texts), tokens
-    if task_model.uses_head:
-        predictions, tokens = predict_with_head(task_model, rows, batch_size)
-    elif mode == "rank":
-        predictions, tokens = predict_by_rank(task_model, rows, batch_size)
-    else:
-        longest = max(len(task_model.encoder.target_ids(label)) for label in task.labels)
-        texts, tokens = generate(task_model, rows, batch_size, longest)
-        predictions = [match_label(text, task.labels) for text in texts]
+        return generation_metrics(golds, predictions), tokens
     return classification_metrics(golds, predictions, task.labels), tokens

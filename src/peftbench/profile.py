@@ -43,7 +43,7 @@ class ProfileSettings:
     target_len: int = 8
     steps: int = 10
     warmup: int = 3
-    dtype: str = "fp32"  # bf16: bf16 autocast over fp32 weights (CUDA only), as `peftbench run` trains
+    dtype: str = "fp32"  # bf16: bf16 autocast over fp32 weights (CUDA or CPU), as `peftbench run` trains
     random_init: bool = False
     device: str = "cpu"
 
@@ -100,7 +100,7 @@ def _inference_tokens_per_s(task_model, cpu_batches: list[dict], warmup: int) ->
     task_model.model.eval()
 
     def forward(cpu_batch: dict) -> None:
-        with torch.no_grad(), autocast(device, task_model.bf16_autocast):
+        with torch.no_grad(), autocast(task_model):
             batch_loss(task_model, to_device(cpu_batch, device))
 
     for index in range(warmup):
@@ -136,6 +136,7 @@ def _measure(settings: ProfileSettings, method_spec: str) -> dict:
 
     from peftbench.config import MethodSpec
     from peftbench.data import collate
+    from peftbench.flops import flops_per_token, peak_flops, utilisation
     from peftbench.measure import PeakMemory, parameter_counts, provenance
     from peftbench.methods import METHODS
     from peftbench.runner import build_task_model, merged_for_eval
@@ -145,7 +146,8 @@ def _measure(settings: ProfileSettings, method_spec: str) -> dict:
     name = MethodSpec.parse(method_spec).name
     spec = {"model": settings.model, "seed": 0, "method_spec": method_spec, "max_input_length": settings.seq_len,
             "max_target_length": settings.target_len, "group_by_length": False,
-            "bf16_autocast": settings.dtype == "bf16", "n_train": settings.steps * settings.batch_size,
+            "bf16_autocast": settings.dtype == "bf16", "cpu_bf16": "on" if settings.dtype == "bf16" else "off",
+            "n_train": settings.steps * settings.batch_size,
             "batch_size": settings.batch_size, "grad_accum": 1, "epochs": 1}
     task_model = build_task_model(spec, _synthetic_task(), name, settings.random_init)
     counts = parameter_counts(task_model.model)
@@ -181,8 +183,11 @@ def _measure(settings: ProfileSettings, method_spec: str) -> dict:
     merged_model = merged_for_eval(task_model, name)
     merged = _inference_tokens_per_s(merged_model, cpu_batches, settings.warmup) \
         if merged_model is not task_model else None
-    return {**counts, "peak_memory_bytes": peak, "peak_memory_kind": kind,
-            "train_tokens_per_s": timed.train_tokens / timed.train_seconds, "train_steps": timed.steps,
+    train_tokens_per_s = timed.train_tokens / timed.train_seconds
+    flops = flops_per_token(settings.model, method_spec, settings.seq_len, settings.target_len)
+    return {**counts, "peak_memory_bytes": peak, "peak_memory_kind": kind, "flops": flops,
+            **utilisation(flops, train_tokens_per_s, infer, peak_flops(device, task_model.autocast_dtype)),
+            "train_tokens_per_s": train_tokens_per_s, "train_steps": timed.steps,
             "train_loss_warmup_then_timed": losses, "infer_tokens_per_s": infer,
             "infer_merged_tokens_per_s": merged, "mergeable": METHODS.get(name).mergeable,
             "provenance": provenance(device, dataclasses.asdict(settings))}
@@ -207,8 +212,6 @@ def check(settings: ProfileSettings, method_specs: list[str]) -> str:
             raise UserError(f"{flag} {value} is too small; use at least {least}")
     if settings.dtype not in ("bf16", "fp32"):
         raise UserError(f"--dtype {settings.dtype} is unknown; use bf16 or fp32")
-    if settings.dtype == "bf16" and settings.device != "cuda":
-        raise UserError("--dtype bf16 (bf16 autocast) needs a CUDA GPU; on CPU use --dtype fp32")
     family = model_family(settings.model)
     positions = getattr(model_config(settings.model), "max_position_embeddings", None)
     length = settings.seq_len + (settings.target_len if family == "decoder" else 0)

@@ -11,21 +11,26 @@ import traceback
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from importlib.metadata import version
 from typing import TYPE_CHECKING
 
 import torch
 
 from peftbench.accounting import count, learned_positions
+from peftbench.artifacts import SavePolicy, trained_tensors
+from peftbench.artifacts import save as save_weights
 from peftbench.config import ALL, NAMED_SCALES, MethodSpec, Suite
-from peftbench.data import Encoder, Splits, make_splits, rows_digest
+from peftbench.data import IGNORE, Encoder, Splits, make_splits, rows_digest
 from peftbench.errors import UserError, parse_number
 from peftbench.evaluate import TaskModel, classification_metrics, evaluate
+from peftbench.flops import flops_per_token, peak_flops, utilisation
 from peftbench.heads import MeanPoolClassifier
 from peftbench.interrupts import RunInterrupted, deferred, requested, stop_on_signals
 from peftbench.measure import PeakMemory, parameter_counts, provenance, spec_hash
 from peftbench.methods import METHODS
 from peftbench.methods.base import Context, freeze, keep_model, merged_copy
 from peftbench.models import load_model, model_family, resolve
+from peftbench.precision import describe
 from peftbench.prices import usd_per_hour
 from peftbench.store import Heartbeat, Store, runner_id
 from peftbench.sweep import select_lr
@@ -44,6 +49,7 @@ class Run:
 
     spec: dict
     kind: str  # train | baseline
+    save: SavePolicy = "methods"  # what the run keeps beside the store (peftbench.artifacts); not in its id
 
     @property
     def run_id(self) -> str:
@@ -63,8 +69,11 @@ class FollowUp:
     template: dict
     sweep: dict
 
+    save: SavePolicy = "methods"
+
     def runs(self, lr: float) -> list[Run]:
-        return [Run({**self.template, "lr": lr, "seed": seed}, kind="train") for seed in self.sweep["seeds"][1:]]
+        return [Run({**self.template, "lr": lr, "seed": seed}, kind="train", save=self.save)
+                for seed in self.sweep["seeds"][1:]]
 
 
 @dataclass
@@ -173,7 +182,8 @@ def plan(suite: Suite, overrides: Overrides = Overrides(), load_data: bool = Tru
                           "n_train": n_train, "split_seed": suite.split_seed, "val_cap": suite.val_cap,
                           "test_cap": suite.test_cap, "eval": suite.eval, "group_by_length": suite.group_by_length,
                           "max_input_length": suite.max_input_length, "max_target_length": suite.max_target_length,
-                          "merge_for_eval": suite.merge_for_eval, "bf16_autocast": suite.bf16_autocast}
+                          "merge_for_eval": suite.merge_for_eval, "bf16_autocast": suite.bf16_autocast,
+                          "cpu_bf16": suite.cpu_bf16}
                 for baseline in suite.baselines:
                     if baseline == "majority" and task.kind == "generation":
                         continue  # no majority answer for free text
@@ -197,13 +207,14 @@ def plan(suite: Suite, overrides: Overrides = Overrides(), load_data: bool = Tru
                     if suite.sweep:
                         sweep = {"lrs": suite.sweep.lr, "select_by": suite.sweep.select_by, "seeds": suite.seeds}
                         template["sweep"] = {**sweep, "group": spec_hash({**template, "sweep": sweep})}
-                        result.runs += [Run({**template, "lr": lr, "seed": suite.seeds[0]}, kind="train")
-                                        for lr in suite.sweep.lr]
+                        result.runs += [Run({**template, "lr": lr, "seed": suite.seeds[0]}, kind="train",
+                                            save=suite.save) for lr in suite.sweep.lr]
                         if len(suite.seeds) > 1:
-                            result.follow_ups.append(FollowUp(template, template["sweep"]))
+                            result.follow_ups.append(FollowUp(template, template["sweep"], suite.save))
                         continue
                     lr = suite.learning_rates.get(str(spec), suite.learning_rates.get(spec.name, method.default_lr))
-                    result.runs += [Run({**template, "lr": lr, "seed": seed}, kind="train") for seed in suite.seeds]
+                    result.runs += [Run({**template, "lr": lr, "seed": seed}, kind="train", save=suite.save)
+                                    for seed in suite.seeds]
     return result
 
 
@@ -228,6 +239,7 @@ def build_task_model(spec: dict, task: TaskSpec, method_name: str | None, random
     classification task, put the mean-pooling head on top. Seeded so the head starts alike per seed.
     `random_init`: the checkpoint's architecture with random weights (profiling)."""
     loaded = load_model(spec["model"], random_init)
+    base_ids = frozenset(id(p) for p in loaded.model.parameters())
     torch.manual_seed(spec["seed"])
     model, context = loaded.model, Context(family=loaded.family, seed=spec["seed"], total_steps=_total_steps(spec))
     step_hook = None
@@ -244,7 +256,8 @@ def build_task_model(spec: dict, task: TaskSpec, method_name: str | None, random
         model.head.requires_grad_(method_name is not None)
     encoder = Encoder(task, loaded.family, loaded.tokenizer, spec["max_input_length"], spec["max_target_length"])
     return TaskModel(model=model, encoder=encoder, uses_head=uses_head, group_by_length=spec["group_by_length"],
-                     bf16_autocast=spec["bf16_autocast"], method_record=context.record, on_optimizer_step=step_hook)
+                     bf16_autocast=spec["bf16_autocast"], cpu_bf16=spec.get("cpu_bf16", "off"),
+                     method_record=context.record, on_optimizer_step=step_hook, base_parameter_ids=base_ids)
 
 
 def merged_for_eval(task_model: TaskModel, method_name: str) -> TaskModel:
@@ -269,8 +282,31 @@ def _evaluate_timed(task_model: TaskModel, rows: list, spec: dict, batch_size: i
     return {"metrics": metrics, "infer_tokens_per_s": tokens / seconds if seconds else None, "eval_seconds": seconds}
 
 
+def _mean_lengths(examples: list[dict], family: str) -> tuple[int, int]:
+    """Mean input and target tokens of encoded examples: a decoder's input is its masked (prompt) labels."""
+    def lengths(example: dict) -> tuple[int, int]:
+        if family == "encoder":
+            return len(example["input_ids"]), 0
+        if family == "seq2seq":
+            return len(example["input_ids"]), len(example["labels"])
+        prompt = sum(label == IGNORE for label in example["labels"])
+        return prompt, len(example["input_ids"]) - prompt
+
+    inputs, targets = zip(*map(lengths, examples))
+    return round(sum(inputs) / len(inputs)), round(sum(targets) / len(targets))
+
+
+def _kept_tensors(task_model: TaskModel, method_name: str, save: SavePolicy) -> tuple[dict | None, str | None]:
+    """The run's trained tensors if its save policy keeps them, else None and why not."""
+    if save == "none":
+        return None, "the suite's save is none"
+    if save == "methods" and METHODS.get(method_name).checkpoint_is_model:
+        return None, "full tuning trains the whole model: kept only with save: all"
+    return trained_tensors(task_model.model, task_model.base_parameter_ids), None
+
+
 def execute_train(spec: dict, task: TaskSpec, splits: Splits, device: torch.device,
-                  on_step: Callable[[int, int], None] | None = None) -> dict:
+                  on_step: Callable[[int, int], None] | None = None, save: SavePolicy = "none") -> dict:
     started = time.perf_counter()
     memory = PeakMemory(device)
     memory.reset()
@@ -289,6 +325,7 @@ def execute_train(spec: dict, task: TaskSpec, splits: Splits, device: torch.devi
     trained = train(task_model, train_examples, val_examples, settings, on_step=on_step)
     # The training peak (Lialin et al. Table 5), read before evaluation: a merged copy must not count in it.
     peak, peak_kind = memory.peak_bytes()
+    tensors, not_kept = _kept_tensors(task_model, spec["method"], save)  # the best epoch's, as evaluated
     evaluated = merged_for_eval(task_model, spec["method"]) if spec["merge_for_eval"] else task_model
     selection = {}
     if spec.get("sweep", {}).get("select_by") == "val_score":  # the sweep picks on validation, never on test
@@ -296,14 +333,22 @@ def execute_train(spec: dict, task: TaskSpec, splits: Splits, device: torch.devi
         selection = {"val_score": val_metrics.get(task.primary_metric), "val_metrics": val_metrics}
     evaluation = _evaluate_timed(evaluated, splits.test, spec, spec["batch_size"])
     del evaluated
+    train_tokens_per_s = trained.train_tokens / trained.train_seconds if trained.train_seconds else None
+    lengths = _mean_lengths(train_examples, task_model.encoder.family)
+    flops = flops_per_token(spec["model"], spec["method_spec"], *lengths, seed=spec["seed"])
     return {
         **evaluation, **counts, "peak_memory_bytes": peak, "peak_memory_kind": peak_kind,
-        "train_tokens_per_s": trained.train_tokens / trained.train_seconds if trained.train_seconds else None,
+        "flops": flops, **utilisation(flops, train_tokens_per_s, evaluation["infer_tokens_per_s"],
+                                      peak_flops(device, task_model.autocast_dtype)),
+        "precision": describe(device, spec["bf16_autocast"], spec.get("cpu_bf16", "off"),
+                              next(task_model.model.parameters()).dtype),
+        "train_tokens_per_s": train_tokens_per_s,
         "train_seconds": trained.train_seconds, "steps": trained.steps, "curve": trained.curve,
         "best_epoch": trained.best_epoch, "seconds_to_best": trained.seconds_to_best,
         "best_val_loss": trained.best_val_loss if math.isfinite(trained.best_val_loss) else None, **selection,
         "stopped_by": trained.stopped_by, "wall_s": time.perf_counter() - started,
-        "method_record": task_model.method_record,
+        "method_record": task_model.method_record, "family": task_model.encoder.family,
+        TENSORS_KEY: tensors, **({"weights_skipped": not_kept} if not_kept else {}),
     }
 
 
@@ -342,7 +387,7 @@ def execute_one(run: Run, task: TaskSpec, splits: Splits, device: torch.device,
         if run.kind == "baseline":
             result = execute_baseline(run.spec, task, splits, device)
         else:
-            result = execute_train(run.spec, task, splits, device, on_step)
+            result = execute_train(run.spec, task, splits, device, on_step, run.save)
         return "finished", _finish(result, task, splits, run.spec, device), None
     except UserError:
         raise
@@ -367,6 +412,18 @@ def resolve_follow_ups(plan_: Plan, rows: list[dict]) -> list[Run]:
         if chosen is not None:
             runs += follow_up.runs(chosen)
     return runs
+
+
+TENSORS_KEY = "_tensors"  # the outcome's trained tensors, handed to the driver to write beside the store
+
+
+def run_manifest(run: Run, task: TaskSpec, result: dict) -> dict:
+    """What a saved run needs to be rebuilt and predict without its data: spec, task template and labels."""
+    return {"run_id": run.run_id, "kind": run.kind, "spec": run.spec, "family": result["family"],
+            "peftbench": version("peftbench"),
+            "task": {"name": task.name, "kind": task.kind, "template": task.template, "target_field": task.target_field,
+                     "primary_metric": task.primary_metric, "source": task.source, "description": task.description,
+                     "label_map": [[key, word] for key, word in task.label_map.items()]}}
 
 
 class GridInterrupted(Exception):
@@ -412,6 +469,9 @@ def execute(plan_: Plan, store: Store, executor: "Executor", progress=None) -> d
             for run, (status, result, error) in executor.run(runs, plan_, claim, stop, on_step):
                 if status == "finished" and plan_.usd_per_hour is not None:
                     result["cost_usd"] = result["wall_s"] * plan_.usd_per_hour / 3600
+                if tensors := result.pop(TENSORS_KEY, None):  # written before the row, which then points at them
+                    result["weights"] = save_weights(store.path, run.run_id, tensors,
+                                                     run_manifest(run, plan_.tasks[run.spec["task"]], result))
                 if store.end(run.run_id, owner, status, result, error):
                     counts[status] += 1
                 if progress:

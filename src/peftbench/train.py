@@ -99,7 +99,7 @@ def train(task_model: TaskModel, train_examples: list[dict], val_examples: list[
             cpu_batch = collate([train_examples[i] for i in indices], task_model.pad_id)
             result.train_tokens += count_tokens(cpu_batch, family)
             batch = to_device(cpu_batch, device)
-            with autocast(device, task_model.bf16_autocast):
+            with autocast(task_model):
                 loss = batch_loss(task_model, batch)
             (loss / settings.grad_accum).backward()
             epoch_loss += loss.detach().float()

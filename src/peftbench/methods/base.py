@@ -81,6 +81,9 @@ class Method:
     # Positions the method adds in front of every input (prompt tuning's and P-tuning's virtual tokens),
     # checked at plan time against models with a fixed number of learned positions.
     virtual_tokens: Callable[[Options], int] | None = None
+    # The method trains the whole model (full tuning): its checkpoint is a model's worth of weights, kept only
+    # when a suite asks for `save: all`.
+    checkpoint_is_model: bool = False
     # Called with (adapted model, context, step) after each optimizer step, before gradients are cleared
     # (AdaLoRA's rank allocation reads them); what it records in context.record goes into the run's row.
     on_optimizer_step: Callable[[nn.Module, Context, int], None] | None = None

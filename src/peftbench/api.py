@@ -1,0 +1,134 @@
+"""peftbench as a library: run a suite, read the stored results, and load what a run trained to predict with
+it. The command line is a thin layer over these functions.
+
+    import peftbench
+    summary = peftbench.run("quickstart", store="peftbench-results/results.db")
+    rows = peftbench.results("peftbench-results/results.db")
+    best = max((r for r in rows if r["status"] == "finished"), key=lambda r: r["score"])
+    predictor = peftbench.load(best["run_id"], store="peftbench-results/results.db")
+    predictor.predict(["Headline: Chelsea win the league\\nArticle: ...\\nTopic:"])
+"""
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from peftbench.errors import UserError
+
+DEFAULT_STORE = Path("peftbench-results/results.db")
+PROMPT_FIELD = "prompt"  # a plain string given to predict() is the whole prompt, the template not applied
+
+
+@dataclass
+class RunSummary:
+    suite: str
+    counts: dict[str, int]
+    store: Path
+    rows: list[dict] = field(default_factory=list)  # the suite's stored runs, one per grid point
+
+
+def run(suite: str | Path = "quickstart", *, store: str | Path = DEFAULT_STORE, models: list[str] | None = None,
+        tasks: list[str] | None = None, methods: list[str] | None = None, scales: list[str] | None = None,
+        seeds: list[int] | None = None, device: str = "auto") -> RunSummary:
+    """Train, evaluate and store every run of a suite (a built-in name or a YAML path), one at a time in this
+    process, skipping runs the store already holds. Raises UserError for a mistake in the suite or the
+    arguments (before anything is stored) and runner.GridInterrupted after a SIGINT or SIGTERM."""
+    from peftbench.config import load_suite
+    from peftbench.executors import LocalExecutor
+    from peftbench.runner import Overrides, pick_device, plan
+
+    grid = plan(load_suite(str(suite)), Overrides(models=models, tasks=tasks, methods=methods, scales=scales,
+                                                  seeds=seeds))
+    return run_plan(grid, Path(store), LocalExecutor(pick_device(device)))
+
+
+def run_plan(grid, store: Path, executor, progress=None) -> RunSummary:
+    """Execute a planned grid (runner.plan) on an executor (executors.LocalExecutor or the Ray one)."""
+    from peftbench.runner import execute
+    from peftbench.store import Store, read_rows
+
+    opened = Store(store)
+    try:
+        counts = execute(grid, opened, executor, progress)
+    finally:
+        opened.close()
+    ids = {r.run_id for r in grid.runs}
+    return RunSummary(grid.suite.name, counts, store, [row for row in read_rows(store) if row["run_id"] in ids])
+
+
+def results(store: str | Path = DEFAULT_STORE, *, kind: str | None = None, suite: str | None = None) -> list[dict]:
+    """Every stored run (spec and result fields in one dict), read without changing the store."""
+    from peftbench.store import read_rows, require_store
+
+    store = Path(store)
+    require_store(store)
+    return [row for row in read_rows(store, kind) if suite is None or row["suite"] == suite]
+
+
+def find_run(run_id: str, store: Path) -> dict:
+    """The stored row of a run id (or of a unique prefix of one, as `git` takes commits)."""
+    matches = [row for row in results(store) if row["run_id"].startswith(run_id)]
+    if len(matches) != 1:
+        problem = "no run" if not matches else f"{len(matches)} runs"
+        raise UserError(f"{problem} in '{store}' with an id starting '{run_id}'; see `peftbench results` for the ids")
+    return matches[0]
+
+
+def _task(manifest: dict):
+    from peftbench.tasks import TaskData, TaskSpec
+
+    task = manifest["task"]
+    return TaskSpec(name=task["name"], kind=task["kind"], load=lambda: TaskData(train=[]), template=task["template"],
+                    target_field=task["target_field"], primary_metric=task["primary_metric"], source=task["source"],
+                    description=task["description"], label_map=dict(map(tuple, task["label_map"])))
+
+
+@dataclass
+class Predictor:
+    """A trained run, rebuilt from its saved tensors, answering as it was scored: label words (or `<other>`)
+    for classification, text for generation. `predict` takes rows with the task's fields (the template is
+    applied, as in the run) or plain strings (each the whole prompt)."""
+
+    manifest: dict
+    task_model: object  # evaluate.TaskModel
+    batch_size: int = 16
+
+    @property
+    def spec(self) -> dict:
+        return self.manifest["spec"]
+
+    def predict(self, inputs: list[str | dict]) -> list[str]:
+        import dataclasses
+
+        from peftbench.evaluate import predict
+
+        rows = [row if isinstance(row, dict) else {PROMPT_FIELD: row} for row in inputs]
+        task_model = self.task_model
+        if any(not isinstance(row, dict) for row in inputs):
+            if not all(isinstance(row, str) for row in inputs):
+                raise UserError("predict() takes either rows (dicts of the task's fields) or strings, not both")
+            task = dataclasses.replace(task_model.encoder.task, template="{" + PROMPT_FIELD + "}")
+            task_model = dataclasses.replace(task_model, encoder=dataclasses.replace(task_model.encoder, task=task))
+        spec = self.spec
+        predictions, _ = predict(task_model, rows, self.batch_size, spec["eval"], spec["max_target_length"])
+        return predictions
+
+
+def load(run: str | Path, *, store: str | Path = DEFAULT_STORE, device: str = "cpu") -> Predictor:
+    """A Predictor for a stored run (its id, or a unique prefix) or a folder of saved weights (a run's folder
+    under `<store folder>/weights/`, or one written by `peftbench export` for peftbench's own methods)."""
+    from peftbench.artifacts import folder_of, load_tensors, read_manifest
+    from peftbench.runner import build_task_model, pick_device
+
+    folder = Path(run)
+    if not folder.is_dir():
+        folder = folder_of(find_run(str(run), Path(store)), Path(store))
+    manifest = read_manifest(folder)
+    tensors = load_tensors(folder)
+    spec = manifest["spec"]
+    task_model = build_task_model(spec, _task(manifest), spec["method"])
+    result = task_model.model.load_state_dict(tensors, strict=False)
+    if result.unexpected_keys:
+        raise UserError(f"the saved tensors of '{folder}' do not fit {spec['model']} with {spec['method_spec']}"
+                        f" (e.g. {result.unexpected_keys[0]}); the method's code changed since the run")
+    task_model.model.to(pick_device(device)).eval()
+    return Predictor(manifest, task_model)
