@@ -104,3 +104,12 @@ def grid_store(tmp_path_factory) -> Path:
     for suite in (classify, generate):
         run_json("run", suite, "--store", store, "--device", "cpu", "--json")
     return store
+
+
+@pytest.fixture
+def one_thread():
+    """The tiny models run many small operations, which one thread does 2-3x faster than two."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -67,6 +67,7 @@ LIALIN_TABLE_5 = {
     "lora[r=8,alpha=8,targets=all-linear]": (8.65, 25.17, 91.23),
     "compacter": (0.30, 0.30, 0.30),
     "compacter_pp": (0.15, 0.15, 0.15),
+    "krona[b_rank=8,init=lokr]": (0.22, 0.41, 0.77),
     # Prefix rows: three sites (encoder self-, decoder self-, cross-attention), each its own prefix.
     "prefix_tuning[tokens=30,hidden=512]": (77.31, None, 1211.99),
     "prefix_tuning[tokens=30,hidden=0]": (4.42, 17.69, 70.78),  # the "Prompt tuning" row: the flat prefix
@@ -81,6 +82,18 @@ def test_lialin_et_al_table_5_recoverable_rows(size, model):
     for spec, printed in LIALIN_TABLE_5.items():
         if printed[size] is not None:
             assert round(rows[spec]["trainable"] / 1e6, 2) == printed[size], spec
+
+
+@pytest.mark.parametrize("suite", ["lialin2024", "lialin2024-cnn"])
+def test_lialin_suites_run_the_configurations_counted(suite):
+    """The suites' specs are the counted ones: LoRA with the survey's alpha 8 (not peftbench's 16), KronA as
+    PEFT LoKr's defaults, the AdapterHub adapters with their defaults."""
+    from peftbench.config import load_suite
+
+    methods = load_suite(suite).methods
+    assert set(LIALIN_TABLE_5) <= set(methods)
+    assert [spec for spec in methods if spec.startswith("lora")] == ["lora[r=8,alpha=8,targets=qv]",
+                                                                      "lora[r=8,alpha=8,targets=all-linear]"]
 
 
 def test_lialin_t5_3b_lora_qv_is_self_attention_only():

@@ -394,6 +394,12 @@ def tasks(as_json: JsonFlag = False) -> None:
                  [(e["name"], e["kind"], e["primary_metric"], ", ".join(e["labels"]) or "–", e["source"]) for e in entries])
 
 
+def _at_budget(row: dict) -> str:
+    """AdaLoRA starts at init_r and prunes to its budget: both counts."""
+    budget = row["trainable_at_budget"]
+    return "" if budget is None else f" ({budget:,} at budget)"
+
+
 @app.command()
 def params(
     model: Annotated[str, typer.Argument(help="model name, e.g. config:flan-t5-xl")],
@@ -418,7 +424,7 @@ def params(
         return
     _print_table(f"parameters of {model} ({rows[0]['total']:,} in the base model)",
                  ("spec", "trainable", "%", "added", "%", "changed after merge", "%", "adapter bytes"),
-                 [(r["spec"], f"{r['trainable']:,}", f"{r['trainable_pct']:.4f}", f"{r['added']:,}",
+                 [(r["spec"], f"{r['trainable']:,}" + _at_budget(r), f"{r['trainable_pct']:.4f}", f"{r['added']:,}",
                    f"{r['added_pct']:.4f}", f"{r['changed']:,}" + ("" if r["mergeable"] else " (no merge)"),
                    f"{r['changed_pct']:.2f}", f"{r['adapter_bytes']:,}") for r in rows])
 
