@@ -55,6 +55,20 @@ def run_cli(*args) -> tuple[int, str, str]:
     return code, out.getvalue(), err.getvalue()
 
 
+def assert_live(model, tensors: dict, forward) -> None:
+    """In eval mode, perturbing each of `tensors` changes `forward()`; then one backward pass gives every
+    trainable tensor of `model` a nonzero gradient."""
+    with torch.no_grad():
+        before = forward()
+        for name, tensor in tensors.items():
+            saved = tensor.clone()
+            tensor.add_(torch.randn(tensor.shape, generator=torch.Generator().manual_seed(4)))
+            assert not torch.allclose(forward(), before), f"{name} does not act"
+            tensor.copy_(saved)
+    forward().float().pow(2).mean().backward()
+    assert [n for n, p in model.named_parameters() if p.requires_grad and (p.grad is None or not p.grad.any())] == []
+
+
 def run_json(*args):
     code, out, err = run_cli(*args)
     assert code == 0, err
@@ -90,3 +104,12 @@ def grid_store(tmp_path_factory) -> Path:
     for suite in (classify, generate):
         run_json("run", suite, "--store", store, "--device", "cpu", "--json")
     return store
+
+
+@pytest.fixture
+def one_thread():
+    """The tiny models run many small operations, which one thread does 2-3x faster than two."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -1,7 +1,9 @@
-"""The adapter methods of methods/adapters.py on the three tiny architectures: exact trainable counts,
-identity at initialisation, only adapters move, gradients reach every adapter tensor, the ablation
-selection, the placement arithmetic (parallel adapter, PHM Kronecker sums), causality and padding
-independence of UniPELT's gates, and checkpoints that reload by name."""
+"""The adapter methods of methods/adapters.py and compacter.py on the three tiny architectures: exact
+trainable counts, AdapterHub's initialisations (identity only with a zero up-projection), the ablation
+selection, where the residual taps sit and that a missing one fails loudly, PHM Kronecker sums, causality
+and padding independence, and checkpoints that reload by name. Where each adapter reads
+and adds is checked against AdapterHub's formulas in test_adapter_placement.py; that every adapter tensor
+acts in eval mode, in test_method_zoo.py. MAM and UniPELT: tests/test_hybrids.py."""
 
 import pytest
 import torch
@@ -10,31 +12,23 @@ from conftest import TINY_MODELS, assert_same_function
 from peftbench.config import MethodSpec
 from peftbench.errors import UserError
 from peftbench.methods import METHODS
-from peftbench.methods.adapters import FeedForwardTap, ParallelAdapter, PHMLinear, PrefixGate, SerialAdapter
-from peftbench.methods.base import Context
+from peftbench.methods.adapters import ParallelAdapter, SerialAdapter
+from peftbench.methods.compacter import PHMLinear
 from peftbench.models import load_model
+from scaffold import INPUT_IDS, build, output, projection_loss
 
-IDENTITY = ["houlsby", "pfeiffer", "parallel_adapter", "compacter", "compacter_pp"]
-ALL = [*IDENTITY, "mam[tokens=4]", "unipelt[tokens=4]"]
-# A width-2 ReLU bottleneck can die on the tiny random models (hidden states of ~0.01 against AdamW steps
-# of the learning rate), leaving it without gradient for good; training checks use GELU, which cannot.
-SMOOTH = ["houlsby[nonlinearity=gelu]", "pfeiffer[nonlinearity=gelu]", "parallel_adapter[nonlinearity=gelu]",
-          "compacter", "compacter_pp", "mam[tokens=4,nonlinearity=gelu]", "unipelt[tokens=4,nonlinearity=gelu]"]
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+# With a zero up-projection (AdapterHub's mam_adapter init, ParBn's default) an adapter starts as the identity.
+IDENTITY = ["houlsby[init=mam_adapter]", "pfeiffer[init=mam_adapter]",
+            "pfeiffer[init=mam_adapter,placement=before_residual]", "parallel_adapter"]
+ALL = ["houlsby", "pfeiffer", "parallel_adapter", "compacter", "compacter_pp"]
 
 # Tiny configs: d=32, FFN 64, 2 layers per stack (T5: encoder + decoder stacks, so 4 layers).
 # Bottleneck (reduction 16 -> width 2): down 32*2+2 = 66, up 2*32+32 = 96 -> 162 per adapter.
 # Parallel (reduction 2 -> width 16): down 32*16+16 = 528, up 16*32+32 = 544 -> 1,072 per layer.
 # Compacter (reduction 32 -> 1, rounded up to n=4): down PHM 32->4: s 4*8*1 + t 4*1*1 + bias 4 = 40;
 #   up PHM 4->32: s 4*1*1 + t 4*1*8 + bias 32 = 68 -> 108 per adapter, plus 4*4*4 = 64 shared once.
-# Prefix (PEFT, 4 tokens, 2 layers, key/value width t = 32; Llama's 2 key/value heads of 8 give 16; on T5
-#   only the decoder's self-attention): embedding 4*t, then the MLP of width h: t*h+h and h*(2*2*t)+2*2*t.
-# UniPELT: gated LoRA r=8 on q and v = A 8*32 + B out*8 + gate 33: 545 for 32->32, 417 for Llama's v
-#   (32->16); T5 has q, v in 2 encoder self-, 2 decoder self- and 2 cross-attentions: 12 x 545 = 6,540.
-#   Gated FFN adapter 162 + 33 = 195 per layer; BERT adds a prefix gate of 33 per layer.
-
-
-def prefix(t: int, h: int) -> int:
-    return 4 * t + (t * h + h) + (h * 4 * t + 4 * t)
 
 
 EXPECTED = {
@@ -45,41 +39,16 @@ EXPECTED = {
                   "config:tiny-bert": 4 * 108 + 64},
     "compacter_pp": {"config:tiny-t5": 4 * 108 + 64, "config:tiny-llama": 2 * 108 + 64,
                      "config:tiny-bert": 2 * 108 + 64},
-    "mam[tokens=4]": {"config:tiny-t5": 4 * 1072 + prefix(32, 800), "config:tiny-llama": 2 * 1072 + prefix(16, 800),
-                      "config:tiny-bert": 2 * 1072 + prefix(32, 800)},
-    "mam[tokens=4,hidden=0]": {"config:tiny-t5": 4 * 1072 + 4 * 2 * 2 * 32,
-                               "config:tiny-llama": 2 * 1072 + 4 * 2 * 2 * 16,
-                               "config:tiny-bert": 2 * 1072 + 4 * 2 * 2 * 32},
-    "unipelt[tokens=4]": {"config:tiny-t5": 12 * 545 + 4 * 195 + prefix(32, 512),
-                          "config:tiny-llama": 2 * (545 + 417) + 2 * 195 + prefix(16, 512),
-                          "config:tiny-bert": 4 * 545 + 2 * 195 + prefix(32, 512) + 2 * 33},
 }
-# On tiny T5 that is houlsby 1,296, mam[tokens=4] 133,344 and unipelt[tokens=4] 90,008.
-
-INPUT_IDS = torch.randint(1000, 2000, (2, 10), generator=torch.Generator().manual_seed(0))
-LABELS = torch.randint(1000, 2000, (2, 4), generator=torch.Generator().manual_seed(1))
-
+# On tiny T5 that is houlsby 1,296.
 
 def _build(spec: str, model_name: str, seed: int = 0):
-    loaded = load_model(model_name)
-    method = METHODS.get(MethodSpec.parse(spec).name)
-    torch.manual_seed(seed)
-    model = method.apply(loaded.model, method.parse_options(MethodSpec.parse(spec)), Context(family=loaded.family))
-    return loaded.family, model
+    built = build(spec, model_name, seed)
+    return built.family, built.model
 
 
 def _output(family: str, model, input_ids=INPUT_IDS, attention_mask=None) -> torch.Tensor:
-    if family == "encoder":
-        return model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-    if family == "seq2seq":
-        return model(input_ids=input_ids, labels=LABELS).logits
-    return model(input_ids=input_ids, attention_mask=attention_mask).logits
-
-
-def _loss(family: str, model) -> torch.Tensor:
-    # A fixed random projection of the outputs: BERT's LayerNorm makes plain sums of squares constant.
-    output = _output(family, model)
-    return (output * torch.randn(output.shape, generator=torch.Generator().manual_seed(2))).sum()
+    return output(family, model, input_ids, attention_mask)
 
 
 def _trainable(model) -> dict[str, torch.nn.Parameter]:
@@ -90,7 +59,7 @@ def _steps(family: str, model, steps: int = 3) -> None:
     optimizer = torch.optim.AdamW(_trainable(model).values(), lr=1e-2, weight_decay=0.0)
     for _ in range(steps):
         optimizer.zero_grad()
-        _loss(family, model).backward()
+        projection_loss(family, model).backward()
         optimizer.step()
 
 
@@ -110,31 +79,38 @@ def test_exact_trainable_counts_and_ownership(spec, model_name):
 
 @pytest.mark.parametrize("model_name", TINY_MODELS)
 @pytest.mark.parametrize("spec", IDENTITY)
-def test_identity_at_initialisation(spec, model_name):
-    assert METHODS.get(spec).identity_init
+def test_identity_at_initialisation_with_a_zero_up_projection(spec, model_name):
     base = load_model(model_name).model.eval()
     family, model = _build(spec, model_name)
     with torch.no_grad():
         torch.testing.assert_close(_output(family, model.eval()), _output(family, base), atol=0, rtol=0)
 
 
-@pytest.mark.parametrize("model_name", TINY_MODELS)
-@pytest.mark.parametrize("spec", SMOOTH)
-def test_training_moves_adapters_only_and_every_adapter_tensor_gets_gradient(spec, model_name):
-    family, model = _build(spec, model_name)
-    model.train()
-    before = {name: p.detach().clone() for name, p in model.named_parameters()}
-    _steps(family, model)
-    after = dict(model.named_parameters())
-    trainable = _trainable(model)
-    assert [n for n in before if n not in trainable and not torch.equal(before[n], after[n])] == []
-    assert [n for n in trainable if torch.equal(before[n], after[n])] == []
-    # Up-projections start at zero, so the first step gives the down-projections no gradient; by now
-    # every adapter tensor must receive one.
-    for parameter in trainable.values():
-        parameter.grad = None
-    _loss(family, model).backward()
-    assert [n for n, p in trainable.items() if p.grad is None or not p.grad.any()] == []
+@pytest.mark.parametrize("spec", ["houlsby", "pfeiffer", "compacter", "compacter_pp"])
+def test_adapterhub_initialisation_is_not_the_identity(spec):
+    """AdapterHub starts these at random (BERT init; Compacter's rule N(0, 1e-4)), not at zero: the adapted
+    model differs from the base by a little, as it does there."""
+    base = load_model("config:tiny-bert").model.eval()
+    family, model = _build(spec, "config:tiny-bert")
+    assert not METHODS.get(spec).identity_init
+    with torch.no_grad():
+        difference = (_output(family, model.eval()) - _output(family, base)).abs().max().item()
+    assert 0 < difference < 0.1
+
+
+def test_initialisations_follow_adapterhub():
+    """bert: N(0, 0.02) weights; houlsby: N(0, 1e-2) cut at 2 std; mam_adapter: zero up; biases zero."""
+    for spec, check in [("pfeiffer", lambda w: abs(w.std().item() - 0.02) < 0.004),
+                        ("pfeiffer[init=houlsby]", lambda w: w.abs().max() <= 0.02 and 0.005 < w.std() < 0.01),
+                        ("parallel_adapter", None)]:
+        _, model = _build(spec, "config:tiny-t5")
+        bottleneck = model.encoder.block[0].layer[1].DenseReluDense.wo.adapter_bottleneck
+        down, up = bottleneck.down, bottleneck.up
+        assert not down.bias.any() and not up.bias.any()
+        if check is None:  # mam_adapter: nn.Linear's Kaiming-uniform down, zero up
+            assert not up.weight.any() and down.weight.abs().max() <= 1 / 32 ** 0.5
+        else:
+            assert check(torch.cat([down.weight.flatten(), up.weight.flatten()])), spec
 
 
 def test_layers_0_adapts_the_first_layer_of_each_stack():
@@ -152,24 +128,32 @@ def test_drop_ffn_keeps_the_attention_adapters():
         _build("pfeiffer[drop=ffn]", "config:tiny-bert")
 
 
-def test_parallel_adapter_taps_the_ffn_input_of_the_chosen_layer():
+def test_residual_taps_sit_on_the_chosen_layers_only():
     _, model = _build("parallel_adapter[layers=1]", "config:tiny-bert")
     assert _wrapped(model, ParallelAdapter) == ["encoder.layer.1.output.dense"]
-    assert _wrapped(model, FeedForwardTap) == ["encoder.layer.1.intermediate.dense"]
+    hooked = [name for name, module in model.named_modules() if module._forward_pre_hooks]
+    assert hooked == ["encoder.layer.1.intermediate.dense"]  # post-LN: the FFN's input is the stream
+    _, model = _build("pfeiffer[layers=0]", "config:tiny-t5")
+    hooked = [name for name, module in model.named_modules() if module._forward_pre_hooks]
+    assert hooked == ["encoder.block.0.layer.1.layer_norm", "decoder.block.0.layer.2.layer_norm"]  # pre-LN
+    _, model = _build("houlsby", "config:tiny-t5")  # reads the sublayer's own output: no tap
+    assert not any(module._forward_pre_hooks for module in model.modules())
 
 
-def test_parallel_adapter_adds_the_scaled_bottleneck_of_the_ffn_input():
-    """Llama's MLP: down(act(gate(x)) * up(x)) + scale * adapter(x), x being the MLP's input."""
-    base_mlp = load_model("config:tiny-llama").model.model.layers[0].mlp
-    _, model = _build("parallel_adapter[scale=2.5]", "config:tiny-llama")
-    mlp = model.model.layers[0].mlp
-    adapter = mlp.down_proj.adapter_bottleneck
-    torch.nn.init.normal_(adapter.up.weight)
-    x = torch.randn(3, 5, 32)
+def test_an_adapter_whose_tap_does_not_run_fails_loudly():
+    family, model = _build("pfeiffer", "config:tiny-t5")
+    ffn = model.encoder.block[0].layer[1]
+    ffn.layer_norm = type(ffn.layer_norm)(32)  # a fresh norm without the adapter's hook
+    with pytest.raises(RuntimeError, match="residual tap did not run"):
+        _output(family, model)
+
+
+def test_no_activation_is_kept_after_the_forward():
+    family, model = _build("parallel_adapter", "config:tiny-llama")
     with torch.no_grad():
-        expected = base_mlp(x) + 2.5 * adapter.up(torch.relu(adapter.down(x)))
-        torch.testing.assert_close(mlp(x), expected)
-    assert mlp.down_proj.ffn_input is None  # no activation kept after the call
+        _output(family, model)
+    assert all(module.stream is None for module in model.modules() if isinstance(module, (ParallelAdapter,
+                                                                                          SerialAdapter)))
 
 
 def test_phm_weight_is_a_sum_of_kronecker_products_with_one_shared_rule():
@@ -214,19 +198,6 @@ def test_encoder_outputs_do_not_depend_on_batch_padding(spec):
         alone = _output(family, model, short, torch.ones_like(short))
         in_batch = _output(family, model, padded, (padded != 0).long())
     assert_same_function(in_batch[:, :6], alone)
-
-
-def test_unipelt_prefix_gate_only_in_bidirectional_attention():
-    _, bert = _build("unipelt[tokens=4]", "config:tiny-bert")
-    gates = [m for m in bert.modules() if isinstance(m, PrefixGate)]
-    assert len(gates) == 2
-    with torch.no_grad():
-        before = _output("encoder", bert)
-        gates[0].bias.fill_(-5.0)
-        assert not torch.allclose(_output("encoder", bert), before)  # the gate acts on the prefix
-    for name in ["config:tiny-t5", "config:tiny-llama"]:
-        _, model = _build("unipelt[tokens=4]", name)
-        assert not any(isinstance(m, PrefixGate) for m in model.modules())
 
 
 @pytest.mark.parametrize("model_name", TINY_MODELS)

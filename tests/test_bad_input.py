@@ -132,7 +132,7 @@ def store(tmp_path_factory):
 
 
 def _digest(folder) -> dict[str, str]:
-    """Every file under the store's folder (the store, summaries, saved weights), by its path."""
+    """Every file under the store's folder (the store, its journal, the runs' saved weights)."""
     return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
             for p in sorted(folder.rglob("*")) if p.is_file()}
 

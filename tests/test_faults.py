@@ -237,7 +237,9 @@ def test_a_signal_while_planning_exits_with_its_code(tmp_path, signals, code):
 @pytest.mark.parametrize("signals,code", [
     ([signal.SIGINT, signal.SIGINT], 130), ([signal.SIGTERM], 143), ([signal.SIGTERM, signal.SIGTERM], 143)])
 def test_signals_while_training_store_the_run_as_interrupted(tmp_path, signals, code):
-    suite = write_suite(tmp_path / "train.json", scales=[64], epochs=4, baselines=[])
+    # Far more epochs than any machine trains in the second before the signal (no early stop), so the
+    # signal always lands mid-run; a stop ends it within a step.
+    suite = write_suite(tmp_path / "train.json", scales=[64], epochs=200, patience=200, baselines=[])
     store = tmp_path / "r.db"
     process = _start(suite, store)
     _wait_for(process, lambda: _statuses(store).get("lora") == "running")

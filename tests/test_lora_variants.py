@@ -1,5 +1,5 @@
-"""LoRA variants (DoRA, AdaLoRA, T-Few's LoRA with scaling, KronA), (IA)3's T-Few layout and the two
-prompt-encoder methods (prefix tuning, P-tuning) on the three tiny architectures: exact trainable counts,
+"""LoRA variants (DoRA, AdaLoRA, T-Few's LoRA with scaling, KronA), (IA)3's T-Few layout and P-tuning (prefix
+tuning: tests/test_prefix.py) on the three tiny architectures: exact trainable counts,
 identity at initialisation, merge equal to unmerged after training, a frozen base, gradients everywhere
 they should be, and the module names each selection picks."""
 
@@ -7,13 +7,13 @@ import pytest
 import torch
 from torch import nn
 
-from conftest import TINY_MODELS, assert_same_function
+from conftest import TINY_MODELS, assert_same_function, run_cli, run_json, write_suite
 from peftbench.config import MethodSpec
 from peftbench.errors import UserError
 from peftbench.heads import MeanPoolClassifier
 from peftbench.methods import METHODS
 from peftbench.methods.base import Context
-from peftbench.methods.lora_variants import AdaptedLinear, ScaledLoraLinear
+from peftbench.methods.lora_variants import AdaptedLinear, KronaLinear, ScaledLoraLinear
 from peftbench.models import load_model, meta_model
 
 T5, LLAMA, BERT = TINY_MODELS
@@ -47,15 +47,16 @@ EXPECTED_TRAINABLE = {
     ("krona", LLAMA): 2 * (80 + 48),  # 256
     ("krona", BERT): 4 * 80,  # 320
     ("krona[a_out=2,a_in=8,targets=all-linear]", BERT): 2 * (4 * (16 + 16 * 4) + (16 + 32 * 4) + (16 + 16 * 8)),
+    # B factored at rank 2 (LoKr's w2 = w2_a w2_b, as 2 < max(B's dims) / 2): 8x8 -> 8x2 + 2x8 = 32, so 16 + 32
+    # per 32x32 projection; Llama's v: A 4x4, B 4x8 -> 4x2 + 2x8 = 24. At rank 8 no B here is factored.
+    ("krona[b_rank=2,init=lokr]", T5): 12 * (16 + 32),  # 576
+    ("krona[b_rank=2,init=lokr]", LLAMA): 2 * ((16 + 32) + (16 + 24)),  # 176
+    ("krona[b_rank=2]", BERT): 4 * (16 + 32),  # 192
+    ("krona[b_rank=8,init=lokr]", BERT): 4 * 80,  # 320, as krona
     # (IA)3, T-Few layout: one scale per output of k, v and the un-gated FFN in-branch (64 outputs).
     ("ia3[layout=tfew]", T5): 2 * (32 + 32 + 64) + 2 * (4 * 32 + 64),  # encoder 256 + decoder 384 = 640
     ("ia3[layout=tfew]", LLAMA): 2 * (16 + 16 + 64),  # 192
     ("ia3[layout=tfew]", BERT): 2 * (32 + 32 + 64),  # 256
-    # Prefix tuning, 4 tokens, MLP width 16: embedding 4 x dim, dim->16 and 16->(2 layers x k,v x dim) with biases.
-    # dim is the key/value width: 32, but 16 on Llama (2 kv heads of 8).
-    ("prefix_tuning[tokens=4,hidden=16]", T5): 4 * 32 + (32 * 16 + 16) + (16 * 128 + 128),  # 2,832
-    ("prefix_tuning[tokens=4,hidden=16]", LLAMA): 4 * 16 + (16 * 16 + 16) + (16 * 64 + 64),  # 1,424
-    ("prefix_tuning[tokens=4,hidden=16]", BERT): 4 * 32 + (32 * 16 + 16) + (16 * 128 + 128),  # 2,832
     # P-tuning, 4 tokens, MLP prompt encoder 32->16->16->32 with biases, one token set (also on T5).
     ("p_tuning[tokens=4,encoder_hidden=16]", T5): 4 * 32 + (32 * 16 + 16) + (16 * 16 + 16) + (16 * 32 + 32),
     ("p_tuning[tokens=4,encoder_hidden=16]", LLAMA): 1472,
@@ -131,7 +132,7 @@ def test_exact_trainable_counts_and_ownership(spec, model_name):
 def test_gradients_reach_every_trainable_parameter_and_base_stays_frozen(spec, model_name):
     family, model, _ = _build(spec, model_name)
     before = {name: p.detach().clone() for name, p in model.named_parameters()}
-    model.train()
+    model.eval()  # no dropout that could make an unused tensor look wired in (nonzero: test_method_zoo)
     _loss(family, model).backward()
     for name, parameter in model.named_parameters():
         assert (parameter.grad is not None) == parameter.requires_grad, name
@@ -241,20 +242,76 @@ def test_lora_scaling_later_layers_select_exactly_the_later_attention_projection
         "model.layers.1.self_attn.k_proj", "model.layers.1.self_attn.v_proj"]
 
 
-def test_adalora_allocates_rank_during_training():
-    """update_and_allocate runs through the method's optimizer-step hook: ranks fall from init_r toward target_r."""
-    family, model, _ = _build("adalora[init_r=6,target_r=2,total_step=8]", T5)
+def test_adalora_allocates_rank_during_training_and_records_what_it_keeps():
+    """update_and_allocate runs through the method's optimizer-step hook: ranks fall from init_r toward target_r,
+    and the hook records the parameters the allocation keeps (12 layers 32 -> 32: 65 per singular value)."""
+    family, model, context = _build("adalora[init_r=6,target_r=2,total_step=8]", T5)
+    assert context.record == {"trainable_at_init_rank": 12 * 6 * 65, "trainable_at_target_budget": 12 * 2 * 65}
     hook = METHODS.get("adalora").on_optimizer_step
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=1e-2)
     for step in range(1, 9):
         _output(family, model).float().pow(2).mean().backward()
         optimizer.step()
-        hook(model, step)
+        hook(model, context, step)
         optimizer.zero_grad()
     # Pruned singular values are masked to zero: the kept budget ends at about target_r per layer, not init_r.
     kept = [int((m.lora_E["default"] != 0).sum()) for m in model.modules() if hasattr(m, "lora_E")]
     assert kept and sum(kept) <= 2 * len(kept) < 6 * len(kept)
+    assert context.record["trainable_allocated"] == 65 * sum(kept) <= context.record["trainable_at_target_budget"]
+
+
+def test_adalora_params_show_both_counts(tmp_path):
+    """init_r 12 and target_r 8 on q, v: T5's 12 projections of 32 x 32; Llama's v maps 32 -> 16 (cost 49)."""
+    rows = run_json("params", T5, "--method", "adalora", "--method", "lora", "--json")
+    assert (rows[0]["trainable"], rows[0]["trainable_at_budget"]) == (12 * 12 * 65, 12 * 8 * 65)
+    assert rows[0]["chosen"]["trainable_at_target_budget"] == 12 * 8 * 65
+    assert rows[1]["trainable_at_budget"] is None
+    (llama,) = run_json("params", LLAMA, "--method", "adalora", "--json")
+    assert (llama["trainable"], llama["trainable_at_budget"]) == (2 * 12 * (65 + 49), 2 * 8 * (65 + 49))
+    code, out, _ = run_cli("params", T5, "--method", "adalora")
+    assert code == 0 and "9,360 (6,240 at budget)" in out
+
+
+def test_adalora_run_row_holds_the_counts_at_start_budget_and_end(tmp_path):
+    suite = write_suite(tmp_path / "adalora.json", methods=["adalora[init_r=4,target_r=2]"], scales=[16], epochs=2)
+    runs = run_json("run", suite, "--store", tmp_path / "r.db", "--device", "cpu", "--json")["runs"]
+    (row,) = [row for row in runs if row["kind"] == "train"]
+    record = row["method_record"]
+    # BERT's q, v: 4 projections of 32 x 32 (65 per singular value); the head (32 x 5 + 5) trains too.
+    assert row["trainable_params"] - 165 == record["trainable_at_init_rank"] == 4 * 4 * 65
+    # The run's optimizer steps are the schedule's length, so it ends on the target budget.
+    assert record["trainable_allocated"] == record["trainable_at_target_budget"] == 4 * 2 * 65
+
+
+def test_krona_with_b_rank_is_peft_lokr():
+    """krona[b_rank=r,init=lokr] has LoKr's factor shapes and init (w1 = A zero, w2 = w2_a w2_b Kaiming), and
+    with LoKr's weights copied in computes LoKr's function (scale = alpha / r)."""
+    from peft import LoKrConfig, get_peft_model
+
+    _, ours, _ = _build("krona[b_rank=2,init=lokr]", BERT)
+    names = [name for name, module in ours.named_modules() if isinstance(module, KronaLinear)]
+    lokr = get_peft_model(load_model(BERT).model, LoKrConfig(r=2, alpha=2, target_modules=names))
+    for name in names:
+        mine, theirs = ours.get_submodule(name), lokr.base_model.model.get_submodule(name)
+        pairs = [(mine.krona_a, theirs.lokr_w1["default"]), (mine.krona_b_out, theirs.lokr_w2_a["default"]),
+                 (mine.krona_b_in, theirs.lokr_w2_b["default"])]
+        assert [a.shape for a, _ in pairs] == [b.shape for _, b in pairs]
+        assert not mine.krona_a.any() and not theirs.lokr_w1["default"].any()
+        with torch.no_grad():
+            theirs.lokr_w1["default"].normal_()  # a nonzero update, the same in both
+            for a, b in pairs:
+                a.copy_(b)
+    assert sum(p.numel() for p in ours.parameters() if p.requires_grad) == sum(
+        p.numel() for p in lokr.parameters() if p.requires_grad)
+    with torch.no_grad():
+        torch.testing.assert_close(_output("encoder", ours.eval()), _output("encoder", lokr.eval()))
+
+
+def test_krona_keeps_b_whole_where_factoring_saves_nothing():
+    _, model, _ = _build("krona[b_rank=4]", BERT)  # B is 8x8: rank 4 is not below 8 / 2
+    layer = next(m for m in model.modules() if isinstance(m, KronaLinear))
+    assert layer.krona_b.shape == (8, 8) and layer.krona_b_out is None
 
 
 def test_prompt_methods_work_on_an_encoder_through_the_mean_pooling_head():

@@ -8,7 +8,7 @@ import torch
 from transformers import T5Config, T5ForConditionalGeneration
 
 from conftest import run_cli
-from peftbench.config import MethodSpec
+from peftbench.config import MethodSpec, load_suite
 from peftbench.methods import METHODS
 from peftbench.methods.base import Context
 
@@ -67,6 +67,12 @@ LIALIN_TABLE_5 = {
     "lora[r=8,alpha=8,targets=all-linear]": (8.65, 25.17, 91.23),
     "compacter": (0.30, 0.30, 0.30),
     "compacter_pp": (0.15, 0.15, 0.15),
+    "krona[b_rank=8,init=lokr]": (0.22, 0.41, 0.77),
+    # Prefix rows: three sites (encoder self-, decoder self-, cross-attention), each its own prefix.
+    "prefix_tuning[tokens=30,hidden=512]": (77.31, None, 1211.99),
+    "prefix_tuning[tokens=30,hidden=0]": (4.42, 17.69, 70.78),  # the "Prompt tuning" row: the flat prefix
+    "mam[tokens=30,hidden=800]": (171.07, None, None),  # 11B: MLP 512, below
+    "unipelt[tokens=10,hidden=512,alpha=2]": (86.22, 316.70, None),
 }
 
 
@@ -78,9 +84,34 @@ def test_lialin_et_al_table_5_recoverable_rows(size, model):
             assert round(rows[spec]["trainable"] / 1e6, 2) == printed[size], spec
 
 
+@pytest.mark.parametrize("suite", ["lialin2024", "lialin2024-cnn"])
+def test_lialin_suites_run_the_configurations_counted(suite):
+    """The suites' specs are the counted ones: LoRA with the survey's alpha 8 (not peftbench's 16), KronA as
+    PEFT LoKr's defaults, the AdapterHub adapters with their defaults."""
+    from peftbench.config import load_suite
+
+    methods = load_suite(suite).methods
+    assert set(LIALIN_TABLE_5) <= set(methods)
+    assert [spec for spec in methods if spec.startswith("lora")] == ["lora[r=8,alpha=8,targets=qv]",
+                                                                      "lora[r=8,alpha=8,targets=all-linear]"]
+
+
 def test_lialin_t5_3b_lora_qv_is_self_attention_only():
     rows = _params("config:t5-3b", "--method", "lora[r=8,alpha=8,targets=qv,drop=cross_attn]")
     assert round(next(iter(rows.values()))["trainable"] / 1e6, 2) == 3.93
+
+
+def test_lialin_t5_11b_mam_has_a_prefix_mlp_of_512():
+    rows = _params("config:t5-11b", "--method", "mam[tokens=30,hidden=512]")
+    assert next(iter(rows.values()))["trainable"] == 1_262_390_784  # 1262.39
+
+
+def test_lialin_suites_hold_the_prefix_rows_specs():
+    """So `peftbench params MODEL --suite lialin2024` prints the cells checked above."""
+    specs = {"prefix_tuning[tokens=30,hidden=512]", "prefix_tuning[tokens=30,hidden=0]", "mam[tokens=30,hidden=800]",
+             "unipelt[tokens=10,hidden=512,alpha=2]"}
+    for suite in ("lialin2024", "lialin2024-cnn"):
+        assert specs <= set(load_suite(suite).methods), suite
 
 
 @pytest.mark.parametrize("spec", ["prefix_tuning[tokens=4,hidden=16]", "mam[tokens=4,hidden=16]",

@@ -2,7 +2,10 @@
 input refused before anything is measured. Tiny shapes and two steps keep it to seconds (each method runs
 in its own process)."""
 
+import pytest
 from conftest import run_cli, run_json
+
+from peftbench.profile import default_dtype
 
 TINY = ("--batch-size", "2", "--seq-len", "16", "--target-len", "4", "--steps", "2", "--warmup", "1")
 MEASURED = ("peak_memory_bytes", "train_tokens_per_s", "infer_tokens_per_s", "infer_merged_tokens_per_s")
@@ -10,7 +13,7 @@ MEASURED = ("peak_memory_bytes", "train_tokens_per_s", "infer_tokens_per_s", "in
 
 def test_profile_json_lists_full_first_at_100_percent():
     result = run_json("profile", "config:tiny-t5", "--method", "lora", "--method", "ia3", "--json", "--device", "cpu",
-                      *TINY)
+                      "--dtype", "fp32", *TINY)  # fp32 named: the default follows the CPU (test below)
     assert result["model"] == "config:tiny-t5" and result["family"] == "seq2seq" and result["dtype"] == "fp32" and result["reference"] == "full"
     assert result["device"].startswith("cpu") and result["versions"]["torch"]
     assert result["settings"] == {"model": "config:tiny-t5", "batch_size": 2, "seq_len": 16, "target_len": 4,
@@ -44,8 +47,16 @@ def test_profile_bad_input_exits_2_with_one_line():
     cases = [(("config:tiny-t5", "--method", "lorra"), "unknown method 'lorra'. Did you mean 'lora'?"),
              (("config:tiny-t5", "--method", "lora", "--seq-len", "0"), "--seq-len 0 is too small"),
              (("config:tiny-t5", "--method", "bitfit"), "use bitfit[add_bias=true]"),  # does not fit T5
-             (("config:tiny-bert", "--method", "lora", "--seq-len", "600"), "at most 512 positions"),
-             (("config:tiny-t5", "--method", "lora", "--dtype", "bf16", "--device", "cpu"), "needs a CUDA GPU")]
+             (("config:tiny-bert", "--method", "lora", "--seq-len", "600"), "at most 512 positions")]
     for args, message in cases:
         code, out, err = run_cli("profile", *args, "--json")
         assert code == 2 and out == "" and message in err and len(err.strip().splitlines()) == 1, (args, err)
+
+
+@pytest.mark.parametrize("native,expected", [(True, "bf16"), (False, "fp32")])
+def test_the_default_dtype_follows_the_cpu_as_run_does(monkeypatch, native, expected):
+    import peftbench.precision
+
+    monkeypatch.setattr(peftbench.precision, "cpu_bf16_support", lambda: {"native": native})
+    assert default_dtype("cpu") == expected
+    assert default_dtype("cuda") == "bf16"

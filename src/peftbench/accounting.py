@@ -23,6 +23,7 @@ class Accounting:
     spec: str
     total: int  # parameters of the base model
     trainable: int
+    trainable_at_budget: int | None  # once the method's budget is met (AdaLoRA); None: no budget
     added: int
     changed: int
     adapter_bytes: int
@@ -31,8 +32,9 @@ class Accounting:
 
     def as_row(self) -> dict:
         row = asdict(self)
-        for key in ("trainable", "added", "changed"):
-            row[f"{key}_pct"] = 100 * getattr(self, key) / self.total
+        for key in ("trainable", "trainable_at_budget", "added", "changed"):
+            value = getattr(self, key)
+            row[f"{key}_pct"] = None if value is None else 100 * value / self.total
         return row
 
 
@@ -99,6 +101,8 @@ def count(model_name: str, spec_text: str, seed: int = 0) -> Accounting:
     return Accounting(
         model=model_name, method=spec.name, spec=str(spec), total=sum(p.numel() for _, p in base),
         trainable=sum(p.numel() for _, p in parameters if p.requires_grad),
+        trainable_at_budget=(method.trainable_at_budget(adapted, method.parse_options(spec))
+                             if method.trainable_at_budget else None),
         added=sum(p.numel() for _, p in parameters if id(p) not in base_ids),
         changed=changed_entries(method, adapted, base_ids),
         adapter_bytes=sum(t.numel() * t.element_size() for t in state.values()),

@@ -35,24 +35,27 @@ def run(suite: str | Path = "quickstart", *, store: str | Path = DEFAULT_STORE, 
     from peftbench.config import load_suite
     from peftbench.executors import LocalExecutor
     from peftbench.runner import Overrides, pick_device, plan
+    from peftbench.store import Store
 
     grid = plan(load_suite(str(suite)), Overrides(models=models, tasks=tasks, methods=methods, scales=scales,
                                                   seeds=seeds))
-    return run_plan(grid, Path(store), LocalExecutor(pick_device(device)))
-
-
-def run_plan(grid, store: Path, executor, progress=None) -> RunSummary:
-    """Execute a planned grid (runner.plan) on an executor (executors.LocalExecutor or the Ray one)."""
-    from peftbench.runner import execute
-    from peftbench.store import Store, read_rows
-
-    opened = Store(store)
+    opened = Store(Path(store))
     try:
-        counts = execute(grid, opened, executor, progress)
+        return run_plan(grid, opened, LocalExecutor(pick_device(device)))
     finally:
         opened.close()
+
+
+def run_plan(grid, store, executor, progress=None) -> RunSummary:
+    """Execute a planned grid (runner.plan) on an executor (executors.LocalExecutor or the Ray one), into an
+    opened store.Store."""
+    from peftbench.runner import execute
+    from peftbench.store import read_rows
+
+    counts = execute(grid, store, executor, progress)
     ids = {r.run_id for r in grid.runs}
-    return RunSummary(grid.suite.name, counts, store, [row for row in read_rows(store) if row["run_id"] in ids])
+    return RunSummary(grid.suite.name, counts, store.path,
+                      [row for row in read_rows(store.path) if row["run_id"] in ids])
 
 
 def results(store: str | Path = DEFAULT_STORE, *, kind: str | None = None, suite: str | None = None) -> list[dict]:

@@ -133,3 +133,24 @@ class Selection:
                 and (not self.modules or any(role.in_group(g) for g in self.modules))
                 and not any(role.in_group(g) for g in self.drop)]
         return kept, layers
+
+
+def feed_forward_residual(model: nn.Module, role: LinearRole) -> tuple[str, str | None]:
+    """Where the residual stream of an FFN sublayer is, for adapters that read it (AdapterHub's SeqBn and
+    ParBn): the module whose first input is the stream entering the FFN sublayer, and the norm applied after
+    the FFN's residual add (post-LN models: BERT, OPT-350m), or None (pre-LN: T5, Llama, OPT-125m). `role`
+    is the FFN's output projection. Pre-LN models normalise the stream before the FFN, so the stream is the
+    input of that norm; post-LN ones feed it to the FFN's input projection as it is."""
+    kind, name = model_type(model), role.name
+    if kind == "t5":  # T5LayerFF: x + dropout(DenseReluDense(layer_norm(x)))
+        return name.removesuffix("DenseReluDense.wo") + "layer_norm", None
+    if kind in ("llama", "mistral", "qwen2"):
+        return name.removesuffix("mlp.down_proj") + "post_attention_layernorm", None
+    if kind == "opt":
+        layer = name.removesuffix("fc2")
+        if model.config.do_layer_norm_before:
+            return layer + "final_layer_norm", None
+        return layer + "fc1", layer + "final_layer_norm"
+    # BERT / RoBERTa: BertOutput computes LayerNorm(dropout(dense(h)) + x) with x the FFN's input.
+    layer = name.removesuffix("output.dense")
+    return layer + "intermediate.dense", layer + "output.LayerNorm"

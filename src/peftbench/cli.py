@@ -147,7 +147,7 @@ def run(
     from peftbench.progress import GridProgress
     from peftbench.report import summary_markdown
     from peftbench.runner import GridInterrupted, Overrides, lease_seconds, pick_device, plan
-    from peftbench.store import read_rows
+    from peftbench.store import Store, read_rows
 
     tasks = file_task_flags(task, test_file, {"text": text_field, "label": label_field, "input": input_field,
                                               "target": target_field})
@@ -171,15 +171,18 @@ def run(
         runs_on = ray_executor(ray_address, device.value, cpus_per_run, gpus_per_run)
     else:
         runs_on = contextlib.nullcontext(LocalExecutor(pick_device(device.value)))
+    opened = Store(store)  # a damaged or unwritable store is refused before the progress display starts
     console = Console(stderr=True)
     reporter = GridProgress(console, bars=console.is_terminal, lines=not as_json or console.is_terminal)
     try:
         with runs_on as chosen, reporter:
-            done = run_plan(grid, store, chosen, reporter)
+            done = run_plan(grid, opened, chosen, reporter)
     except GridInterrupted as stop:
         ignore_further_signals()
         console.print(str(stop), markup=False, highlight=False, soft_wrap=True)
         sys.exit(exit_code())
+    finally:
+        opened.close()
     counts, rows = done.counts, done.rows
     ids = {r.run_id for r in grid.runs}
     suite_rows = [row for row in read_rows(store) if row["suite"] == filed_as or row["run_id"] in ids]
@@ -555,8 +558,7 @@ def profile(
     in a fresh process, as % of full tuning measured in the same call."""
     import time
 
-    from peftbench.precision import cpu_bf16_support
-    from peftbench.profile import ProfileSettings
+    from peftbench.profile import ProfileSettings, default_dtype
     from peftbench.profile import profile as run_profile
     from peftbench.terminal import clock
     from peftbench.runner import pick_device
@@ -565,8 +567,7 @@ def profile(
     chosen = pick_device(device.value).type
     settings = ProfileSettings(model=model, batch_size=batch_size, seq_len=seq_len, target_len=target_len,
                                steps=steps, warmup=warmup, random_init=random_init, device=chosen,
-                               dtype=dtype.value if dtype else "bf16" if chosen == "cuda"
-                               or cpu_bf16_support()["native"] else "fp32")
+                               dtype=dtype.value if dtype else default_dtype(chosen))
     console = Console(stderr=True)
     started = [time.monotonic()]
     talk = not as_json or console.is_terminal
@@ -622,7 +623,8 @@ def main() -> None:
     except Terminated:
         code = EXIT_CODES[signal.SIGTERM]
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        if signal.getsignal(signal.SIGTERM) is not signal.SIG_IGN:  # a handled stop ignores late signals to the end
+            signal.signal(signal.SIGTERM, previous)
     if code in (EXIT_CODES[signal.SIGINT], EXIT_CODES[signal.SIGTERM]):
         _error("interrupted: stopped at once; a run in progress is stored as interrupted, and running the same"
                " command again resumes")

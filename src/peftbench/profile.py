@@ -198,6 +198,16 @@ def _measure(settings: ProfileSettings, method_spec: str) -> dict:
 RELATIVE_FIELDS = ("peak_memory_bytes", "train_tokens_per_s", "infer_tokens_per_s", "infer_merged_tokens_per_s")
 
 
+def default_dtype(device_type: str) -> str:
+    """What `run` computes in on this device (precision.autocast_dtype with the suites' defaults): bf16 on
+    CUDA and on CPUs that multiply bf16 natively, else fp32."""
+    import torch
+
+    from peftbench.precision import autocast_dtype
+
+    return "bf16" if autocast_dtype(torch.device(device_type), True, "auto") else "fp32"
+
+
 def check(settings: ProfileSettings, method_specs: list[str]) -> str:
     """Every input checked before anything is measured; a mistake raises UserError. Returns the model's
     architecture family."""

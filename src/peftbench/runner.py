@@ -253,7 +253,7 @@ def build_task_model(spec: dict, task: TaskSpec, method_name: str | None, random
         method = METHODS.get(method_name)
         model = method.apply(model, method.parse_options(MethodSpec.parse(spec["method_spec"])), context)
         if method.on_optimizer_step:
-            step_hook = functools.partial(method.on_optimizer_step, model)
+            step_hook = functools.partial(method.on_optimizer_step, model, context)
     uses_head = loaded.family == "encoder"
     if uses_head:
         model = MeanPoolClassifier(model, loaded.model.config.hidden_size, len(task.labels))

@@ -41,12 +41,18 @@ def tasks_view(entries: list[dict]) -> tuple[list[Col], list[list[str]], list[st
     return cols, rows, notes
 
 
+def _at_budget(row: dict) -> str:
+    """AdaLoRA starts at init_r and prunes to its budget: both counts."""
+    budget = row.get("trainable_at_budget")
+    return "" if budget is None else f" ({budget:,} at budget)"
+
+
 def params_view(rows_in: list[dict]) -> tuple[list[Col], list[list[str]], list[str]]:
     cols = [Col("spec", "name"), Col("trainable", "number"), Col("% of base", "number"),
             Col("changed after merge", "number"), Col("added", "number", optional=True),
             Col("adapter bytes", "number", optional=True), Col("added %", "number", optional=True),
             Col("changed %", "number", optional=True)]
-    rows = [[r["spec"], f"{r['trainable']:,}", f"{r['trainable_pct']:.4f}",
+    rows = [[r["spec"], f"{r['trainable']:,}" + _at_budget(r), f"{r['trainable_pct']:.4f}",
              f"{r['changed']:,}" if r["mergeable"] else "no merge", f"{r['added']:,}", f"{r['adapter_bytes']:,}",
              f"{r['added_pct']:.4f}", f"{r['changed_pct']:.2f}"] for r in rows_in]
     notes = ["trainable: parameters the optimizer updates; changed after merge: base-weight entries that differ once"

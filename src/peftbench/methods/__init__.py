@@ -1,7 +1,8 @@
 """The method registry. Each module registers its methods on import; the method zoo only adds modules."""
 
 # Imported for their registrations.
-from peftbench.methods import adapters, bitfit, full, lora_variants, peft_methods, prompt_methods  # noqa: F401
+from peftbench.methods import (  # noqa: F401
+    adapters, bitfit, compacter, full, hybrids, lora_variants, peft_methods, prefix, prompt_methods)
 from peftbench.methods.base import METHODS, Method, Options
 
 __all__ = ["METHODS", "Method", "Options"]

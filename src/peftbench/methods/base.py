@@ -84,9 +84,12 @@ class Method:
     # The method trains the whole model (full tuning): its checkpoint is a model's worth of weights, kept only
     # when a suite asks for `save: all`.
     checkpoint_is_model: bool = False
-    # Called with (adapted model, step) after each optimizer step, before gradients are cleared (AdaLoRA's
-    # rank allocation reads them).
-    on_optimizer_step: Callable[[nn.Module, int], None] | None = None
+    # Called with (adapted model, context, step) after each optimizer step, before gradients are cleared
+    # (AdaLoRA's rank allocation reads them); what it records in context.record goes into the run's row.
+    on_optimizer_step: Callable[[nn.Module, Context, int], None] | None = None
+    # Trainable parameters once the method's parameter budget is met, for methods that start larger and
+    # prune during training (AdaLoRA: from init_r to target_r singular values per layer on average).
+    trainable_at_budget: Callable[[nn.Module, Options], int] | None = None
     source: str = "peftbench"
 
     @property
