@@ -142,6 +142,7 @@ def test_efficiency_is_relative_to_full_tuning_on_the_same_inputs(written, rows,
             statistics.mean(100 * r["trainable_params"] / r["total_params"] for r in runs))
         assert float(table[spec]["peak memory (GB)"]) == pytest.approx(
             statistics.mean(r["peak_memory_bytes"] / 1e9 for r in runs))
+        assert 0 < float(table[spec]["train MFU %"]) == pytest.approx(statistics.mean(100 * r["train_mfu"] for r in runs))
     assert float(table["full"]["train throughput % of full"]) == pytest.approx(100)
 
 
@@ -380,3 +381,12 @@ def test_counts_are_integers_and_text_columns_left_aligned(written):
     assert predictions
     assert '<th class="text">method</th>' in page and '<th class="text">model</th>' in page
     assert "| method | bbc_topic |\n|:---|---:|" in markdown
+
+
+def test_the_runs_table_names_every_run_by_its_id(written, rows):
+    """The CSV holds each id whole (what `show` and `export` take); the other formats its first characters."""
+    with (written / "csv" / "runs.csv").open() as handle:
+        listed = [line["run"] for line in csv.DictReader(handle)]
+    assert sorted(listed) == sorted(row["run_id"] for row in rows)
+    markdown = (written / "report.md").read_text()
+    assert all(f"| {row['run_id'][:8]} |" in markdown for row in rows)
