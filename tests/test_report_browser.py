@@ -92,7 +92,7 @@ def browser(tmp_path):
 
 def test_html_report_renders_tables_and_images_without_errors(grid_store, browser, tmp_path):
     out = tmp_path / "report"
-    run_json("report", "--store", grid_store, "--out", out, "--format", "html", "--json")
+    written = run_json("report", "--store", grid_store, "--out", out, "--format", "html", "--json")
     target = browser.send("Target.createTarget", url="about:blank")["targetId"]
     session = browser.send("Target.attachToTarget", targetId=target, flatten=True)["sessionId"]
     for domain in ("Page", "Runtime", "Log"):
@@ -108,10 +108,14 @@ def test_html_report_renders_tables_and_images_without_errors(grid_store, browse
         image: document.images[0].getBoundingClientRect().toJSON(),
         links: document.querySelectorAll('nav a').length})"""
     page = json.loads(browser.send("Runtime.evaluate", session, expression=probe, returnByValue=True)["result"]["value"])
-    assert len(page["tables"]) == 23 and min(page["tables"]) >= 2  # header and at least one row each
-    assert page["links"] == len(page["tables"]) + len(page["images"])
-    assert len(page["images"]) == 10 and all(done and width > 100 and height > 100
-                                             for done, width, height in page["images"])
+    # Every table the report built, plus one in each summary block; each has a header and at least one row.
+    blocks = (out / "report.html").read_text().count('<div class="block"')
+    assert blocks > 0 and len(page["tables"]) == len(written["tables"]) + blocks and min(page["tables"]) >= 2
+    # Contents: the summary, each built table, each figure but the summary's own charts (one per block), provenance.
+    html = (out / "report.html").read_text()
+    assert len(page["images"]) == html.count("<img ") > blocks
+    assert page["links"] == 1 + len(written["tables"]) + len(page["images"]) - blocks + 1
+    assert all(done and width > 100 and height > 100 for done, width, height in page["images"])
 
     def shot(rect: dict | None = None) -> bytes:
         clip = {} if rect is None else {"clip": {**{k: rect[k] for k in ("x", "y", "width", "height")}, "scale": 1},
