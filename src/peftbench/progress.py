@@ -53,7 +53,8 @@ class GridProgress:
 
     def _say(self, text: str) -> None:
         if self.lines:
-            self.progress.console.print(text, markup=False, highlight=False, soft_wrap=True)
+            # wrapped at spaces to the console's width, so a narrow terminal never splits a number or a name
+            self.progress.console.print(text, markup=False, highlight=False, overflow="fold")
 
     # --- called by the runner ------------------------------------------------------------------------
 
