@@ -53,8 +53,10 @@ class GridProgress:
 
     def _say(self, text: str) -> None:
         if self.lines:
-            # wrapped at spaces to the console's width, so a narrow terminal never splits a number or a name
-            self.progress.console.print(text, markup=False, highlight=False, overflow="fold")
+            # On a terminal, wrapped at spaces to its width (it would split a number or a name at the edge);
+            # piped, one line per event, as a log is read.
+            console = self.progress.console
+            console.print(text, markup=False, highlight=False, soft_wrap=not console.is_terminal)
 
     # --- called by the runner ------------------------------------------------------------------------
 
