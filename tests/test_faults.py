@@ -20,6 +20,7 @@ from peftbench.data import make_splits
 from peftbench.evaluate import evaluate
 from peftbench.interrupts import STOP, RunInterrupted
 from peftbench.runner import build_task_model
+from peftbench.store import SCHEMA_VERSION
 from peftbench.tasks import get_task
 
 
@@ -113,7 +114,9 @@ def test_read_commands_change_no_byte_of_a_store_nor_its_journal_mode(tmp_path, 
         code, out, err = run_cli(*args)
         assert code == 0, err
         if args[-1] == "--json":
-            assert [row["attempts"] for row in json.loads(out)] == [1]
+            # A legacy row is read as format 1 (peftbench.store.SCHEMA_VERSION), a current one as the current format.
+            assert [(row["attempts"], row["schema_version"]) for row in json.loads(out)] == \
+                [(1, 1 if layout == "legacy" else SCHEMA_VERSION)]
     assert _folder_digest(folder) == before  # no -wal or -shm file appeared either
     with sqlite3.connect(f"{store.as_uri()}?mode=ro", uri=True) as connection:
         assert connection.execute("PRAGMA journal_mode").fetchone()[0] == "wal"

@@ -44,6 +44,11 @@ def seeds_of(rows, model, task, n, spec) -> list[dict]:
     return found
 
 
+def changed(row: dict, **fields) -> dict:
+    """A stored row as if its run had these spec fields: the flat fields and the spec the report groups by."""
+    return {**row, **fields, "spec": {**row["spec"], **fields}}
+
+
 def mean_std(values) -> tuple[float, float]:
     return statistics.mean(values), statistics.stdev(values)
 
@@ -200,7 +205,7 @@ def test_every_format_holds_every_table(written):
 
 def _with_trained_weights(rows: list[dict]) -> list[dict]:
     """The grid's rows as if its models had trained weights (a hub name instead of config:)."""
-    return [dict(row, model=row["model"].replace("config:", "offline:")) for row in rows]  # unknown: no download
+    return [changed(row, model=row["model"].replace("config:", "offline:")) for row in rows]  # unknown: no download
 
 
 def test_random_weight_models_get_no_significance_claim(written):
@@ -269,7 +274,7 @@ def test_suite_filter_and_bad_input(grid_store, tmp_path):
 
 
 def test_configurations_with_different_learning_rates_stay_apart(rows):
-    lora = [dict(r, lr=r["lr"] * 10 if r["seed"] == 1 else r["lr"]) for r in rows
+    lora = [changed(r, lr=r["lr"] * 10 if r["seed"] == 1 else r["lr"]) for r in rows
             if r["model"] == "config:tiny-bert" and r["method_spec"] == "lora" and r["n_train"] == 8]
     labels = defaultdict(int)
     for config in report.tables.configs(lora):
@@ -282,8 +287,8 @@ def test_configurations_with_different_learning_rates_stay_apart(rows):
 def test_of_an_lr_sweep_only_the_chosen_lr_is_aggregated(rows):
     lora = [r for r in rows if r["model"] == "config:tiny-bert" and r["method_spec"] == "lora" and r["n_train"] == 8]
     sweep = {"group": "g", "lrs": [1e-3, 1e-4], "select_by": "val_loss", "seeds": GRID_SEEDS}
-    chosen = [dict(r, lr=1e-4, sweep=sweep, best_val_loss=1.0, score=0.9 + r["seed"] / 100) for r in lora]
-    loser = dict(lora[0], lr=1e-3, sweep=sweep, best_val_loss=2.0, score=0.1, run_id="loser")
+    chosen = [dict(changed(r, lr=1e-4, sweep=sweep), best_val_loss=1.0, score=0.9 + r["seed"] / 100) for r in lora]
+    loser = dict(changed(lora[0], lr=1e-3, sweep=sweep), best_val_loss=2.0, score=0.1, run_id="loser")
     [config] = report.tables.configs([*chosen, loser])
     assert config.label == "lora" and config.seeds == 2
     assert config.summary(lambda run: run["score"]).mean == pytest.approx(0.905)

@@ -223,7 +223,7 @@ RESULT_FIELDS = ("run_id", "kind", "suite", "model", "task", "method", "method_s
                  "infer_tokens_per_s", "wall_s", "train_seconds", "best_epoch", "best_val_loss", "seconds_to_best",
                  "stopped_by", "steps", "cost_usd", "budget", "sweep", "val_score", "curve", "cpu_bf16", "precision",
                  "flops", "train_flops_per_s", "infer_flops_per_s", "train_mfu", "infer_mfu", "peak_flops_per_s",
-                 "peak_source", "family", "weights", "weights_skipped", "random_weights", "provenance")
+                 "peak_source", "family", "weights", "weights_skipped", "random_weights", "schema_version", "provenance")
 
 
 def _result_json(row: dict) -> dict:

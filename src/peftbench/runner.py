@@ -26,9 +26,10 @@ from peftbench.evaluate import TaskModel, classification_metrics, evaluate
 from peftbench.flops import flops_per_token, peak_flops, utilisation
 from peftbench.heads import MeanPoolClassifier
 from peftbench.interrupts import RunInterrupted, deferred, requested, stop_on_signals
-from peftbench.measure import PeakMemory, parameter_counts, provenance, spec_hash
+from peftbench.identity import spec_hash
+from peftbench.measure import PeakMemory, parameter_counts, provenance
 from peftbench.methods import METHODS
-from peftbench.methods.base import Context, freeze, keep_model, merged_copy
+from peftbench.methods.base import Context, Method, freeze, keep_model, merged_copy
 from peftbench.models import load_model, model_family, resolve
 from peftbench.precision import describe
 from peftbench.prices import usd_per_hour
@@ -148,6 +149,20 @@ def _check_positions(model_name: str, family: str, spec: MethodSpec, method, opt
                         f" has {limit}; lower max_input_length" + (" or the method's tokens" if virtual else ""))
 
 
+def _canonical_methods(suite: Suite) -> tuple[list[tuple[MethodSpec, Method]], dict[str, list[str]]]:
+    """The suite's methods in their canonical spelling (Method.canonical), each once, and the spellings the
+    suite wrote for each (a `learning_rates` key may use any of them)."""
+    written: dict[str, list[str]] = {}
+    methods = []
+    for spec in suite.method_specs():
+        method = METHODS.get(spec.name)
+        canonical = method.canonical(spec)
+        if str(canonical) not in written:
+            methods.append((canonical, method))
+        written.setdefault(str(canonical), []).append(str(spec))
+    return methods, written
+
+
 def plan(suite: Suite, overrides: Overrides = Overrides(), load_data: bool = True) -> Plan:
     """Expand and validate the whole grid: every name resolved, every file read, every scale checked.
     Every task's data is loaded here, before anything is stored: run ids hold each task's training size and
@@ -156,7 +171,7 @@ def plan(suite: Suite, overrides: Overrides = Overrides(), load_data: bool = Tru
     their runs show the scale's nominal size, and their ids are not final."""
     suite = _apply_overrides(suite, overrides)
     families = {name: model_family(resolve(name)) for name in suite.models}
-    methods = [(spec, METHODS.get(spec.name)) for spec in suite.method_specs()]
+    methods, written = _canonical_methods(suite)
     options = {str(spec): method.parse_options(spec) for spec, method in methods}
     for model_name in suite.models:
         for spec, method in methods:
@@ -215,7 +230,8 @@ def plan(suite: Suite, overrides: Overrides = Overrides(), load_data: bool = Tru
                         if len(suite.seeds) > 1:
                             result.follow_ups.append(FollowUp(template, template["sweep"], suite.save))
                         continue
-                    lr = suite.learning_rates.get(str(spec), suite.learning_rates.get(spec.name, method.default_lr))
+                    lr = next((suite.learning_rates[key] for key in (*written[str(spec)], str(spec), spec.name)
+                               if key in suite.learning_rates), method.default_lr)
                     result.runs += [Run({**template, "lr": lr, "seed": seed}, kind="train", save=suite.save)
                                     for seed in suite.seeds]
     return result
