@@ -11,7 +11,8 @@ from peftbench.config import MethodSpec
 from peftbench.errors import UserError
 from peftbench.methods import METHODS
 from peftbench.methods.base import Context
-from peftbench.methods.lora_variants import AdaptedLinear, KronaLinear, ScaledLoraLinear
+from peftbench.methods.adapted import AdaptedLinear, ScaledLoraLinear
+from peftbench.methods.lora_variants import KronaLinear
 from peftbench.models import load_model, meta_model
 from scaffold import INPUT_IDS, MASK, build, output, task_loss, train_steps
 
@@ -182,7 +183,7 @@ def test_ia3_tfew_layout_scales_outputs_of_k_v_and_the_ungated_ffn_branch():
 
 
 def test_ia3_tfew_layout_on_a_non_gated_t5_picks_wi():
-    from peftbench.methods.peft_methods import is_tfew_ia3_target
+    from peftbench.methods.tfew_ia3 import is_tfew_ia3_target
 
     model, family = meta_model("config:t5-large")  # feed_forward_proj="relu": one in-branch, `wi`
     ffn = [name for name in Context(family=family).select(model, METHODS.get("ia3").options(), is_tfew_ia3_target)
