@@ -9,7 +9,7 @@ from conftest import run_json, write_suite
 
 from peftbench.config import load_suite
 from peftbench.report.configs import configs
-from peftbench.runner import plan
+from peftbench.planning import plan
 from peftbench.store import SCHEMA_VERSION, Store, read_rows
 
 OFFLINE_DB = Path(__file__).resolve().parents[1] / "docs" / "results" / "offline.db"

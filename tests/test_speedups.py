@@ -16,7 +16,7 @@ from peftbench.evaluate import evaluate, generate
 from peftbench.methods import METHODS
 from peftbench.methods.base import Context, keep_model, merged_copy
 from peftbench.models import load_model
-from peftbench.runner import build_task_model, merged_for_eval
+from peftbench.execution import build_task_model, merged_for_eval
 from peftbench.tasks import get_task
 from peftbench.train import TrainSettings, train
 
@@ -138,7 +138,7 @@ def test_methods_trained_in_place_are_evaluated_as_they_are():
 
 def test_speed_switches_reach_the_run_spec():
     from peftbench.config import Suite
-    from peftbench.runner import Overrides, plan
+    from peftbench.planning import Overrides, plan
 
     suite = Suite(name="switches", models=["config:tiny-bert"], tasks=["bbc_topic"], methods=["lora"], scales=[16],
                   baselines=[], group_by_length=False, merge_for_eval=False, bf16_autocast=False, fused_adamw=False)

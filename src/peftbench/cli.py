@@ -146,7 +146,9 @@ def run(
     from peftbench.interrupts import exit_code, ignore_further_signals
     from peftbench.progress import GridProgress
     from peftbench.report import summary_markdown
-    from peftbench.runner import GridInterrupted, Overrides, lease_seconds, pick_device, plan
+    from peftbench.execution import pick_device
+    from peftbench.planning import Overrides, plan
+    from peftbench.runner import GridInterrupted, lease_seconds
     from peftbench.store import Store, read_rows
 
     tasks = file_task_flags(task, test_file, {"text": text_field, "label": label_field, "input": input_field,
@@ -561,7 +563,7 @@ def profile(
     from peftbench.profile import ProfileSettings, default_dtype
     from peftbench.profile import profile as run_profile
     from peftbench.terminal import clock
-    from peftbench.runner import pick_device
+    from peftbench.execution import pick_device
     from peftbench.views import profile_view
 
     chosen = pick_device(device.value).type
