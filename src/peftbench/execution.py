@@ -14,7 +14,7 @@ from importlib.metadata import version
 import torch
 
 from peftbench.artifacts import SavePolicy, trained_tensors
-from peftbench.config import MethodSpec
+from peftbench.config import MethodSpec, steps_per_epoch
 from peftbench.data import IGNORE, Encoder, Splits, rows_digest, split_sizes
 from peftbench.errors import UserError
 from peftbench.evaluate import TaskModel, classification_metrics, evaluate
@@ -45,8 +45,7 @@ def _total_steps(spec: dict) -> int | None:
     """Optimizer steps of a training run (None for baselines, which do not train)."""
     if "epochs" not in spec:
         return None
-    batches = math.ceil(spec["n_train"] / spec["batch_size"])
-    return math.ceil(batches / spec["grad_accum"]) * spec["epochs"]
+    return steps_per_epoch(spec["n_train"], spec["batch_size"], spec["grad_accum"]) * spec["epochs"]
 
 
 def build_task_model(spec: dict, task: TaskSpec, method_name: str | None, random_init: bool = False) -> TaskModel:
@@ -133,12 +132,7 @@ def execute_train(spec: dict, task: TaskSpec, splits: Splits, device: torch.devi
     encode = task_model.encoder.encode
     train_examples = [encode(row) for row in splits.train_at(spec["n_train"])]
     val_examples = [encode(row) for row in splits.val]
-    settings = TrainSettings(
-        lr=spec["lr"], peak_factor=spec["peak_factor"], final_factor=spec["final_factor"],
-        warmup_ratio=spec["warmup_ratio"], epochs=spec["epochs"], batch_size=spec["batch_size"],
-        grad_accum=spec["grad_accum"], patience=spec["patience"], seed=spec["seed"],
-        weight_decay=spec["weight_decay"], max_grad_norm=spec["max_grad_norm"], max_minutes=spec["max_minutes"],
-        budget_seconds=spec["budget"]["seconds"] if spec.get("budget") else None, fused_adamw=spec["fused_adamw"])
+    settings = TrainSettings.of_run(spec)
     trained = train(task_model, train_examples, val_examples, settings, on_step=on_step)
     # The training peak (Lialin et al. Table 5), read before evaluation: a merged copy must not count in it.
     peak, peak_kind = memory.peak_bytes()
