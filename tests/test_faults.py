@@ -169,8 +169,11 @@ def test_a_store_in_a_read_only_folder_is_read_and_never_written(small_filesyste
 
 def _start(suite: Path, store: Path, lease: float = 60, *flags: str) -> subprocess.Popen:
     env = {**os.environ, "PEFTBENCH_LEASE_SECONDS": str(lease)}
+    # As at a terminal: SIGINT at its default. A suite launched in the background (`cmd &` in a script)
+    # inherits SIGINT ignored, and Python then never raises KeyboardInterrupt.
     return subprocess.Popen([sys.executable, "-m", "peftbench.cli", "run", str(suite), "--store", str(store),
-                             "--json", *flags], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                             "--json", *flags], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
 def _statuses(store: Path) -> dict[str, str]:
