@@ -479,6 +479,71 @@ def params(
     _show(f"parameters of {model} ({rows[0]['total']:,} in the base model)", params_view(rows), wide)
 
 
+class DType(str, Enum):
+    bf16 = "bf16"
+    fp32 = "fp32"
+
+
+class WeightsDType(str, Enum):
+    float32 = "float32"
+    bfloat16 = "bfloat16"
+
+
+@app.command()
+def memory(
+    model: Annotated[str, typer.Argument(help="model name, e.g. config:t5-11b")],
+    method: Annotated[list[str] | None, typer.Option("--method", help="method spec, repeatable (default full)")]
+    = None,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="sequences per micro-batch")] = 8,
+    seq_len: Annotated[int, typer.Option("--seq-len", help="input tokens per sequence")] = 128,
+    target_len: Annotated[int, typer.Option("--target-len", help="target tokens (text-to-text models)")] = 8,
+    gradient_checkpointing: Annotated[bool, typer.Option("--gradient-checkpointing",
+                                                         help="plan with checkpointed layers")] = False,
+    dtype: Annotated[DType, typer.Option("--dtype", help="compute: fp32, or bf16 autocast over the weights"
+                                                         " (what run does on CUDA)")] = DType.fp32,
+    weights_dtype: Annotated[WeightsDType, typer.Option("--weights-dtype", help="master weights' dtype (the"
+                                                        " suite key weights_dtype)")] = WeightsDType.float32,
+    gpu_memory_gb: Annotated[list[float] | None, typer.Option(
+        "--gpu-memory-gb", help="GPU sizes to check, repeatable (default 24, 40, 80, 141)")] = None,
+    wide: WideFlag = False,
+    as_json: JsonFlag = False,
+) -> None:
+    """Plan peak training memory from the model's config alone (nothing loads): weights, method tensors,
+    gradients, AdamW states and activations, and which GPU sizes each method fits."""
+    from peftbench.memory import GB, MemorySettings, fit_options, plan_memory
+    from peftbench.views import GPU_SIZES_GB, fit_lines, memory_view
+
+    sizes = tuple(gpu_memory_gb or GPU_SIZES_GB)
+    if any(not (size > 0 and math.isfinite(size)) for size in sizes):
+        raise UserError("--gpu-memory-gb must be a positive number of GB, e.g. --gpu-memory-gb 80")
+    specs = list(dict.fromkeys(method or ["full"]))
+    common = dict(model=model, batch_size=batch_size, seq_len=seq_len, target_len=target_len,
+                  weights_dtype=weights_dtype.value, autocast=dtype == DType.bf16,
+                  gradient_checkpointing=gradient_checkpointing)
+    plans = [plan_memory(MemorySettings(method=spec, **common)) for spec in specs]
+    # A PEFT alternative for methods that train everything, planned at the same shape.
+    peft = next((p for p in plans if p.trainable_params < p.total_params / 100), None)
+    if peft is None and any(p.total > min(sizes) * GB for p in plans):
+        peft = plan_memory(MemorySettings(method="lora", **common))
+    if as_json:
+        _print_json([{**plan.as_dict(), "fits": {f"{size:g}": plan.total <= size * GB for size in sizes},
+                      "options": {f"{size:g}": fit_options(plan, size * GB, peft if peft is not plan else None)
+                                  for size in sizes if plan.total > size * GB},
+                      "shards_needed": {f"{size:g}": plan.shards_needed(size * GB) for size in sizes}}
+                     for plan in plans])
+        return
+    out = _stdout()
+    targets = "" if plans[0].family == "encoder" else f" + {target_len} target"
+    out.print(f"{model} · micro-batch {batch_size} × {seq_len} input{targets} tokens · {weights_dtype.value}"
+              f" weights · {'bf16 autocast' if dtype == DType.bf16 else 'fp32 compute'} · AdamW"
+              f"{' · gradient checkpointing' if gradient_checkpointing else ''}", markup=False, highlight=False)
+    _show(f"planned peak training memory of {model}", memory_view(plans), wide)
+    for plan in plans:
+        out.print(f"{plan.settings.method}:", markup=False, highlight=False)
+        for line in fit_lines(plan, sizes, peft if peft is not plan else None):
+            out.print(line, markup=False, highlight=False, soft_wrap=False)
+
+
 @app.command()
 def prices(wide: WideFlag = False, as_json: JsonFlag = False) -> None:
     """List the machine price table (USD per hour) used for budgets and costs; PEFTBENCH_PRICES replaces it."""
@@ -528,11 +593,6 @@ def suites_show(
         _print_json({"name": name, "path": str(path), "text": text, "suite": load_suite(name).model_dump()})
         return
     sys.stdout.write(text if text.endswith("\n") else text + "\n")
-
-
-class DType(str, Enum):
-    bf16 = "bf16"
-    fp32 = "fp32"
 
 
 @app.command()

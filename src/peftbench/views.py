@@ -163,3 +163,46 @@ def dry_run_view(grid, stored: list[dict], device) -> tuple[dict, list[str]]:
     lines += [f"  based on {line}" for line in guess.basis]
     lines.append("lr: where warm-up starts → its peak (lr × peak_factor) → where annealing ends.")
     return data, lines
+
+
+GPU_SIZES_GB = (24, 40, 80, 141)  # the usual single-GPU memories: A10/4090, A100-40, A100/H100-80, H200
+
+
+def memory_view(plans: list, capacities_gb: tuple[float, ...] = GPU_SIZES_GB) -> tuple[list, list[list[str]], list[str]]:
+    """Memory plans (peftbench.memory.MemoryPlan) side by side, one column per method, and per method
+    which GPU sizes it fits."""
+    from peftbench.memory import GB
+    from peftbench.terminal import Col
+
+    labels = [("weights", "weights"), ("method tensors", "method_tensors"), ("gradients", "gradients"),
+              ("AdamW states", "optimizer_states"), ("activations", "activations")]
+    cols = [Col("GB", "name")] + [Col(plan.settings.method, "number") for plan in plans]
+    rows = [[label] + [f"{plan.parts()[key] / GB:,.2f}" for plan in plans] for label, key in labels]
+    rows.append(["total (peak)"] + [f"{plan.total / GB:,.2f}" for plan in plans])
+    other = "with" if not plans[0].settings.gradient_checkpointing else "without"
+    rows.append([f"total {other} checkpointing"]
+                + [f"{(plan.fixed + (plan.activations_checkpointed if other == 'with' else plan.activations_full)) / GB:,.2f}"
+                   for plan in plans])
+    rows.append(["trainable parameters"] + [f"{plan.trainable_params:,}" for plan in plans])
+    notes = ["peak = weights + method tensors + gradients + AdamW states + activations (saved for the backward"
+             " pass, traced on fake tensors); an upper bound, see docs/memory.md."]
+    return cols, rows, notes
+
+
+def fit_lines(plan, capacities_gb: tuple[float, ...], peft=None) -> list[str]:
+    """One line per GPU size: fits, or does not and what would make it fit."""
+    from peftbench.memory import GB, fit_options
+
+    lines = []
+    for size in capacities_gb:
+        if plan.total <= size * GB:
+            lines.append(f"  {size:g} GB GPU: fits ({plan.total / (size * GB):.0%} of it)")
+            continue
+        options = "; ".join(fit_options(plan, size * GB, peft)) or "none at this shape"
+        if plan.fixed > size * GB:
+            lines.append(f"  {size:g} GB GPU: does not fit: weights, gradients and AdamW states alone take"
+                         f" {plan.fixed / GB:,.1f} GB, so it needs sharding over several GPUs or a PEFT method;"
+                         f" options: {options}")
+        else:
+            lines.append(f"  {size:g} GB GPU: does not fit; options: {options}")
+    return lines

@@ -1,0 +1,284 @@
+"""Peak training memory planned from a model's config alone, before anything loads (`peftbench memory`,
+`run --dry-run`, and the refusal of runs that cannot fit the device).
+
+The plan adds up, per device:
+
+- **weights**: the base model's parameters at the master-weight dtype (suite key weights_dtype);
+- **method tensors**: the parameters the method adds (LoRA's A and B, adapters, prefixes), at that dtype;
+- **gradients** of the trainable parameters (one per parameter, same dtype) and **AdamW states** (two per
+  trainable parameter: exp_avg and exp_avg_sq, same dtype; Lialin et al. section 3: "for every byte of
+  trainable parameter, one extra byte is needed for its gradient, and two more ... optimizer state");
+- **activations**: the tensors autograd keeps for the backward pass. These are not computed from a formula:
+  one training forward pass (loss included) is traced on fake tensors, which carry shapes and dtypes but no
+  data, through the very modules a run trains (model built from its config on the meta device, the method
+  applied by its own `apply`, in training mode so that dropout masks count), at batch × lengths, and every
+  tensor autograd saves is summed once per storage, parameters excluded. That covers batch × lengths ×
+  layers × widths of every architecture, the attention matrices, the logits and the method's own activations
+  (a prefix's keys, an adapter's bottleneck) without a per-architecture formula. Under bf16 autocast the
+  bf16 copies of frozen weights that matrix products keep for the backward pass are saved tensors too, and
+  count (a real cost of autocast over fp32 weights).
+- **with gradient checkpointing** (HF's, per transformer layer): the saved tensors outside the layers, plus
+  each layer's input hidden states (what a checkpoint keeps), plus the largest single layer's saved tensors
+  (recomputed one layer at a time during the backward pass).
+
+The peak is taken as the sum of the parts: an upper bound, since gradients and optimizer states grow while
+activations are freed during the backward pass. The trace runs on CPU fake tensors: attention there takes
+PyTorch's CPU kernels, so on CUDA, where flash / memory-efficient attention keeps no attention matrix, the
+activation term of BERT-, Llama- and OPT-style models is pessimistic; T5's attention is eager everywhere.
+Temporaries that are not saved (one layer's workspace at a time) are not counted. docs/memory.md compares the
+plan with measured peaks and with Lialin et al. Table 5."""
+
+import contextlib
+import math
+from dataclasses import asdict, dataclass, field
+
+import torch
+from torch import nn
+
+from peftbench.errors import UserError
+
+GB = 1e9
+ADAMW_STATES = 2  # exp_avg and exp_avg_sq, in the parameter's dtype
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+
+
+@dataclass(frozen=True)
+class MemorySettings:
+    model: str
+    method: str = "full"
+    batch_size: int = 8  # the micro-batch: one forward and backward pass
+    seq_len: int = 128  # input tokens per sequence
+    target_len: int = 8  # target tokens (text-to-text: a decoder sees them appended, a seq2seq decodes them)
+    weights_dtype: str = "float32"
+    autocast: bool = False  # bf16 autocast over the weights, as `run` trains on CUDA
+    gradient_checkpointing: bool = False
+
+
+@dataclass
+class MemoryPlan:
+    settings: MemorySettings
+    family: str
+    total_params: int
+    trainable_params: int
+    weights: int  # bytes of the base model's parameters
+    method_tensors: int  # bytes of the parameters the method adds
+    gradients: int
+    optimizer: int
+    activations: int  # with or without checkpointing, as the settings ask
+    activations_full: int  # without gradient checkpointing
+    activations_checkpointed: int  # with it
+    layers: int
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def fixed(self) -> int:
+        """What does not depend on the micro-batch: weights, method tensors, gradients, optimizer states."""
+        return self.weights + self.method_tensors + self.gradients + self.optimizer
+
+    @property
+    def total(self) -> int:
+        return self.fixed + self.activations
+
+    def parts(self) -> dict[str, int]:
+        return {"weights": self.weights, "method_tensors": self.method_tensors, "gradients": self.gradients,
+                "optimizer_states": self.optimizer, "activations": self.activations}
+
+    def as_dict(self) -> dict:
+        return {"settings": asdict(self.settings), "family": self.family, "total_params": self.total_params,
+                "trainable_params": self.trainable_params, "bytes": {**self.parts(), "total": self.total},
+                "activations_without_checkpointing": self.activations_full,
+                "activations_with_checkpointing": self.activations_checkpointed, "layers": self.layers,
+                "notes": self.notes}
+
+    def shards_needed(self, capacity: float, checkpointed: bool | None = None) -> int | None:
+        """GPUs of `capacity` bytes that fully sharded data parallelism (FSDP: weights, gradients and optimizer
+        states split over the GPUs; each keeps its own activations) would need, with the settings' activations
+        or (`checkpointed`) those with or without checkpointing; None when the activations alone exceed one
+        GPU (a smaller micro-batch is needed whatever the number of GPUs)."""
+        activations = self.activations if checkpointed is None else \
+            self.activations_checkpointed if checkpointed else self.activations_full
+        room = capacity - activations
+        return None if room <= 0 else max(1, math.ceil(self.fixed / room))
+
+    def largest_micro_batch(self, capacity: float) -> int:
+        """The largest micro-batch that fits `capacity` (activations scale with the batch); 0 if none."""
+        per_example = self.activations / self.settings.batch_size
+        return max(0, int((capacity - self.fixed) // per_example)) if per_example else self.settings.batch_size
+
+
+def _check(settings: MemorySettings) -> None:
+    for flag, value in (("--batch-size", settings.batch_size), ("--seq-len", settings.seq_len),
+                        ("--target-len", settings.target_len)):
+        if value < 1:
+            raise UserError(f"{flag} {value} is too small; use at least 1")
+    if settings.weights_dtype not in DTYPES:
+        raise UserError(f"weights dtype '{settings.weights_dtype}' is unknown; use {' or '.join(DTYPES)}")
+
+
+def _to_fake(model: nn.Module, mode, dtype: torch.dtype) -> None:
+    """Swap every meta parameter and buffer for a CPU fake tensor (shape, dtype, no data), ties kept.
+    Floating-point parameters take the master-weight dtype, as load_model casts them."""
+    converter, made = mode.fake_tensor_converter, {}
+
+    def fake(tensor: torch.Tensor) -> torch.Tensor:
+        if id(tensor) not in made:
+            meta = tensor.detach().to(dtype) if tensor.is_floating_point() and isinstance(tensor, nn.Parameter) \
+                else tensor.detach()
+            faked = converter.from_meta_and_device(mode, meta, torch.device("cpu"))
+            made[id(tensor)] = nn.Parameter(faked, requires_grad=tensor.requires_grad) \
+                if isinstance(tensor, nn.Parameter) else faked
+        return made[id(tensor)]
+
+    for module in model.modules():
+        for slots in (module._parameters, module._buffers):
+            for key, tensor in slots.items():
+                if tensor is not None:
+                    slots[key] = fake(tensor)
+
+
+def _layer_modules(model: nn.Module) -> list[nn.Module]:
+    """The transformer layers a checkpoint wraps (architectures.STACKS), found by their path suffix."""
+    from peftbench.architectures import STACKS
+
+    kind = getattr(getattr(model, "config", None), "model_type", None)
+    stacks = STACKS.get(kind, ())
+    found = []
+    for name, module in model.named_modules():
+        parent, _, index = name.rpartition(".")
+        if index.isdigit() and any(parent == s or parent.endswith("." + s) for s in stacks):
+            found.append(module)
+    return found
+
+
+def _synthetic_batch(family: str, settings: MemorySettings) -> dict[str, torch.Tensor]:
+    """A training batch of the settings' shape. Its attention mask pads one position of the first row, as
+    padded batches do: a mask of all ones lets transformers skip the mask on real tensors (a data-dependent
+    shortcut the fake trace cannot take), and a planned peak should hold for padded batches."""
+    batch, length = settings.batch_size, settings.seq_len
+    total = length + (settings.target_len if family == "decoder" else 0)
+    mask = torch.ones(batch, total, dtype=torch.long)
+    mask[0, -1] = 0
+    inputs = {"input_ids": torch.zeros(batch, total, dtype=torch.long), "attention_mask": mask}
+    if family == "encoder":
+        return {**inputs, "labels": torch.zeros(batch, dtype=torch.long)}
+    if family == "seq2seq":
+        return {**inputs, "labels": torch.zeros(batch, settings.target_len, dtype=torch.long)}
+    return {**inputs, "labels": torch.zeros(batch, total, dtype=torch.long)}
+
+
+def saved_tensor_bytes(model: nn.Module, backbone: nn.Module, family: str, settings: MemorySettings,
+                       mode=None) -> tuple[int, list[int], list[int]]:
+    """(saved bytes outside the layers, saved bytes per layer, input bytes per layer) of one training forward
+    pass with the loss at the settings' shape, each storage counted once and parameters left out; `backbone`
+    holds the layers (the model, or an encoder's under its head). Under `mode` (a FakeTensorMode, whose
+    tensors the model holds) nothing is computed; without one the model's real tensors run, which is how the
+    tests hold the fake trace to the real one."""
+    from peftbench.evaluate import TaskModel, batch_loss
+
+    model.train()
+    layers = _layer_modules(backbone)
+    index_of = {id(module): position for position, module in enumerate(layers)}
+    parameter_storages = {p.untyped_storage()._cdata for p in model.parameters()}
+    seen: set[int] = set()
+    outside, per_layer, inputs, current = [0], [0] * len(layers), [0] * len(layers), [None]
+
+    def pack(tensor: torch.Tensor) -> torch.Tensor:
+        storage = tensor.untyped_storage()
+        key = storage._cdata
+        if key not in parameter_storages and key not in seen:
+            seen.add(key)
+            if current[0] is None:
+                outside[0] += storage.nbytes()
+            else:
+                per_layer[current[0]] += storage.nbytes()
+        return tensor
+
+    def enter(module, args, kwargs):
+        position = index_of[id(module)]
+        current[0] = position
+        hidden = args[0] if args else kwargs.get("hidden_states")
+        inputs[position] = hidden.untyped_storage().nbytes() if isinstance(hidden, torch.Tensor) else 0
+
+    def leave(module, args, output):
+        current[0] = None
+
+    hooks = [m.register_forward_pre_hook(enter, with_kwargs=True) for m in layers]
+    hooks += [m.register_forward_hook(leave) for m in layers]
+    task_model = TaskModel(model=model, encoder=None, uses_head=family == "encoder")
+    try:
+        with mode or contextlib.nullcontext(), torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor), \
+                torch.autocast("cpu", dtype=torch.bfloat16, enabled=settings.autocast):
+            batch_loss(task_model, _synthetic_batch(family, settings))
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return outside[0], per_layer, inputs
+
+
+def plan_memory(settings: MemorySettings) -> MemoryPlan:
+    """The memory plan of one training run; raises UserError for a bad setting or a method that does not fit
+    the model. Seconds even for T5-11B: nothing is allocated."""
+    from peftbench.accounting import adapted_meta_model
+    from peftbench.heads import MeanPoolClassifier
+
+    _check(settings)
+    adapted, family, base, _ = adapted_meta_model(settings.model, settings.method)
+    base_ids = {id(p) for _, p in base}
+    element = DTYPES[settings.weights_dtype].itemsize
+    parameters = list(adapted.parameters())
+    total = sum(p.numel() for _, p in base)
+    trainable = sum(p.numel() for p in parameters if p.requires_grad)
+    added = sum(p.numel() for p in parameters if id(p) not in base_ids)
+    model = adapted
+    if family == "encoder":  # the mean-pooling head a run puts on an encoder, trained by every method
+        with torch.device("meta"):
+            model = MeanPoolClassifier(adapted, adapted.config.hidden_size, 2)
+        head = sum(p.numel() for p in model.head.parameters())
+        added, trainable = added + head, trainable + head
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    mode = FakeTensorMode(allow_non_fake_inputs=True)
+    _to_fake(model, mode, DTYPES[settings.weights_dtype])
+    outside, per_layer, inputs = saved_tensor_bytes(model, adapted, family, settings, mode)
+    full = outside + sum(per_layer)
+    checkpointed = outside + sum(inputs) + max(per_layer, default=0)
+    notes = []
+    if not per_layer:
+        notes.append("no transformer layers recognised: checkpointing is planned as saving nothing")
+    return MemoryPlan(settings=settings, family=family, total_params=total, trainable_params=trainable,
+                      weights=total * element, method_tensors=added * element, gradients=trainable * element,
+                      optimizer=ADAMW_STATES * trainable * element,
+                      activations=checkpointed if settings.gradient_checkpointing else full,
+                      activations_full=full, activations_checkpointed=checkpointed, layers=len(per_layer),
+                      notes=notes)
+
+
+def gb(value: float) -> str:
+    return f"{value / GB:,.1f} GB"
+
+
+def fit_options(plan: MemoryPlan, capacity: float, peft: MemoryPlan | None = None, grad_accum: int = 1) -> list[str]:
+    """What would make a run that does not fit `capacity` bytes fit, each with its planned peak: a PEFT method
+    (`peft`, planned at the same shape), a smaller micro-batch with more gradient accumulation (the same
+    effective batch), gradient checkpointing, or sharding over several GPUs of this size."""
+    options = []
+    if peft is not None and peft.total <= capacity:
+        options.append(f"a PEFT method ({peft.settings.method}: {gb(peft.total)})")
+    micro = plan.largest_micro_batch(capacity)
+    batch = plan.settings.batch_size
+    if 1 <= micro < batch:
+        accum = math.ceil(batch * grad_accum / micro)
+        options.append(f"micro-batch {micro} with gradient accumulation {accum}"
+                       f" ({gb(plan.fixed + plan.activations / batch * micro)})")
+    if not plan.settings.gradient_checkpointing and plan.fixed + plan.activations_checkpointed <= capacity:
+        options.append(f"gradient checkpointing ({gb(plan.fixed + plan.activations_checkpointed)})")
+    shards = plan.shards_needed(capacity)
+    if shards and shards > 1:
+        options.append(f"sharding weights, gradients and optimizer states over {shards} GPUs of this size"
+                       f" (FSDP: {gb(plan.fixed / shards + plan.activations)} each; peftbench does not shard yet)")
+    with_checkpoints = None if plan.settings.gradient_checkpointing else plan.shards_needed(capacity, True)
+    if with_checkpoints and with_checkpoints > 1 and (shards is None or with_checkpoints < shards):
+        options.append(f"gradient checkpointing and sharding over {with_checkpoints} GPUs of this size (FSDP:"
+                       f" {gb(plan.fixed / with_checkpoints + plan.activations_checkpointed)} each;"
+                       " peftbench does not shard yet)")
+    return options
