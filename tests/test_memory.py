@@ -4,7 +4,7 @@ plans less, and `peftbench memory` answers the issue's acceptance questions and 
 
 import pytest
 import torch
-from conftest import run_cli, run_json
+from conftest import run_cli, run_json, write_suite
 
 from peftbench.accounting import count
 from peftbench.heads import MeanPoolClassifier
@@ -13,6 +13,7 @@ from peftbench.methods import METHODS
 from peftbench.config import MethodSpec
 from peftbench.methods.base import Context
 from peftbench.models import load_model
+from peftbench.profile import default_dtype
 
 ARCHITECTURES = ["config:tiny-t5", "config:tiny-llama", "config:tiny-bert", "config:tiny-opt"]
 METHOD_SPECS = ["full", "lora", "prompt_tuning[tokens=4]", "houlsby"]
@@ -86,9 +87,9 @@ def test_fit_options_name_what_would_fit():
     between = fixed + (plan.activations_checkpointed + plan.activations) / 2
     options = fit_options(plan, between)
     assert any(o.startswith("gradient checkpointing") for o in options)
-    micro = plan.largest_micro_batch(between)
-    assert 1 <= micro < 8 and fixed + plan.activations / 8 * micro <= between
-    assert f"micro-batch {micro} with gradient accumulation" in " ".join(options)
+    micro = max(m for m in (1, 2, 4) if m <= plan.largest_micro_batch(between))  # divisors of the batch of 8
+    assert fixed + plan.activations / 8 * micro <= between
+    assert f"micro-batch {micro} with gradient accumulation {8 // micro} " in " ".join(options)
     assert plan.shards_needed(fixed / 2 + plan.activations + 1) == 2
     assert plan.shards_needed(plan.activations / 2) is None
 
@@ -130,3 +131,36 @@ def test_table_fits_80_columns(monkeypatch):
     assert code == 0 and "AdamW states" in text and "activations" in text and "24 GB GPU: fits" in text
     assert max(len(line) for line in text.splitlines()) <= 80
     assert GB == 1e9
+
+
+def test_dry_run_shows_each_training_runs_plan_and_whether_it_fits(tmp_path):
+    suite = write_suite(tmp_path / "plan.json", methods=["full", "lora"])
+    planned = run_json("run", suite, "--store", tmp_path / "r.db", "--dry-run", "--json")
+    trains = [run for run in planned["runs"] if run["kind"] == "train"]
+    assert planned["memory_target"]["kind"] == "cpu" and len(trains) == 2
+    direct = plan_memory(MemorySettings(model="config:tiny-bert", method="full", batch_size=8, seq_len=48,
+                                        autocast=default_dtype("cpu") == "bf16"))  # cpu_bf16: auto
+    full = next(run for run in trains if run["method"] == "full")
+    assert full["memory"]["peak_bytes"] == direct.total and full["memory"]["fits"]
+    assert all(run["memory"] is None for run in planned["runs"] if run["kind"] == "baseline")
+    elsewhere = run_json("run", suite, "--store", tmp_path / "r.db", "--dry-run", "--json", "--gpu-memory-gb", "0.0005")
+    assert elsewhere["memory_target"] == {"kind": "cuda", "capacity_bytes": 0.0005e9, "label": "0.0005 GB GPU"}
+    assert [run["memory"]["fits"] for run in elsewhere["runs"] if run["kind"] == "train"] == [False, False]
+    code, text, _ = run_cli("run", suite, "--store", tmp_path / "r.db", "--dry-run", "--gpu-memory-gb", "0.0005")
+    assert code == 0 and "DOES NOT FIT" in text and "2 run(s) DO NOT FIT" in text
+    assert not (tmp_path / "r.db").exists()
+
+
+def test_a_run_that_cannot_fit_is_refused_before_anything_loads(tmp_path):
+    suite = write_suite(tmp_path / "big.json", methods=["full"], batch_size=16, max_input_length=256)
+    plan = plan_memory(MemorySettings(model="config:tiny-bert", method="full", batch_size=16, seq_len=256,
+                                      autocast=True))
+    assert plan.activations_checkpointed < plan.activations
+    room = (plan.fixed + plan.activations_checkpointed + plan.total) / 2 / GB  # fits only with fewer activations
+    code, out, err = run_cli("run", suite, "--store", tmp_path / "r.db", "--gpu-memory-gb", f"{room:.6f}")
+    assert code == 2 and out == "" and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert "config:tiny-bert · full at micro-batch 16 needs about" in err
+    assert "gradient_checkpointing: true (" in err and "with grad_accum" in err
+    assert not (tmp_path / "r.db").exists() and not list(tmp_path.glob("*.md"))
+    code, _, err = run_cli("run", suite, "--store", tmp_path / "r.db", "--gpu-memory-gb", "-3")
+    assert code == 2 and "--gpu-memory-gb must be a positive number" in err

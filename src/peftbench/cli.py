@@ -136,6 +136,9 @@ def run(
     gpus_per_run: Annotated[float | None, typer.Option(
         "--gpus-per-run", min=0, help="GPUs per Ray task; default 1 if the cluster has GPUs, else 0")] = None,
     cpus_per_run: Annotated[float, typer.Option("--cpus-per-run", min=0, help="CPUs per Ray task")] = 1,
+    gpu_memory_gb: Annotated[float | None, typer.Option(
+        "--gpu-memory-gb", help="plan memory for a GPU of this many GB (another machine); a real run then refuses"
+                                " runs that would not fit it")] = None,
     wide: WideFlag = False,
     as_json: JsonFlag = False,
 ) -> None:
@@ -144,6 +147,7 @@ def run(
     from peftbench.config import check_name, derived_name, file_task_flags, load_suite, within
     from peftbench.executors import LocalExecutor, ray_executor
     from peftbench.interrupts import exit_code, ignore_further_signals
+    from peftbench.memory import device_target, refuse_unfit
     from peftbench.progress import GridProgress
     from peftbench.report import summary_markdown
     from peftbench.runner import GridInterrupted, Overrides, lease_seconds, pick_device, plan
@@ -162,9 +166,13 @@ def run(
     # Runs are filed under a name: the suite's while the flags only pick part of it, else one made of the axes.
     filed_as = name or (base.name if within(grid.suite, base) else derived_name(grid.suite))
     grid.suite = grid.suite.model_copy(update={"name": filed_as})
+    chosen_device = pick_device(device.value)
+    target = device_target(chosen_device, gpu_memory_gb)
     if dry_run:
-        _print_grid(grid, read_rows(store), pick_device(device.value), as_json)
+        _print_grid(grid, read_rows(store), chosen_device, target, as_json)
         return
+    if target.kind == "cuda":  # a run that cannot fit is refused before any weights load or the store opens
+        refuse_unfit(grid, target)
     if ray_address and executor != ExecutorKind.ray:
         raise UserError("--ray-address needs --executor ray")
     if executor == ExecutorKind.ray:
@@ -205,10 +213,10 @@ def run(
                     f" '{filed_as}' in the store)", markup=False, highlight=False)
 
 
-def _print_grid(grid, stored: list[dict], device, as_json: bool) -> None:
+def _print_grid(grid, stored: list[dict], device, target, as_json: bool) -> None:
     from peftbench.views import dry_run_view
 
-    data, lines = dry_run_view(grid, stored, device)
+    data, lines = dry_run_view(grid, stored, device, target)
     if as_json:
         _print_json(data)
         return
