@@ -350,7 +350,8 @@ def show(
         say(f"  saved: nothing ({row.get('weights_skipped', 'the run kept no weights')})")
     spec = {k: row[k] for k in sorted(row) if k in ("eval", "epochs", "batch_size", "grad_accum", "max_input_length",
                                                      "max_target_length", "patience", "warmup_ratio", "peak_factor",
-                                                     "final_factor", "cpu_bf16", "bf16_autocast")}
+                                                     "final_factor", "cpu_bf16", "bf16_autocast",
+                                                     "gradient_checkpointing")}
     say("  settings: " + ", ".join(f"{k}={v}" for k, v in spec.items()))
 
 
@@ -618,6 +619,8 @@ def profile(
     random_init: Annotated[bool, typer.Option("--random-init", help="random weights, nothing read or downloaded"
                                                                     " but the config and tokenizer")] = False,
     no_reference: Annotated[bool, typer.Option("--no-reference", help="do not profile full tuning first")] = False,
+    gradient_checkpointing: Annotated[bool, typer.Option("--gradient-checkpointing",
+                                                         help="train with checkpointed layers")] = False,
     device: Annotated[Device, typer.Option("--device", help="where to measure")] = Device.auto,
     wide: WideFlag = False,
     as_json: JsonFlag = False,
@@ -635,6 +638,7 @@ def profile(
     chosen = pick_device(device.value).type
     settings = ProfileSettings(model=model, batch_size=batch_size, seq_len=seq_len, target_len=target_len,
                                steps=steps, warmup=warmup, random_init=random_init, device=chosen,
+                               gradient_checkpointing=gradient_checkpointing,
                                dtype=dtype.value if dtype else default_dtype(chosen))
     console = Console(stderr=True)
     started = [time.monotonic()]
