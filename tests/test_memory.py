@@ -52,8 +52,12 @@ def test_traced_activations_equal_what_autograd_saves_on_real_tensors(model, met
     outside, per_layer, inputs = _real_saved_bytes(model, method, settings)
     # Equal but for the storages of a few index tensors (a fake arange is materialised where a real one is
     # expanded: 64 bytes under prompt tuning).
-    assert plan.activations_full == pytest.approx(outside + sum(per_layer), rel=1e-3, abs=128) and outside > 0
-    assert plan.activations_checkpointed == pytest.approx(outside + sum(inputs) + max(per_layer), rel=1e-3, abs=128)
+    # Both add the largest layer's saved bytes once more: the gradients in flight while the backward pass is
+    # inside that layer.
+    working = max(per_layer)
+    assert plan.activations_full == pytest.approx(outside + sum(per_layer) + working, rel=1e-3, abs=128)
+    assert plan.activations_checkpointed == pytest.approx(outside + sum(inputs) + 2 * working, rel=1e-3, abs=128)
+    assert outside > 0
     assert plan.layers == len(per_layer) == (4 if model == "config:tiny-t5" else 2)
 
 
@@ -63,7 +67,7 @@ def test_traced_activations_equal_the_real_ones_under_bf16_autocast():
     plan = plan_memory(settings)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         outside, per_layer, _ = _real_saved_bytes("config:tiny-t5", "lora", settings)
-    assert plan.activations_full == outside + sum(per_layer)
+    assert plan.activations_full == outside + sum(per_layer) + max(per_layer)
     # Autocast keeps bf16 copies of the frozen weights for the backward pass: more than fp32 compute saves.
     assert plan.activations_full > plan_memory(MemorySettings(**{**settings.__dict__, "autocast": False})).activations_full
 

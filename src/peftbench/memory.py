@@ -17,9 +17,12 @@ The plan adds up, per device:
   (a prefix's keys, an adapter's bottleneck) without a per-architecture formula. Under bf16 autocast the
   bf16 copies of frozen weights that matrix products keep for the backward pass are saved tensors too, and
   count (a real cost of autocast over fp32 weights).
+  To those saved tensors the plan adds the **backward working set**: while the backward pass runs through a
+  layer it holds the gradients of that layer's intermediate tensors, about as large as what the layer saved,
+  so the largest layer's saved bytes once more.
 - **with gradient checkpointing** (HF's, per transformer layer): the saved tensors outside the layers, plus
   each layer's input hidden states (what a checkpoint keeps), plus the largest single layer's saved tensors
-  (recomputed one layer at a time during the backward pass).
+  (recomputed one layer at a time during the backward pass), plus the same working set.
 
 The peak is taken as the sum of the parts: an upper bound, since gradients and optimizer states grow while
 activations are freed during the backward pass. The trace runs on CPU fake tensors: attention there takes
@@ -242,8 +245,11 @@ def plan_memory(settings: MemorySettings) -> MemoryPlan:
     mode = FakeTensorMode(allow_non_fake_inputs=True)
     _to_fake(model, mode, DTYPES[settings.weights_dtype])
     outside, per_layer, inputs = saved_tensor_bytes(model, adapted, family, settings, mode)
-    full = outside + sum(per_layer)
-    checkpointed = outside + sum(inputs) + max(per_layer, default=0)
+    # The backward pass through a layer holds the gradients of that layer's intermediate tensors, about as large
+    # as what the layer saved: one layer's saved bytes on top, with or without checkpointing.
+    working = max(per_layer, default=0)
+    full = outside + sum(per_layer) + working
+    checkpointed = outside + sum(inputs) + 2 * working
     notes = []
     if not per_layer:
         notes.append("no transformer layers recognised: checkpointing is planned as saving nothing")
