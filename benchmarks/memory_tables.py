@@ -1,7 +1,7 @@
 """The tables of docs/memory.md, generated from peftbench's memory plan (peftbench.memory):
 
     python benchmarks/memory_tables.py cpu [--from DIR]   # plan vs measured peak on this CPU
-    python benchmarks/memory_tables.py lialin             # plan vs Lialin et al. Table 5's peak memory
+    python benchmarks/memory_tables.py lialin [--seq-len L]  # plan vs Lialin et al. Table 5's peak memory
     python benchmarks/memory_tables.py fits               # the papers' models x methods on 24/40/80/141 GB
 
 `cpu` measures with `peftbench profile` (each method in a fresh process, peak resident-set growth over the
@@ -84,13 +84,13 @@ def cpu_table(source: Path | None) -> str:
     return "\n".join(lines)
 
 
-def lialin_table() -> str:
+def lialin_table(seq_len: int = 512) -> str:
     head = "| method | " + " | ".join(f"{m.split(':')[1]} (mb {b}): paper / plan / error" for m, b in LIALIN_MODELS)
     lines = [head + " |", "|---|" + "---|" * len(LIALIN_MODELS)]
     for spec, (label, *paper) in LIALIN_TABLE5.items():
         cells = []
         for (model, micro), reference in zip(LIALIN_MODELS, paper):
-            plan = planned(MemorySettings(model=model, method=spec, batch_size=micro, seq_len=512, target_len=8,
+            plan = planned(MemorySettings(model=model, method=spec, batch_size=micro, seq_len=seq_len, target_len=8,
                                           weights_dtype="bfloat16"))
             cells.append(f"{reference:.1f} / {plan.total / GB:.1f} / {_pct(plan.total, reference * GB)}")
         lines.append(f"| {label} (`{spec}`) | " + " | ".join(cells) + " |")
@@ -147,8 +147,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("table", choices=["cpu", "lialin", "fits"])
     parser.add_argument("--from", dest="source", type=Path, help="profile JSONs to read instead of measuring")
+    parser.add_argument("--seq-len", type=int, default=512, help="lialin: input tokens of every sequence")
     arguments = parser.parse_args()
-    print({"cpu": lambda: cpu_table(arguments.source), "lialin": lialin_table, "fits": fits_table}[arguments.table]())
+    print({"cpu": lambda: cpu_table(arguments.source), "lialin": lambda: lialin_table(arguments.seq_len), "fits": fits_table}[arguments.table]())
 
 
 if __name__ == "__main__":

@@ -168,3 +168,4 @@ def test_a_run_that_cannot_fit_is_refused_before_anything_loads(tmp_path):
     assert not (tmp_path / "r.db").exists() and not list(tmp_path.glob("*.md"))
     code, _, err = run_cli("run", suite, "--store", tmp_path / "r.db", "--gpu-memory-gb", "-3")
     assert code == 2 and "--gpu-memory-gb must be a positive number" in err
+
