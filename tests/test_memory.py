@@ -169,3 +169,20 @@ def test_a_run_that_cannot_fit_is_refused_before_anything_loads(tmp_path):
     code, _, err = run_cli("run", suite, "--store", tmp_path / "r.db", "--gpu-memory-gb", "-3")
     assert code == 2 and "--gpu-memory-gb must be a positive number" in err
 
+
+
+def test_a_forward_pass_that_fails_is_one_line_in_memory_and_not_planned_in_a_dry_run(tmp_path, monkeypatch):
+    import peftbench.memory as memory
+
+    def fails(*args, **kwargs):
+        raise RuntimeError("Sizes of tensors must match except in dimension 1\nmore detail")
+
+    monkeypatch.setattr(memory, "saved_tensor_bytes", fails)
+    code, out, err = run_cli("memory", "config:tiny-opt", "--method", "lora", "--seq-len", "8")
+    assert code == 2 and out == "" and len(err.strip().splitlines()) == 1
+    assert "cannot plan the memory of config:tiny-opt · lora" in err and "Sizes of tensors must match" in err
+    suite = write_suite(tmp_path / "broken.json", models=["config:tiny-opt"], methods=["ln_tuning"], max_input_length=40)
+    planned_grid = run_json("run", suite, "--store", tmp_path / "r.db", "--dry-run", "--json", "--gpu-memory-gb", "1")
+    trains = [run for run in planned_grid["runs"] if run["kind"] == "train"]
+    assert trains and all(run["memory"]["fits"] is None and "cannot plan" in run["memory"]["not_planned"]
+                          for run in trains)

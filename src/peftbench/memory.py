@@ -111,6 +111,10 @@ class MemoryPlan:
         return max(0, int((capacity - self.fixed) // per_example)) if per_example else self.settings.batch_size
 
 
+class UntraceableError(UserError):
+    """The traced forward pass failed: the method does not run on the model at this shape."""
+
+
 def _check(settings: MemorySettings) -> None:
     for flag, value in (("--batch-size", settings.batch_size), ("--seq-len", settings.seq_len),
                         ("--target-len", settings.target_len)):
@@ -244,7 +248,13 @@ def plan_memory(settings: MemorySettings) -> MemoryPlan:
 
     mode = FakeTensorMode(allow_non_fake_inputs=True)
     _to_fake(model, mode, DTYPES[settings.weights_dtype])
-    outside, per_layer, inputs = saved_tensor_bytes(model, adapted, family, settings, mode)
+    try:
+        outside, per_layer, inputs = saved_tensor_bytes(model, adapted, family, settings, mode)
+    except Exception as error:  # the forward pass itself fails: a run of this method on this model would too
+        first = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        raise UntraceableError(f"cannot plan the memory of {settings.model} · {settings.method}: its training"
+                               f" forward pass fails ({type(error).__name__}: {first[:200]}); a run would fail"
+                               " the same way, so check the method's options for this model") from None
     # The backward pass through a layer holds the gradients of that layer's intermediate tensors, about as large
     # as what the layer saved: one layer's saved bytes on top, with or without checkpointing.
     working = max(per_layer, default=0)
@@ -340,16 +350,25 @@ def _training_specs(grid) -> list[dict | None]:
     return specs + [follow.template for follow in grid.follow_ups for _ in follow.sweep["seeds"][1:]]
 
 
-def grid_memory(grid, target: Target) -> list[MemoryPlan | None]:
-    """The memory plan of each run of `_training_specs(grid)` on `target` (None for baselines)."""
-    return [None if spec is None else planned(run_settings(spec, target)) for spec in _training_specs(grid)]
+@functools.cache
+def _plan_or_reason(settings: MemorySettings) -> MemoryPlan | str:
+    try:
+        return planned(settings)
+    except UntraceableError as error:
+        return str(error)
+
+
+def grid_memory(grid, target: Target) -> list[MemoryPlan | str | None]:
+    """The memory plan of each run of `_training_specs(grid)` on `target`: None for baselines, and for a run
+    whose forward pass cannot be traced the reason (its run is not refused for memory; it fails on its own)."""
+    return [None if spec is None else _plan_or_reason(run_settings(spec, target)) for spec in _training_specs(grid)]
 
 
 def refuse_unfit(grid, target: Target) -> None:
     """Raise UserError naming the first training run that will not fit `target`, how many do not, and the
     options that would make it fit; before any weights load or the store opens."""
     unfit = [(spec, plan) for spec, plan in zip(_training_specs(grid), grid_memory(grid, target))
-             if plan is not None and plan.total > target.capacity]
+             if isinstance(plan, MemoryPlan) and plan.total > target.capacity]
     if not unfit:
         return
     spec, plan = unfit[0]

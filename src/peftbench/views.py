@@ -135,6 +135,8 @@ def dry_run_view(grid, stored: list[dict], device, target) -> tuple[dict, list[s
     plans = grid_memory(grid, target)
 
     def memory(plan) -> dict | None:
+        if isinstance(plan, str):
+            return {"peak_bytes": None, "fits": None, "not_planned": plan}
         return None if plan is None else {"peak_bytes": plan.total, "fits": plan.total <= target.capacity,
                                           "parts": plan.parts(), "autocast": plan.settings.autocast,
                                           "gradient_checkpointing": plan.settings.gradient_checkpointing}
@@ -156,6 +158,8 @@ def dry_run_view(grid, stored: list[dict], device, target) -> tuple[dict, list[s
         plan = entry["memory"]
         if plan is None:
             return ""
+        if plan["peak_bytes"] is None:
+            return " · memory not planned (its forward pass fails: see `peftbench memory`)"
         return f" · memory {plan['peak_bytes'] / GB:,.1f} GB" + ("" if plan["fits"] else " DOES NOT FIT")
 
     lines = []
@@ -177,7 +181,7 @@ def dry_run_view(grid, stored: list[dict], device, target) -> tuple[dict, list[s
     lines.append(f"estimated time on {device} for {len(known)} run(s): {typically}at most {clock(at_most)} (every"
                  " epoch run)" + (f"; {unknown} run(s) of hub data of unknown size not counted" if unknown else ""))
     lines += [f"  based on {line}" for line in guess.basis]
-    unfit = sum(1 for entry in [*runs, *waiting] if entry["memory"] and not entry["memory"]["fits"])
+    unfit = sum(1 for entry in [*runs, *waiting] if entry["memory"] and entry["memory"]["fits"] is False)
     lines.append(f"memory: planned peak training memory against {target.label}"
                  + (f"; {unfit} run(s) DO NOT FIT (see `peftbench memory` for the options)" if unfit else
                     "; every training run fits"))
