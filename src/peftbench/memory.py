@@ -18,8 +18,8 @@ The plan adds up, per device:
   bf16 copies of frozen weights that matrix products keep for the backward pass are saved tensors too, and
   count (a real cost of autocast over fp32 weights).
   To those saved tensors the plan adds the **backward working set**: while the backward pass runs through a
-  layer it holds the gradients of that layer's intermediate tensors, about as large as what the layer saved,
-  so the largest layer's saved bytes once more.
+  layer, or through the output layer and the loss, it holds the gradients of their intermediate tensors,
+  about as large as what they saved, so the largest of those saved amounts once more.
 - **with gradient checkpointing** (HF's, per transformer layer): the saved tensors outside the layers, plus
   each layer's input hidden states (what a checkpoint keeps), plus the largest single layer's saved tensors
   (recomputed one layer at a time during the backward pass), plus the same working set.
@@ -176,8 +176,9 @@ def _synthetic_batch(family: str, settings: MemorySettings) -> dict[str, torch.T
 
 
 def saved_tensor_bytes(model: nn.Module, backbone: nn.Module, family: str, settings: MemorySettings,
-                       mode=None) -> tuple[int, list[int], list[int]]:
-    """(saved bytes outside the layers, saved bytes per layer, input bytes per layer) of one training forward
+                       mode=None) -> tuple[int, list[int], list[int], int]:
+    """(saved bytes outside the layers, saved bytes per layer, input bytes per layer, saved bytes after the last
+    layer: the output layer's and the loss's) of one training forward
     pass with the loss at the settings' shape, each storage counted once and parameters left out; `backbone`
     holds the layers (the model, or an encoder's under its head). Under `mode` (a FakeTensorMode, whose
     tensors the model holds) nothing is computed; without one the model's real tensors run, which is how the
@@ -190,6 +191,7 @@ def saved_tensor_bytes(model: nn.Module, backbone: nn.Module, family: str, setti
     parameter_storages = {p.untyped_storage()._cdata for p in model.parameters()}
     seen: set[int] = set()
     outside, per_layer, inputs, current = [0], [0] * len(layers), [0] * len(layers), [None]
+    tail = [0]  # saved after the last layer so far: at the end, the output layer's and the loss's
 
     def pack(tensor: torch.Tensor) -> torch.Tensor:
         storage = tensor.untyped_storage()
@@ -198,6 +200,7 @@ def saved_tensor_bytes(model: nn.Module, backbone: nn.Module, family: str, setti
             seen.add(key)
             if current[0] is None:
                 outside[0] += storage.nbytes()
+                tail[0] += storage.nbytes()
             else:
                 per_layer[current[0]] += storage.nbytes()
         return tensor
@@ -209,7 +212,7 @@ def saved_tensor_bytes(model: nn.Module, backbone: nn.Module, family: str, setti
         inputs[position] = hidden.untyped_storage().nbytes() if isinstance(hidden, torch.Tensor) else 0
 
     def leave(module, args, output):
-        current[0] = None
+        current[0], tail[0] = None, 0
 
     hooks = [m.register_forward_pre_hook(enter, with_kwargs=True) for m in layers]
     hooks += [m.register_forward_hook(leave) for m in layers]
@@ -221,7 +224,7 @@ def saved_tensor_bytes(model: nn.Module, backbone: nn.Module, family: str, setti
     finally:
         for hook in hooks:
             hook.remove()
-    return outside[0], per_layer, inputs
+    return outside[0], per_layer, inputs, tail[0]
 
 
 def plan_memory(settings: MemorySettings) -> MemoryPlan:
@@ -249,15 +252,16 @@ def plan_memory(settings: MemorySettings) -> MemoryPlan:
     mode = FakeTensorMode(allow_non_fake_inputs=True)
     _to_fake(model, mode, DTYPES[settings.weights_dtype])
     try:
-        outside, per_layer, inputs = saved_tensor_bytes(model, adapted, family, settings, mode)
+        outside, per_layer, inputs, tail = saved_tensor_bytes(model, adapted, family, settings, mode)
     except Exception as error:  # the forward pass itself fails: a run of this method on this model would too
         first = (str(error).strip().splitlines() or [type(error).__name__])[0]
         raise UntraceableError(f"cannot plan the memory of {settings.model} · {settings.method}: its training"
                                f" forward pass fails ({type(error).__name__}: {first[:200]}); a run would fail"
                                " the same way, so check the method's options for this model") from None
-    # The backward pass through a layer holds the gradients of that layer's intermediate tensors, about as large
-    # as what the layer saved: one layer's saved bytes on top, with or without checkpointing.
-    working = max(per_layer, default=0)
+    # The backward pass through a layer (or through the output layer and the loss, which over a large
+    # vocabulary can outweigh any layer) holds the gradients of its intermediate tensors, about as large as
+    # what it saved: the largest of those on top, with or without checkpointing.
+    working = max([*per_layer, tail])
     full = outside + sum(per_layer) + working
     checkpointed = outside + sum(inputs) + 2 * working
     notes = []
