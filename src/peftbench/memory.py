@@ -315,7 +315,7 @@ class Target:
 
     kind: str  # cuda | cpu
     capacity: float
-    label: str  # e.g. "80 GB GPU", "this cuda device (NVIDIA H100, 85.0 GB)"
+    label: str  # with its size: "a 80 GB GPU (--gpu-memory-gb)", "NVIDIA H100 (85.0 GB)", "this machine (25.3 GB)"
 
 
 def device_target(device: torch.device, gpu_memory_gb: float | None = None) -> Target:
@@ -324,12 +324,12 @@ def device_target(device: torch.device, gpu_memory_gb: float | None = None) -> T
     if gpu_memory_gb is not None:
         if not (gpu_memory_gb > 0 and math.isfinite(gpu_memory_gb)):
             raise UserError("--gpu-memory-gb must be a positive number of GB, e.g. --gpu-memory-gb 80")
-        return Target("cuda", gpu_memory_gb * GB, f"{gpu_memory_gb:g} GB GPU")
+        return Target("cuda", gpu_memory_gb * GB, f"a {gpu_memory_gb:g} GB GPU (--gpu-memory-gb)")
     if device.type == "cuda":
         properties = torch.cuda.get_device_properties(device)
         return Target("cuda", properties.total_memory, f"{properties.name} ({gb(properties.total_memory)})")
     pages, size = os.sysconf("SC_PHYS_PAGES"), os.sysconf("SC_PAGE_SIZE")
-    return Target("cpu", pages * size, f"this machine's memory ({gb(pages * size)})")
+    return Target("cpu", pages * size, f"this machine ({gb(pages * size)})")
 
 
 def run_settings(spec: dict, target: Target) -> MemorySettings:
@@ -384,6 +384,6 @@ def refuse_unfit(grid, target: Target) -> None:
         "micro-batch ", "batch_size ").replace(" with gradient accumulation ", " with grad_accum ") for o in options]
     others = f" ({len(unfit)} of the grid's runs do not fit)" if len(unfit) > 1 else ""
     raise UserError(f"{spec['model']} · {spec['method_spec']} at micro-batch {plan.settings.batch_size} needs about"
-                    f" {gb(plan.total)} to train but {target.label} has {gb(target.capacity)}{others}; options: "
+                    f" {gb(plan.total)} to train, more than {target.label}{others}; options: "
                     + ("; ".join(shown) or "none at this shape (shorten max_input_length)")
                     + " (see `peftbench memory`)")
