@@ -315,7 +315,7 @@ class Target:
 
     kind: str  # cuda | cpu
     capacity: float
-    label: str  # with its size: "a 80 GB GPU (--gpu-memory-gb)", "NVIDIA H100 (85.0 GB)", "this machine (25.3 GB)"
+    label: str  # with its size: "a GPU of 80 GB (--gpu-memory-gb)", "NVIDIA H100 (85.0 GB)", "this machine (25.3 GB)"
 
 
 def device_target(device: torch.device, gpu_memory_gb: float | None = None) -> Target:
@@ -324,7 +324,7 @@ def device_target(device: torch.device, gpu_memory_gb: float | None = None) -> T
     if gpu_memory_gb is not None:
         if not (gpu_memory_gb > 0 and math.isfinite(gpu_memory_gb)):
             raise UserError("--gpu-memory-gb must be a positive number of GB, e.g. --gpu-memory-gb 80")
-        return Target("cuda", gpu_memory_gb * GB, f"a {gpu_memory_gb:g} GB GPU (--gpu-memory-gb)")
+        return Target("cuda", gpu_memory_gb * GB, f"a GPU of {gpu_memory_gb:g} GB (--gpu-memory-gb)")
     if device.type == "cuda":
         properties = torch.cuda.get_device_properties(device)
         return Target("cuda", properties.total_memory, f"{properties.name} ({gb(properties.total_memory)})")
