@@ -224,8 +224,9 @@ def fit_lines(plan, capacities_gb: tuple[float, ...], peft=None) -> list[str]:
             continue
         options = "; ".join(fit_options(plan, size * GB, peft)) or "none at this shape"
         if plan.fixed > size * GB:
+            instead = "bfloat16 weights" if plan.trainable_params < plan.total_params / 100 else "a PEFT method"
             lines.append(f"  {size:g} GB GPU: does not fit: weights, gradients and AdamW states alone take"
-                         f" {plan.fixed / GB:,.1f} GB, so it needs sharding over several GPUs or a PEFT method;"
+                         f" {plan.fixed / GB:,.1f} GB, so it needs sharding over several GPUs or {instead};"
                          f" options: {options}")
         else:
             lines.append(f"  {size:g} GB GPU: does not fit; options: {options}")
