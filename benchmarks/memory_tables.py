@@ -12,6 +12,7 @@ Prints Markdown."""
 
 import argparse
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -99,7 +100,7 @@ def lialin_table(seq_len: int = 512) -> str:
 
 def _cheapest(plan, capacity: float) -> str:
     """The first option that fits, in the order of least change: as is, checkpointing, a smaller micro-batch
-    (dividing the suite's), both, sharding, checkpointing and sharding."""
+    (dividing the suite's), both, sharding, checkpointing and sharding, all three at micro-batch 1."""
     if plan.total <= capacity:
         return "fits"
     if plan.fixed + plan.activations_checkpointed <= capacity:
@@ -115,6 +116,9 @@ def _cheapest(plan, capacity: float) -> str:
         shards = plan.shards_needed(capacity, checkpointed)
         if shards:
             return f"{label}{shards} GPUs (FSDP)"
+    room = capacity - plan.activations_checkpointed / batch  # one sequence per GPU, checkpointed
+    if room > 0:
+        return f"checkpointing + micro-batch 1 + {math.ceil(plan.fixed / room)} GPUs (FSDP)"
     return "no"
 
 
