@@ -24,12 +24,12 @@ The plan adds up, per device:
   each layer's input hidden states (what a checkpoint keeps), plus the largest single layer's saved tensors
   (recomputed one layer at a time during the backward pass), plus the same working set.
 
-The peak is taken as the sum of the parts: an upper bound, since gradients and optimizer states grow while
-activations are freed during the backward pass. The trace runs on CPU fake tensors: attention there takes
-PyTorch's CPU kernels, so on CUDA, where flash / memory-efficient attention keeps no attention matrix, the
-activation term of BERT-, Llama- and OPT-style models is pessimistic; T5's attention is eager everywhere.
-Temporaries that are not saved (one layer's workspace at a time) are not counted. docs/memory.md compares the
-plan with measured peaks and with Lialin et al. Table 5."""
+The peak is taken as the sum of the parts. That overstates the gradients' share (they grow while activations
+are freed during the backward pass) but is no upper bound: tensors never saved (the loss's vocabulary-wide
+temporaries, one op's workspace) count only through the working set. The trace runs on CPU fake tensors:
+attention there takes PyTorch's CPU kernels, so on CUDA, where flash / memory-efficient attention keeps no
+attention matrix, the activation term of BERT-, Llama- and OPT-style models is pessimistic; T5's attention
+is eager everywhere. docs/memory.md compares the plan with measured peaks and with Lialin et al. Table 5."""
 
 import contextlib
 import functools

@@ -209,7 +209,7 @@ def memory_view(plans: list, capacities_gb: tuple[float, ...] = GPU_SIZES_GB) ->
                    for plan in plans])
     rows.append(["trainable parameters"] + [f"{plan.trainable_params:,}" for plan in plans])
     notes = ["peak = weights + method tensors + gradients + AdamW states + activations (saved for the backward"
-             " pass, traced on fake tensors); an upper bound, see docs/memory.md."]
+             " pass, traced on fake tensors); docs/memory.md says how close it comes to measured peaks."]
     return cols, rows, notes
 
 
