@@ -56,7 +56,8 @@ def test_traced_activations_equal_what_autograd_saves_on_real_tensors(model, met
     working = max([*per_layer, tail])
     assert 0 < tail <= outside
     assert plan.activations_full == pytest.approx(outside + sum(per_layer) + working, rel=1e-3, abs=128)
-    assert plan.activations_checkpointed == pytest.approx(outside + sum(inputs) + 2 * working, rel=1e-3, abs=128)
+    assert plan.activations_checkpointed == pytest.approx(outside + sum(inputs) + max(per_layer) + working,
+                                                          rel=1e-3, abs=128)
     assert outside > 0
     assert plan.layers == len(per_layer) == (4 if model == "config:tiny-t5" else 2)
 

@@ -263,7 +263,7 @@ def plan_memory(settings: MemorySettings) -> MemoryPlan:
     # what it saved: the largest of those on top, with or without checkpointing.
     working = max([*per_layer, tail])
     full = outside + sum(per_layer) + working
-    checkpointed = outside + sum(inputs) + 2 * working
+    checkpointed = outside + sum(inputs) + max(per_layer, default=0) + working
     notes = []
     if not per_layer:
         notes.append("no transformer layers recognised: checkpointing is planned as saving nothing")
