@@ -106,17 +106,16 @@ def _cheapest(plan, capacity: float) -> str:
     if plan.fixed + plan.activations_checkpointed <= capacity:
         return "checkpointing"
     batch = plan.settings.batch_size
-    for activations, label in ((plan.activations_full, ""), (plan.activations_checkpointed, "checkpointing + ")):
-        per_example = activations / batch
+    for checkpointed, label in ((False, ""), (True, "checkpointing + ")):
         micro = next((m for m in range(batch - 1, 0, -1) if batch % m == 0
-                      and plan.fixed + per_example * m <= capacity), 0)
+                      and plan.fixed + plan.activations_at(m, checkpointed) <= capacity), 0)
         if micro:
             return f"{label}micro-batch {micro}"
     for checkpointed, label in ((False, ""), (True, "checkpointing + ")):
         shards = plan.shards_needed(capacity, checkpointed)
         if shards:
             return f"{label}{shards} GPUs (FSDP)"
-    room = capacity - plan.activations_checkpointed / batch  # one sequence per GPU, checkpointed
+    room = capacity - plan.activations_at(1, True)  # one sequence per GPU, checkpointed
     if room > 0:
         return f"checkpointing + micro-batch 1 + {math.ceil(plan.fixed / room)} GPUs (FSDP)"
     return "no"

@@ -93,7 +93,11 @@ def test_fit_options_name_what_would_fit():
     options = fit_options(plan, between)
     assert any(o.startswith("gradient checkpointing") for o in options)
     micro = max(m for m in (1, 2, 4) if m <= plan.largest_micro_batch(between))  # divisors of the batch of 8
-    assert fixed + plan.activations / 8 * micro <= between
+    assert fixed + plan.activations_at(micro) <= between
+    # A smaller micro-batch is planned between traces at 1 and at 8: exact at both ends.
+    one = plan_memory(MemorySettings(model="config:t5-large", method="full", batch_size=1, seq_len=512))
+    assert plan.activations_at(1) == one.activations and plan.activations_at(8) == plan.activations
+    assert plan.activations_at(1, checkpointed=True) == one.activations_checkpointed
     assert f"micro-batch {micro} with gradient accumulation {8 // micro} " in " ".join(options)
     assert plan.shards_needed(fixed / 2 + plan.activations + 1) == 2
     assert plan.shards_needed(plan.activations / 2) is None

@@ -32,6 +32,7 @@ attention matrix, the activation term of BERT-, Llama- and OPT-style models is p
 is eager everywhere. docs/memory.md compares the plan with measured peaks and with Lialin et al. Table 5."""
 
 import contextlib
+import dataclasses
 import functools
 import math
 import os
@@ -73,6 +74,10 @@ class MemoryPlan:
     activations_full: int  # without gradient checkpointing
     activations_checkpointed: int  # with it
     layers: int
+    # Both at micro-batch 1: activations are not proportional to the batch (autocast's weight copies and T5's
+    # position bias do not grow with it), so a smaller micro-batch is planned between the two traces.
+    activations_one_full: int = 0
+    activations_one_checkpointed: int = 0
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -105,10 +110,20 @@ class MemoryPlan:
         room = capacity - activations
         return None if room <= 0 else max(1, math.ceil(self.fixed / room))
 
-    def largest_micro_batch(self, capacity: float) -> int:
-        """The largest micro-batch that fits `capacity` (activations scale with the batch); 0 if none."""
-        per_example = self.activations / self.settings.batch_size
-        return max(0, int((capacity - self.fixed) // per_example)) if per_example else self.settings.batch_size
+    def activations_at(self, batch: int, checkpointed: bool | None = None) -> float:
+        """Planned activations at another micro-batch: linear between the traces at 1 and at the settings'."""
+        if checkpointed is None:
+            checkpointed = self.settings.gradient_checkpointing
+        at_one, at_batch = (self.activations_one_checkpointed, self.activations_checkpointed) if checkpointed \
+            else (self.activations_one_full, self.activations_full)
+        if self.settings.batch_size == 1:
+            return at_batch * batch
+        return at_one + (at_batch - at_one) * (batch - 1) / (self.settings.batch_size - 1)
+
+    def largest_micro_batch(self, capacity: float, checkpointed: bool | None = None) -> int:
+        """The largest micro-batch up to the settings' that fits `capacity`; 0 if none."""
+        return next((b for b in range(self.settings.batch_size, 0, -1)
+                     if self.fixed + self.activations_at(b, checkpointed) <= capacity), 0)
 
 
 class UntraceableError(UserError):
@@ -227,6 +242,25 @@ def saved_tensor_bytes(model: nn.Module, backbone: nn.Module, family: str, setti
     return outside[0], per_layer, inputs, tail[0]
 
 
+def _activations(model: nn.Module, backbone: nn.Module, family: str, settings: MemorySettings,
+                 mode) -> tuple[int, int, int]:
+    """(activations without checkpointing, with it, transformer layers) traced at the settings' shape."""
+    try:
+        outside, per_layer, inputs, tail = saved_tensor_bytes(model, backbone, family, settings, mode)
+    except Exception as error:  # the forward pass itself fails: a run of this method on this model would too
+        first = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        raise UntraceableError(f"cannot plan the memory of {settings.model} · {settings.method}: its training"
+                               f" forward pass fails ({type(error).__name__}: {first[:200]}); a run would fail"
+                               " the same way, so check the method's options for this model") from None
+    # The backward pass through a layer (or through the output layer and the loss, which over a large
+    # vocabulary can outweigh any layer) holds the gradients of its intermediate tensors, about as large as
+    # what it saved: the largest of those on top, with or without checkpointing.
+    working = max([*per_layer, tail])
+    full = outside + sum(per_layer) + working
+    checkpointed = outside + sum(inputs) + max(per_layer, default=0) + working
+    return full, checkpointed, len(per_layer)
+
+
 def plan_memory(settings: MemorySettings) -> MemoryPlan:
     """The memory plan of one training run; raises UserError for a bad setting or a method that does not fit
     the model. Seconds even for T5-11B: nothing is allocated."""
@@ -251,28 +285,18 @@ def plan_memory(settings: MemorySettings) -> MemoryPlan:
 
     mode = FakeTensorMode(allow_non_fake_inputs=True)
     _to_fake(model, mode, DTYPES[settings.weights_dtype])
-    try:
-        outside, per_layer, inputs, tail = saved_tensor_bytes(model, adapted, family, settings, mode)
-    except Exception as error:  # the forward pass itself fails: a run of this method on this model would too
-        first = (str(error).strip().splitlines() or [type(error).__name__])[0]
-        raise UntraceableError(f"cannot plan the memory of {settings.model} · {settings.method}: its training"
-                               f" forward pass fails ({type(error).__name__}: {first[:200]}); a run would fail"
-                               " the same way, so check the method's options for this model") from None
-    # The backward pass through a layer (or through the output layer and the loss, which over a large
-    # vocabulary can outweigh any layer) holds the gradients of its intermediate tensors, about as large as
-    # what it saved: the largest of those on top, with or without checkpointing.
-    working = max([*per_layer, tail])
-    full = outside + sum(per_layer) + working
-    checkpointed = outside + sum(inputs) + max(per_layer, default=0) + working
+    full, checkpointed, layers = _activations(model, adapted, family, settings, mode)
+    one_full, one_checkpointed, _ = (full, checkpointed, layers) if settings.batch_size == 1 else \
+        _activations(model, adapted, family, dataclasses.replace(settings, batch_size=1), mode)
     notes = []
-    if not per_layer:
+    if not layers:
         notes.append("no transformer layers recognised: checkpointing is planned as saving nothing")
     return MemoryPlan(settings=settings, family=family, total_params=total, trainable_params=trainable,
                       weights=total * element, method_tensors=added * element, gradients=trainable * element,
                       optimizer=ADAMW_STATES * trainable * element,
                       activations=checkpointed if settings.gradient_checkpointing else full,
-                      activations_full=full, activations_checkpointed=checkpointed, layers=len(per_layer),
-                      notes=notes)
+                      activations_full=full, activations_checkpointed=checkpointed, layers=layers,
+                      activations_one_full=one_full, activations_one_checkpointed=one_checkpointed, notes=notes)
 
 
 def gb(value: float) -> str:
@@ -292,7 +316,7 @@ def fit_options(plan: MemoryPlan, capacity: float, peft: MemoryPlan | None = Non
     if micro:
         accum = effective // micro
         options.append(f"micro-batch {micro} with gradient accumulation {accum}"
-                       f" ({gb(plan.fixed + plan.activations / batch * micro)})")
+                       f" ({gb(plan.fixed + plan.activations_at(micro))})")
     if not plan.settings.gradient_checkpointing and plan.fixed + plan.activations_checkpointed <= capacity:
         options.append(f"gradient checkpointing ({gb(plan.fixed + plan.activations_checkpointed)})")
     shards = plan.shards_needed(capacity)
