@@ -106,6 +106,29 @@ def grid_store(tmp_path_factory) -> Path:
     return store
 
 
+def expected_report(rows: list[dict]) -> tuple[set[str], set[str]]:
+    """The tables and plots a report of these stored runs holds, derived from what the runs are (models,
+    sizes, tasks, ablated variants, families), so that a grid change moves the expectation with it."""
+    from peftbench.report.configs import scale_name, slug
+
+    done = [row for row in rows if row["status"] == "finished"]
+    block = lambda row: f"{slug(row['model'])}-{slug(scale_name(row['scale']))}"  # noqa: E731
+    where = lambda row: f"{slug(row['model'])}-{slug(row['task'])}-{slug(scale_name(row['scale']))}"  # noqa: E731
+    ablated = {block(row) for row in done
+               if any((row.get("method_options") or {}).get(key, "") not in ("", "all") for key in
+                      ("layers", "modules", "drop"))}
+    labelled = [row for row in done if (row.get("metrics") or {}).get("prediction_counts")]
+    generative = {row["model"] for row in done if row.get("family") in ("decoder", "seq2seq")}  # baselines: none
+    tables = {f"{kind}-{block(row)}" for row in done for kind in ("scores", "convergence", "ratios")} \
+        | {f"ablations-{name}" for name in ablated} | {f"efficiency-{slug(row['model'])}" for row in done} \
+        | {f"predictions-{where(row)}" for row in labelled if row["model"] in generative} \
+        | {"statistics", "significance", "runs"}
+    plots = {f"{kind}-{where(row)}" for row in done
+             for kind in ("scores", "pareto-params", "pareto-memory", "val-loss", "train-loss")} \
+        | {f"predictions-{where(row)}" for row in labelled}
+    return tables, plots
+
+
 @pytest.fixture
 def one_thread():
     """The tiny models run many small operations, which one thread does 2-3x faster than two."""

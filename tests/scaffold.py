@@ -7,7 +7,9 @@ import torch
 from torch import nn
 
 from conftest import TINY_MODELS
+from peftbench.artifacts import trained_tensors
 from peftbench.config import MethodSpec
+from peftbench.heads import MeanPoolClassifier
 from peftbench.methods import METHODS
 from peftbench.methods.base import Context
 from peftbench.models import load_model
@@ -54,6 +56,48 @@ def output(family: str, model: nn.Module, input_ids: torch.Tensor = INPUT_IDS,
     result = model(input_ids=input_ids, attention_mask=attention_mask)
     states = result.last_hidden_state if family == "encoder" else result.logits
     return states[:, -input_ids.shape[1]:]
+
+
+def task_loss(family: str, model: nn.Module) -> torch.Tensor:
+    """The training losses peftbench uses: LM loss, or cross-entropy through a (frozen) mean-pooling head."""
+    if family == "encoder":
+        torch.manual_seed(0)  # the same head every call
+        classifier = MeanPoolClassifier(model, model.config.hidden_size, 3)
+        classifier.head.requires_grad_(False)
+        return nn.functional.cross_entropy(classifier(INPUT_IDS, MASK), torch.tensor([0, 2]))
+    if family == "seq2seq":
+        return model(input_ids=INPUT_IDS, attention_mask=MASK, labels=LABELS).loss
+    return model(input_ids=INPUT_IDS, attention_mask=MASK, labels=INPUT_IDS.masked_fill(MASK == 0, -100)).loss
+
+
+def train_steps(family: str, model: nn.Module, loss=None, steps: int = 3) -> None:
+    """A few AdamW steps (lr 1e-2, no weight decay, so only parameters that got gradients move), then eval mode."""
+    loss = loss or projection_loss
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2, weight_decay=0.0)
+    model.train()
+    for _ in range(steps):
+        loss(family, model).backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    model.eval()
+
+
+def assert_checkpoint_reloads(spec_text: str, model_name: str) -> None:
+    """What a run saves (artifacts.trained_tensors) turns a freshly built model with another init into the
+    trained one: every tensor equal, outputs equal bit for bit. Before loading, the fresh model must differ
+    from the trained one, or the comparison would prove nothing."""
+    built = build(spec_text, model_name)
+    train_steps(built.family, built.model)
+    checkpoint = trained_tensors(built.model, frozenset(built.base_ids))
+    fresh = build(spec_text, model_name, seed=123).model.eval()
+    trained_state = built.model.state_dict()
+    with torch.no_grad():
+        assert not torch.equal(output(built.family, fresh), output(built.family, built.model)), "nothing to reload"
+        result = fresh.load_state_dict(checkpoint, strict=False)
+        assert result.unexpected_keys == []
+        unequal = [key for key, value in fresh.state_dict().items() if not torch.equal(value, trained_state[key])]
+        assert unequal == [], f"{spec_text}: the checkpoint leaves these tensors as the fresh model has them"
+        torch.testing.assert_close(output(built.family, fresh), output(built.family, built.model), atol=0, rtol=0)
 
 
 def projection_loss(family: str, model: nn.Module) -> torch.Tensor:

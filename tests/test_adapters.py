@@ -15,7 +15,7 @@ from peftbench.methods import METHODS
 from peftbench.methods.adapters import ParallelAdapter, SerialAdapter
 from peftbench.methods.compacter import PHMLinear
 from peftbench.models import load_model
-from scaffold import INPUT_IDS, build, output, projection_loss
+from scaffold import INPUT_IDS, assert_checkpoint_reloads, build, output, train_steps
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -53,14 +53,6 @@ def _output(family: str, model, input_ids=INPUT_IDS, attention_mask=None) -> tor
 
 def _trainable(model) -> dict[str, torch.nn.Parameter]:
     return {name: p for name, p in model.named_parameters() if p.requires_grad}
-
-
-def _steps(family: str, model, steps: int = 3) -> None:
-    optimizer = torch.optim.AdamW(_trainable(model).values(), lr=1e-2, weight_decay=0.0)
-    for _ in range(steps):
-        optimizer.zero_grad()
-        projection_loss(family, model).backward()
-        optimizer.step()
 
 
 def _wrapped(model, kind=SerialAdapter) -> list[str]:
@@ -178,7 +170,7 @@ def test_compacter_needs_n_to_divide_the_hidden_size():
 def test_decoders_stay_causal(spec):
     """Changing the last token changes no earlier position's logits (UniPELT's gates are per token)."""
     family, model = _build(spec, "config:tiny-llama")
-    _steps(family, model)
+    train_steps(family, model)
     changed = INPUT_IDS.clone()
     changed[:, -1] += 1
     with torch.no_grad():
@@ -190,7 +182,7 @@ def test_decoders_stay_causal(spec):
 @pytest.mark.parametrize("spec", ALL)
 def test_encoder_outputs_do_not_depend_on_batch_padding(spec):
     family, model = _build(spec, "config:tiny-bert")
-    _steps(family, model)
+    train_steps(family, model)
     model.eval().double()
     short = INPUT_IDS[:1, :6]
     padded = torch.cat([short, torch.zeros(1, 4, dtype=torch.long)], dim=1)
@@ -203,14 +195,4 @@ def test_encoder_outputs_do_not_depend_on_batch_padding(spec):
 @pytest.mark.parametrize("model_name", TINY_MODELS)
 @pytest.mark.parametrize("spec", ALL)
 def test_adapter_state_reloads_by_name(spec, model_name):
-    family, model = _build(spec, model_name)
-    _steps(family, model)
-    state = {name: p.detach().clone() for name, p in _trainable(model).items()}
-    _, fresh = _build(spec, model_name, seed=1)
-    result = fresh.load_state_dict(state, strict=False)
-    assert result.unexpected_keys == []
-    owns = METHODS.get(MethodSpec.parse(spec).name).owns
-    # Compacter's shared matrices are one tensor under every layer's name: loading it once sets them all.
-    assert [key for key in result.missing_keys if owns(key) and not key.endswith(".shared")] == []
-    with torch.no_grad():
-        torch.testing.assert_close(_output(family, fresh.eval()), _output(family, model.eval()), atol=0, rtol=0)
+    assert_checkpoint_reloads(spec, model_name)

@@ -9,7 +9,8 @@ from conftest import run_json, write_suite
 from peftbench.config import Suite
 from peftbench.evaluate import batch_loss
 from peftbench.memory import MemorySettings, plan_memory
-from peftbench.runner import build_task_model, plan
+from peftbench.execution import build_task_model
+from peftbench.planning import plan
 from peftbench.tasks import get_task
 
 SPEC = {"seed": 0, "max_input_length": 16, "max_target_length": 4, "group_by_length": False, "bf16_autocast": False,

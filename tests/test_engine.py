@@ -132,16 +132,16 @@ def test_a_nan_loss_is_stored_as_failed_and_the_grid_goes_on(tmp_path, monkeypat
 
 
 def test_an_out_of_memory_run_is_stored_with_its_cause_and_the_grid_goes_on(tmp_path, monkeypatch):
-    from peftbench import runner
+    from peftbench import execution
 
-    real_train = runner.train
+    real_train = execution.train
 
     def oom_for_lora(task_model, *args, **kwargs):
         if any("lora_" in name for name, _ in task_model.model.named_parameters()):
             raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
         return real_train(task_model, *args, **kwargs)
 
-    monkeypatch.setattr(runner, "train", oom_for_lora)
+    monkeypatch.setattr(execution, "train", oom_for_lora)
     suite = write_suite(tmp_path / "oom.json", methods=["lora", "ia3"])
     result = run_json("run", suite, "--store", tmp_path / "r.db", "--json")
     status = {r["method"]: (r["status"], r["error"]) for r in result["runs"] if r["kind"] == "train"}

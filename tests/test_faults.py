@@ -19,7 +19,8 @@ from conftest import run_cli, write_suite
 from peftbench.data import make_splits
 from peftbench.evaluate import evaluate
 from peftbench.interrupts import STOP, RunInterrupted
-from peftbench.runner import build_task_model
+from peftbench.execution import build_task_model
+from peftbench.store import SCHEMA_VERSION
 from peftbench.tasks import get_task
 
 
@@ -113,7 +114,9 @@ def test_read_commands_change_no_byte_of_a_store_nor_its_journal_mode(tmp_path, 
         code, out, err = run_cli(*args)
         assert code == 0, err
         if args[-1] == "--json":
-            assert [row["attempts"] for row in json.loads(out)] == [1]
+            # A legacy row is read as format 1 (peftbench.store.SCHEMA_VERSION), a current one as the current format.
+            assert [(row["attempts"], row["schema_version"]) for row in json.loads(out)] == \
+                [(1, 1 if layout == "legacy" else SCHEMA_VERSION)]
     assert _folder_digest(folder) == before  # no -wal or -shm file appeared either
     with sqlite3.connect(f"{store.as_uri()}?mode=ro", uri=True) as connection:
         assert connection.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
@@ -274,13 +277,13 @@ def test_a_stop_request_during_evaluation_interrupts_the_run():
 def test_ctrl_c_in_any_command_exits_130_not_0(tmp_path, finished_store, monkeypatch, command):
     """typer turns a KeyboardInterrupt into a *returned* 130: the exit code must not be dropped."""
     import peftbench.accounting
-    import peftbench.runner
+    import peftbench.planning
     import peftbench.store
 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    for module, name in [(peftbench.store, "read_rows"), (peftbench.accounting, "count"), (peftbench.runner, "plan")]:
+    for module, name in [(peftbench.store, "read_rows"), (peftbench.accounting, "count"), (peftbench.planning, "plan")]:
         monkeypatch.setattr(module, name, interrupted)
     args = [finished_store if a == "STORE" else write_suite(tmp_path / f"{uuid.uuid4().hex}.json") if a == "SUITE"
             else a for a in command]

@@ -133,7 +133,7 @@ def test_adamw_over_fp16_weights_overflows():
 
 @pytest.mark.parametrize("name", ["opt-float16", "llama-bfloat16"])
 def test_full_tuning_of_a_half_precision_checkpoint_trains_and_moves_the_weights(checkpoints, hub_cache, name):
-    from peftbench.runner import build_task_model
+    from peftbench.execution import build_task_model
     from peftbench.train import TrainSettings, train
 
     task = get_task("boolq")

@@ -2,7 +2,7 @@
 
 import pytest
 
-from peftbench.tasks.hub import HUB_TASKS
+from peftbench.tasks.hub import HUB_SOURCES, HUB_TASKS
 
 SPECS = {spec.name: spec for spec in HUB_TASKS}
 
@@ -116,7 +116,11 @@ def test_only_the_listed_tasks_are_classification():
 
 @pytest.mark.parametrize("spec", HUB_TASKS, ids=lambda spec: spec.name)
 def test_spec_is_complete_without_loading(spec):
-    assert callable(spec.load)
+    """What the task reads is declared (loading it through the real loader: test_hub_replicas.py): a source
+    whose label the task shows, and a file pattern for each split it takes rows from."""
+    source = HUB_SOURCES[spec.name]
+    assert spec.source == f"hub:{source.label}" and source.repo in spec.source
+    assert {source.train_split, source.test_split} <= set(source.data_files), "a split with no files to read"
     assert spec.source.startswith("hub:")
     assert spec.description and "\n" not in spec.description
     expected_metric = {"classification": "accuracy", "generation": "rougeL"}[spec.kind]

@@ -15,6 +15,7 @@ from peftbench.methods.base import Context
 from peftbench.methods.hybrids import GatedLoRA
 from peftbench.methods.prefix import PrefixGate
 from peftbench.models import load_model
+from scaffold import assert_checkpoint_reloads
 
 T5, LLAMA, BERT, OPT = "config:tiny-t5", "config:tiny-llama", "config:tiny-bert", "config:tiny-opt"
 FAMILIES = [T5, LLAMA, OPT, BERT]
@@ -207,13 +208,4 @@ def test_every_added_tensor_is_live_in_eval_mode(spec, model_name):
 @pytest.mark.parametrize("model_name", [T5, LLAMA, BERT])
 @pytest.mark.parametrize("spec", SPECS)
 def test_state_reloads_by_name(spec, model_name):
-    family, model = build(spec, model_name)
-    randomise(model, model_name)
-    state = {name: p.detach().clone() for name, p in model.named_parameters() if p.requires_grad}
-    _, fresh = build(spec, model_name, seed=1)
-    result = fresh.load_state_dict(state, strict=False)
-    assert result.unexpected_keys == []
-    owns = METHODS.get(MethodSpec.parse(spec).name).owns
-    assert [key for key in result.missing_keys if owns(key)] == []
-    with torch.no_grad():
-        torch.testing.assert_close(output(family, fresh), output(family, model), atol=0, rtol=0)
+    assert_checkpoint_reloads(spec, model_name)

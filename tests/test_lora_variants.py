@@ -5,16 +5,16 @@ they should be, and the module names each selection picks."""
 
 import pytest
 import torch
-from torch import nn
 
 from conftest import TINY_MODELS, assert_same_function, run_cli, run_json, write_suite
 from peftbench.config import MethodSpec
 from peftbench.errors import UserError
-from peftbench.heads import MeanPoolClassifier
 from peftbench.methods import METHODS
 from peftbench.methods.base import Context
-from peftbench.methods.lora_variants import AdaptedLinear, KronaLinear, ScaledLoraLinear
+from peftbench.methods.adapted import AdaptedLinear, ScaledLoraLinear
+from peftbench.methods.lora_variants import KronaLinear
 from peftbench.models import load_model, meta_model
+from scaffold import INPUT_IDS, MASK, build, output, task_loss, train_steps
 
 T5, LLAMA, BERT = TINY_MODELS
 
@@ -66,51 +66,13 @@ SPECS = sorted({spec for spec, _ in EXPECTED_TRAINABLE})
 MERGEABLE_SPECS = [spec for spec in SPECS if METHODS.get(MethodSpec.parse(spec).name).mergeable]
 IDENTITY_SPECS = [spec for spec in SPECS if METHODS.get(MethodSpec.parse(spec).name).identity_init]
 
-INPUT_IDS = torch.randint(1000, 2000, (2, 10), generator=torch.Generator().manual_seed(0))
-MASK = torch.tensor([[1] * 10, [1] * 7 + [0] * 3])
-LABELS = torch.randint(1000, 2000, (2, 4), generator=torch.Generator().manual_seed(1))
-
-
 def _build(spec_text: str, model_name: str, seed: int = 0, dtype: torch.dtype = torch.float32):
-    loaded = load_model(model_name)
-    loaded.model.to(dtype)
-    spec = MethodSpec.parse(spec_text)
-    method = METHODS.get(spec.name)
-    torch.manual_seed(seed)
-    context = Context(family=loaded.family, seed=0)
-    return loaded.family, method.apply(loaded.model, method.parse_options(spec), context), context
-
-
-def _output(family: str, model) -> torch.Tensor:
-    """Logits (decoder, seq2seq) or the real tokens' hidden states (encoder, where prompts may be prepended)."""
-    if family == "encoder":
-        return model(input_ids=INPUT_IDS, attention_mask=MASK).last_hidden_state[:, -INPUT_IDS.shape[1]:]
-    if family == "seq2seq":
-        return model(input_ids=INPUT_IDS, attention_mask=MASK, labels=LABELS).logits
-    return model(input_ids=INPUT_IDS, attention_mask=MASK).logits[:, -INPUT_IDS.shape[1]:]
-
-
-def _loss(family: str, model) -> torch.Tensor:
-    """The training losses peftbench uses: LM loss, or cross-entropy through a (frozen) mean-pooling head."""
-    if family == "encoder":
-        torch.manual_seed(0)  # the same head every call
-        classifier = MeanPoolClassifier(model, 32, 3)
-        classifier.head.requires_grad_(False)
-        return nn.functional.cross_entropy(classifier(INPUT_IDS, MASK), torch.tensor([0, 2]))
-    if family == "seq2seq":
-        return model(input_ids=INPUT_IDS, attention_mask=MASK, labels=LABELS).loss
-    return model(input_ids=INPUT_IDS, attention_mask=MASK, labels=INPUT_IDS.masked_fill(MASK == 0, -100)).loss
+    built = build(spec_text, model_name, seed, dtype)
+    return built.family, built.model, built.context
 
 
 def _train(family: str, model, steps: int = 3) -> None:
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(trainable, lr=1e-2, weight_decay=0.0)
-    model.train()
-    for _ in range(steps):
-        _loss(family, model).backward()
-        optimizer.step()
-        optimizer.zero_grad()
-    model.eval()
+    train_steps(family, model, task_loss, steps)
 
 
 def _cases(specs):
@@ -133,7 +95,7 @@ def test_gradients_reach_every_trainable_parameter_and_base_stays_frozen(spec, m
     family, model, _ = _build(spec, model_name)
     before = {name: p.detach().clone() for name, p in model.named_parameters()}
     model.eval()  # no dropout that could make an unused tensor look wired in (nonzero: test_method_zoo)
-    _loss(family, model).backward()
+    task_loss(family, model).backward()
     for name, parameter in model.named_parameters():
         assert (parameter.grad is not None) == parameter.requires_grad, name
     model.zero_grad(set_to_none=True)
@@ -150,7 +112,7 @@ def test_identity_at_initialisation(spec, model_name):
     base = load_model(model_name).model.eval().double()
     family, model, _ = _build(spec, model_name, dtype=torch.float64)
     with torch.no_grad():
-        adapted, reference = _output(family, model.eval()), _output(family, base)
+        adapted, reference = output(family, model.eval()), output(family, base)
     if "s=2" in spec:  # its s scaled copies of x W^T add up to the base output only up to rounding
         assert_same_function(adapted, reference)
     else:
@@ -164,9 +126,9 @@ def test_merge_matches_unmerged_after_training(spec, model_name):
     _train(family, model)
     model.double()  # trained in float32 as in a run; compared in float64 (see assert_same_function)
     with torch.no_grad():
-        unmerged = _output(family, model)
+        unmerged = output(family, model)
         merged_model = METHODS.get(MethodSpec.parse(spec).name).merge(model)
-        merged = _output(family, merged_model)
+        merged = output(family, merged_model)
     # A plain model again: no wrappers left and exactly the base's parameters.
     assert not any(isinstance(m, AdaptedLinear) or hasattr(m, "base_layer") for m in merged_model.modules())
     assert sum(p.numel() for p in merged_model.parameters()) == base_count
@@ -176,7 +138,7 @@ def test_merge_matches_unmerged_after_training(spec, model_name):
 
 def _output_of_base(family, model_name):
     with torch.no_grad():
-        return _output(family, load_model(model_name).model.eval())
+        return output(family, load_model(model_name).model.eval())
 
 
 def _ia3_layers(model) -> dict[str, tuple[int, ...]]:
@@ -221,7 +183,7 @@ def test_ia3_tfew_layout_scales_outputs_of_k_v_and_the_ungated_ffn_branch():
 
 
 def test_ia3_tfew_layout_on_a_non_gated_t5_picks_wi():
-    from peftbench.methods.peft_methods import is_tfew_ia3_target
+    from peftbench.methods.tfew_ia3 import is_tfew_ia3_target
 
     model, family = meta_model("config:t5-large")  # feed_forward_proj="relu": one in-branch, `wi`
     ffn = [name for name in Context(family=family).select(model, METHODS.get("ia3").options(), is_tfew_ia3_target)
@@ -251,7 +213,7 @@ def test_adalora_allocates_rank_during_training_and_records_what_it_keeps():
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=1e-2)
     for step in range(1, 9):
-        _output(family, model).float().pow(2).mean().backward()
+        output(family, model).float().pow(2).mean().backward()
         optimizer.step()
         hook(model, context, step)
         optimizer.zero_grad()
@@ -305,7 +267,7 @@ def test_krona_with_b_rank_is_peft_lokr():
     assert sum(p.numel() for p in ours.parameters() if p.requires_grad) == sum(
         p.numel() for p in lokr.parameters() if p.requires_grad)
     with torch.no_grad():
-        torch.testing.assert_close(_output("encoder", ours.eval()), _output("encoder", lokr.eval()))
+        torch.testing.assert_close(output("encoder", ours.eval()), output("encoder", lokr.eval()))
 
 
 def test_krona_keeps_b_whole_where_factoring_saves_nothing():

@@ -5,19 +5,16 @@ firing, a gate that never opens, a prefix that never reaches attention fails her
 bit-identical in training, identity at initialisation, merge equals unmerged, and an adapter checkpoint
 reloads to the same outputs."""
 
-import io
-
 import pytest
 import torch
 
 from conftest import assert_same_function
-from peftbench.accounting import adapter_state
 from peftbench.architectures import linear_roles
 from peftbench.config import MethodSpec
 from peftbench.methods import METHODS
-from peftbench.methods.base import Context
+from peftbench.methods.base import Context, keep_model
 from peftbench.models import load_model
-from scaffold import ARCHITECTURES, build, output, projection_loss, scramble
+from scaffold import ARCHITECTURES, assert_checkpoint_reloads, build, output, projection_loss, scramble, train_steps
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -98,23 +95,12 @@ def test_one_backward_in_eval_mode_gives_every_trained_tensor_a_gradient(spec, m
     assert [n for n, p in built.model.named_parameters() if not p.requires_grad and p.grad is not None] == []
 
 
-def _train_steps(family: str, model, steps: int = 3) -> None:
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(trainable, lr=1e-2)
-    model.train()
-    for _ in range(steps):
-        output(family, model).float().pow(2).mean().backward()
-        optimizer.step()
-        optimizer.zero_grad()
-    model.eval()
-
-
 @pytest.mark.parametrize("spec,model_name", list(_cases()))
 def test_base_weights_bit_identical_after_training(spec, model_name):
     built = build(spec, model_name)
     model = built.model
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
-    _train_steps(built.family, model)
+    train_steps(built.family, model)
     after = dict(model.named_parameters())
     assert [n for n, p in after.items() if not p.requires_grad and not torch.equal(p, before[n])] == []
     assert any(not torch.equal(p, before[n]) for n, p in after.items() if p.requires_grad)
@@ -128,30 +114,37 @@ def test_identity_at_initialisation(spec, model_name):
         assert_same_function(output(built.family, built.model.eval()), output(built.family, base))
 
 
-@pytest.mark.parametrize("spec,model_name", [c for c in _cases() if _method(c.values[0]).mergeable])
+def _folds(spec: str) -> bool:
+    """Methods whose merge folds added tensors into the base weights; full tuning and BitFit train the base
+    weights in place, so their merge is `keep_model` and there is nothing to compare (test_speedups checks
+    that evaluation then uses the trained model itself)."""
+    method = _method(spec)
+    return method.mergeable and method.merge is not keep_model
+
+
+@pytest.mark.parametrize("spec,model_name", [c for c in _cases() if _folds(c.values[0])])
 def test_merge_matches_unmerged(spec, model_name):
+    """The merged model is a plain model of the base's parameters (no wrapper left, nothing added) that
+    computes the trained model's function: a merge that returned the adapted model would fail the first."""
     built = build(spec, model_name)
     model = built.model
-    _train_steps(built.family, model)
+    train_steps(built.family, model)
+    base_count = sum(p.numel() for p in load_model(model_name).model.parameters())
     model.double()  # in float32 a rare logit differs by ~1.1e-5 with one thread: summation order, not the merge
     with torch.no_grad():
         unmerged = output(built.family, model)
-        merged = output(built.family, _method(spec).merge(model))
+        merged_model = _method(spec).merge(model)
+        merged = output(built.family, merged_model)
+        base = output(built.family, load_model(model_name).model.double().eval())
+    assert not any(hasattr(module, "base_layer") for module in merged_model.modules())
+    assert sum(p.numel() for p in merged_model.parameters()) == base_count
     assert_same_function(merged, unmerged)
+    assert not torch.allclose(merged, base)  # training moved the function: the equality above is not the base's
 
 
 @pytest.mark.parametrize("spec,model_name", list(_cases()))
 def test_adapter_checkpoint_reloads_exactly(spec, model_name):
-    built = build(spec, model_name)
-    _train_steps(built.family, built.model)
-    buffer = io.BytesIO()
-    torch.save({k: v.detach() for k, v in adapter_state(built.model, built.base_ids).items()}, buffer)
-    buffer.seek(0)
-    fresh = build(spec, model_name, seed=123).model  # other init: only the checkpoint can make it equal
-    fresh.load_state_dict(torch.load(buffer), strict=False)
-    with torch.no_grad():
-        torch.testing.assert_close(output(built.family, fresh.eval()), output(built.family, built.model.eval()),
-                                   atol=0, rtol=0)
+    assert_checkpoint_reloads(spec, model_name)
 
 
 def test_p_tuning_joins_embeddings_narrower_than_the_hidden_size():

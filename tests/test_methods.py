@@ -10,7 +10,7 @@ from peftbench.data import make_splits
 from peftbench.errors import UserError
 from peftbench.evaluate import mean_loss
 from peftbench.methods import METHODS
-from peftbench.runner import build_task_model
+from peftbench.execution import build_task_model
 from peftbench.tasks import get_task
 from peftbench.train import TrainSettings, train
 

@@ -75,7 +75,7 @@ def test_suites_lists_the_built_ins_and_shows_one_to_copy(tmp_path, monkeypatch)
     quickstart = next(line for line in out.splitlines() if line.startswith("quickstart "))
     assert quickstart.split()[1:3] == ["10", "1×2×5×1×1"]  # 1 model, 2 tasks, 5 methods, 1 scale, 1 seed
     lialin = next(line for line in out.splitlines() if line.startswith("lialin2024 "))
-    assert lialin.split()[1:3] == ["630", "3×3×14×1×(3+2)"]  # 3 LRs on the first seed, then 2 more seeds
+    assert lialin.split()[1:3] == ["675", "3×3×15×1×(3+2)"]  # 14 PEFT methods + full; 3 LRs on seed one, then 2 seeds
     code, shown, err = run_cli("suites", "show", "quickstart")
     assert code == 0 and shown == builtin_suites()["quickstart"].read_text()
     copy = tmp_path / "mine.yaml"

@@ -8,7 +8,7 @@ from conftest import run_cli, write_suite
 from rich.console import Console
 
 from peftbench.progress import GridProgress
-from peftbench.runner import Run
+from peftbench.planning import Run
 
 
 def _run(method: str, seed: int = 0, kind: str = "train") -> Run:

@@ -105,9 +105,9 @@ GRID_SIZES = {
     # 4 tasks x 13 ablation rows at the medium scale, no baselines
     "pu2023-ablations": 4 * 13,
     # 3 models x 3 tasks x 14 methods x (3 sweep LRs + 2 more seeds) + majority and zero-shot per model/task
-    "lialin2024": 3 * 3 * 14 * (3 + 2) + 3 * 3 * 2,
+    "lialin2024": 3 * 3 * 15 * (3 + 2) + 3 * 3 * 2,
     # 3 models x 14 methods, one seed, + zero-shot per model
-    "lialin2024-cnn": 3 * 14 + 3,
+    "lialin2024-cnn": 3 * 15 + 3,
     # 2 models x 12 methods + majority and zero-shot per model
     "hamilton2023": 2 * 12 + 2 * 2,
     # 11 methods + majority and zero-shot

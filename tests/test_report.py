@@ -8,7 +8,7 @@ from collections import defaultdict
 from pathlib import Path
 
 import pytest
-from conftest import GRID_METHODS, GRID_SCALES, GRID_SEEDS, run_cli, run_json
+from conftest import GRID_METHODS, GRID_SCALES, GRID_SEEDS, expected_report, run_cli, run_json
 
 from peftbench import report
 from peftbench.report.configs import fmt_lr
@@ -42,6 +42,11 @@ def seeds_of(rows, model, task, n, spec) -> list[dict]:
              and r["kind"] == "train" and r["status"] == "finished"]
     assert sorted(r["seed"] for r in found) == GRID_SEEDS
     return found
+
+
+def changed(row: dict, **fields) -> dict:
+    """A stored row as if its run had these spec fields: the flat fields and the spec the report groups by."""
+    return {**row, **fields, "spec": {**row["spec"], **fields}}
 
 
 def mean_std(values) -> tuple[float, float]:
@@ -142,6 +147,7 @@ def test_efficiency_is_relative_to_full_tuning_on_the_same_inputs(written, rows,
             statistics.mean(100 * r["trainable_params"] / r["total_params"] for r in runs))
         assert float(table[spec]["peak memory (GB)"]) == pytest.approx(
             statistics.mean(r["peak_memory_bytes"] / 1e9 for r in runs))
+        assert 0 < float(table[spec]["train MFU %"]) == pytest.approx(statistics.mean(100 * r["train_mfu"] for r in runs))
     assert float(table["full"]["train throughput % of full"]) == pytest.approx(100)
 
 
@@ -174,22 +180,21 @@ def test_prediction_counts_only_for_generated_labels(written, rows):
     assert list(table["lora"])[-4:] == ["<other>", "<other> std", "other rate", "other rate std"]  # labels first
 
 
-def test_every_format_holds_every_table(written):
+def test_every_format_holds_every_table(written, rows):
     tables = sorted(path.stem for path in (written / "csv").glob("*.csv"))
     assert sorted(path.stem for path in (written / "tex").glob("*.tex")) == tables
-    assert {"statistics", "significance", "runs"} <= set(tables)
-    # per model x scale: scores, ablations, convergence, ratios; per model: efficiency; per generated-label
-    # classification block: predictions; and statistics, significance, runs
-    assert len(tables) == 4 * 4 + 2 + 2 + 3
+    expected_tables, expected_plots = expected_report(rows)
+    # per model x scale: scores, convergence, ratios, and ablations where a variant ran; per model: efficiency;
+    # per generated-label classification block: predictions; and statistics, significance, runs
+    assert set(tables) == expected_tables
     markdown, page = (written / "report.md").read_text(), (written / "report.html").read_text()
     for table in tables:
         assert f'id="{table}"' in page and f'href="#{table}"' in page
     assert markdown.count("\n## ") == len(tables) + 3  # and the summary, plots and provenance sections
     images = sorted(path.stem for path in (written / "plots").glob("*.png"))
-    # per model, task and data size (6 blocks): the summary's chart, two Pareto plots, two loss curves; and
-    # prediction bars per classification block (4)
-    kinds = ["scores", "pareto-params", "pareto-memory", "val-loss", "train-loss"]
-    assert len(images) == 6 * len(kinds) + 4
+    # per model, task and data size: the summary's chart, two Pareto plots, two loss curves; and prediction
+    # bars per classification block
+    assert set(images) == expected_plots
     assert "pareto-params-config-tiny-t5-bbc-headline-n-16" in images  # named by what they show
     assert "predictions-config-tiny-bert-bbc-topic-n-8" in images
     assert page.count('src="data:image/png;base64,') == len(images)
@@ -200,7 +205,7 @@ def test_every_format_holds_every_table(written):
 
 def _with_trained_weights(rows: list[dict]) -> list[dict]:
     """The grid's rows as if its models had trained weights (a hub name instead of config:)."""
-    return [dict(row, model=row["model"].replace("config:", "offline:")) for row in rows]  # unknown: no download
+    return [changed(row, model=row["model"].replace("config:", "offline:")) for row in rows]  # unknown: no download
 
 
 def test_random_weight_models_get_no_significance_claim(written):
@@ -213,15 +218,56 @@ def test_random_weight_models_get_no_significance_claim(written):
     assert markdown.count("say nothing about the methods") >= 6  # every scores table and summary block says so
 
 
-def test_top_two_are_compared_by_paired_bootstrap(rows):
-    built = report.build(_with_trained_weights(rows), "trained")
+def _top_two(rows: list[dict]) -> dict[tuple, tuple[str, str]]:
+    """Per model, data size and task: the two trained method specs with the best mean score, computed here."""
+    scores = defaultdict(list)
+    for row in rows:
+        if row["kind"] == "train" and row["status"] == "finished":
+            scores[(row["model"], str(row["scale"]), row["task"], row["method_spec"])].append(row["score"])
+    blocks = defaultdict(list)
+    for (model, scale, task, spec), values in scores.items():
+        blocks[(model, scale, task)].append((statistics.mean(values), spec))
+    return {block: tuple(spec for _, spec in sorted(ranked, key=lambda item: -item[0])[:2])
+            for block, ranked in blocks.items() if len(ranked) >= 2}
+
+
+def _significance(rows: list[dict]) -> dict[tuple, list]:
+    built = report.build(rows, "trained")
     lines = next(table for table in built.tables if table.key == "significance").rows
-    assert len(lines) == 6  # one per model x task x scale block with two or more trained methods
-    for line in lines:
-        verdict = line[-1].text
-        assert verdict in ("significantly different", "not significantly different")
+    return {(line[0].value, line[1].value, line[2].value): line for line in lines}
+
+
+def _per_row(rows: list[dict], block: tuple, spec: str) -> list[float]:
+    runs = [r for r in rows if (r["model"], str(r["scale"]), r["task"], r["method_spec"]) == (*block, spec)
+            and r["kind"] == "train"]
+    return [statistics.mean(values) for values in zip(*(r["metrics"]["per_example"] for r in runs))]
+
+
+def test_top_two_are_compared_by_paired_bootstrap(rows):
+    trained = _with_trained_weights(rows)
+    found, expected = _significance(trained), _top_two(trained)
+    assert set(found) == set(expected)  # one line per block and task with two or more trained methods
+    for block, line in found.items():
+        assert (line[3].value, line[4].value) == expected[block]
+        a, b = (_per_row(trained, block, spec) for spec in expected[block])
+        assert line[5].value == pytest.approx(statistics.mean(a) - statistics.mean(b))
         assert line[6].value <= line[5].value <= line[7].value  # 95% low <= difference <= 95% high
-    text = report.render.markdown(built)
+        excludes_zero = line[6].value > 0 or line[7].value < 0
+        assert line[-1].text == ("significantly different" if excludes_zero else "not significantly different")
+    # Two blocks whose verdicts are known in advance: the first of the top two right on every test row and
+    # the second wrong on every one (a clear win), and both right on the same rows (no difference).
+    win, tie = sorted(expected)[:2]
+    def answered(row: dict) -> dict:
+        for block, (first, second) in ((win, expected[win]), (tie, expected[tie])):
+            if (row["model"], str(row["scale"]), row["task"]) == block and row["method_spec"] in (first, second):
+                right = float(row["method_spec"] == first or block == tie)
+                n = len(row["metrics"]["per_example"])
+                return {**row, "metrics": {**row["metrics"], "per_example": [right] * n}}
+        return row
+    forced = _significance([answered(row) for row in trained])
+    assert forced[win][-1].text == "significantly different" and forced[win][5].value == 1
+    assert forced[tie][-1].text == "not significantly different" and forced[tie][5].value == 0
+    text = report.render.markdown(report.build(trained, "trained"))
     assert "significantly different (paired bootstrap over 12 test rows" in text
     assert "random weights" not in text
 
@@ -269,7 +315,7 @@ def test_suite_filter_and_bad_input(grid_store, tmp_path):
 
 
 def test_configurations_with_different_learning_rates_stay_apart(rows):
-    lora = [dict(r, lr=r["lr"] * 10 if r["seed"] == 1 else r["lr"]) for r in rows
+    lora = [changed(r, lr=r["lr"] * 10 if r["seed"] == 1 else r["lr"]) for r in rows
             if r["model"] == "config:tiny-bert" and r["method_spec"] == "lora" and r["n_train"] == 8]
     labels = defaultdict(int)
     for config in report.tables.configs(lora):
@@ -282,8 +328,8 @@ def test_configurations_with_different_learning_rates_stay_apart(rows):
 def test_of_an_lr_sweep_only_the_chosen_lr_is_aggregated(rows):
     lora = [r for r in rows if r["model"] == "config:tiny-bert" and r["method_spec"] == "lora" and r["n_train"] == 8]
     sweep = {"group": "g", "lrs": [1e-3, 1e-4], "select_by": "val_loss", "seeds": GRID_SEEDS}
-    chosen = [dict(r, lr=1e-4, sweep=sweep, best_val_loss=1.0, score=0.9 + r["seed"] / 100) for r in lora]
-    loser = dict(lora[0], lr=1e-3, sweep=sweep, best_val_loss=2.0, score=0.1, run_id="loser")
+    chosen = [dict(changed(r, lr=1e-4, sweep=sweep), best_val_loss=1.0, score=0.9 + r["seed"] / 100) for r in lora]
+    loser = dict(changed(lora[0], lr=1e-3, sweep=sweep), best_val_loss=2.0, score=0.1, run_id="loser")
     [config] = report.tables.configs([*chosen, loser])
     assert config.label == "lora" and config.seeds == 2
     assert config.summary(lambda run: run["score"]).mean == pytest.approx(0.905)
@@ -305,8 +351,12 @@ def test_the_summary_recommends_what_the_numbers_support(written, rows):
             means = {spec: statistics.mean(r[key] for r in trained if r["method_spec"] == spec)
                      for spec in {r["method_spec"] for r in trained}}
             top = best(means.values())
-            # the pick is the best mean; equal to it within 0.1% counts as a tie (the ranking says so)
-            winners = {spec for spec, mean in means.items() if abs(mean - top) <= 1e-3 * abs(top)}
+            # the pick is the best mean; a share of the best that shows as 100.0% counts as a tie (the ranking
+            # says so): shares are mean / best, or best / mean where lower is better, rounded to 0.1%
+            # (zeros as recommend takes them: no resident-set growth is the best; all scores zero tie)
+            shares = {spec: ((mean / top if top > 0 else float(mean == top)) if best is max
+                             else top / mean if mean > 0 else 1.0) for spec, mean in means.items()}
+            winners = {spec for spec, share in shares.items() if round(share, 3) == 1.0}
             assert picks[priority].config.label in winners, (block.key, priority, means)
             if len(winners) > 1:
                 assert any(why.startswith("ties with") for why in picks[priority].why)
@@ -380,3 +430,12 @@ def test_counts_are_integers_and_text_columns_left_aligned(written):
     assert predictions
     assert '<th class="text">method</th>' in page and '<th class="text">model</th>' in page
     assert "| method | bbc_topic |\n|:---|---:|" in markdown
+
+
+def test_the_runs_table_names_every_run_by_its_id(written, rows):
+    """The CSV holds each id whole (what `show` and `export` take); the other formats its first characters."""
+    with (written / "csv" / "runs.csv").open() as handle:
+        listed = [line["run"] for line in csv.DictReader(handle)]
+    assert sorted(listed) == sorted(row["run_id"] for row in rows)
+    markdown = (written / "report.md").read_text()
+    assert all(f"| {row['run_id'][:8]} |" in markdown for row in rows)

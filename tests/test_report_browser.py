@@ -14,7 +14,9 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import run_json
+from conftest import expected_report, run_json
+
+from peftbench.store import read_rows
 
 CHROMIUM = next(filter(None, map(shutil.which, ("chromium", "chromium-browser", "google-chrome"))), None)
 
@@ -108,10 +110,16 @@ def test_html_report_renders_tables_and_images_without_errors(grid_store, browse
         image: document.images[0].getBoundingClientRect().toJSON(),
         links: document.querySelectorAll('nav a').length})"""
     page = json.loads(browser.send("Runtime.evaluate", session, expression=probe, returnByValue=True)["result"]["value"])
-    assert len(page["tables"]) == 23 and min(page["tables"]) >= 2  # header and at least one row each
-    assert page["links"] == len(page["tables"]) + len(page["images"])
-    assert len(page["images"]) == 10 and all(done and width > 100 and height > 100
-                                             for done, width, height in page["images"])
+    rows = read_rows(grid_store)
+    tables, plots = expected_report(rows)
+    # the report's tables and the summary's one table per model x task x data size
+    blocks = {(r["model"], r["task"], r["n_train"]) for r in rows if r["kind"] == "train" and r["status"] == "finished"}
+    assert len(page["tables"]) == len(tables) + len(blocks) and min(page["tables"]) >= 2  # header and a row each
+    # every plot, the summary's score charts (one per block) inside the summary and not in the contents,
+    # which list the summary, each table, each other figure and the provenance
+    assert len(page["images"]) == len(plots) and len({r for r in plots if r.startswith("scores-")}) == len(blocks)
+    assert page["links"] == 1 + len(tables) + len(plots) - len(blocks) + 1
+    assert all(done and width > 100 and height > 100 for done, width, height in page["images"])
 
     def shot(rect: dict | None = None) -> bytes:
         clip = {} if rect is None else {"clip": {**{k: rect[k] for k in ("x", "y", "width", "height")}, "scale": 1},

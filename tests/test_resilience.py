@@ -140,7 +140,8 @@ def test_a_ray_run_whose_worker_dies_is_retried_once(tmp_path):
 
     from peftbench.config import load_suite
     from peftbench.executors import execute_on_worker, ray_executor
-    from peftbench.runner import execute, plan
+    from peftbench.planning import plan
+    from peftbench.runner import execute
     from peftbench.store import Store
 
     def die_first(run, task_data, device_choice):

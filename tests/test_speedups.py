@@ -14,9 +14,9 @@ from peftbench.config import MethodSpec
 from peftbench.data import batch_order, collate, make_splits
 from peftbench.evaluate import evaluate, generate
 from peftbench.methods import METHODS
-from peftbench.methods.base import Context, merged_copy
+from peftbench.methods.base import Context, keep_model, merged_copy
 from peftbench.models import load_model
-from peftbench.runner import build_task_model, merged_for_eval
+from peftbench.execution import build_task_model, merged_for_eval
 from peftbench.tasks import get_task
 from peftbench.train import TrainSettings, train
 
@@ -74,8 +74,10 @@ def test_length_grouping_changes_only_padding(model, monkeypatch):
 
 
 def _mergeable_cases():
+    """Methods whose merge folds added tensors into a copy of the base weights. Full tuning and BitFit train
+    the base in place (merge is keep_model): evaluation uses the trained model itself, tested below."""
     for name, method in METHODS.items():
-        if method.mergeable:
+        if method.mergeable and method.merge is not keep_model:
             for model in TINY_MODELS:
                 yield pytest.param(name, model, id=f"{name}-{model.removeprefix('config:')}")
 
@@ -100,8 +102,11 @@ def test_merged_copy_matches_and_leaves_the_model_untouched(name, model_name):
     before = {key: value.clone() for key, value in model.state_dict().items()}
     with torch.no_grad():
         unmerged = output(model)
-        merged = output(merged_copy(model, method.merge))
+        copy = merged_copy(model, method.merge)
+        merged = output(copy)
         again = output(model)
+    wrapped = lambda m: [name for name, module in m.named_modules() if hasattr(module, "base_layer")]  # noqa: E731
+    assert wrapped(copy) == [] and wrapped(model) != []  # the copy is folded; the trained model keeps its method
     assert_same_function(merged, unmerged)
     assert torch.equal(again, unmerged)
     after = model.state_dict()
@@ -125,13 +130,15 @@ def test_merged_evaluation_gives_the_same_predictions(model, method):
 def test_methods_trained_in_place_are_evaluated_as_they_are():
     task_model, *_ = _prepared("config:tiny-bert", "full")
     assert merged_for_eval(task_model, "full") is task_model
+    bitfit_model, *_ = _prepared("config:tiny-t5", "bitfit[add_bias=true]")
+    assert merged_for_eval(bitfit_model, "bitfit") is bitfit_model
     prompt_model, *_ = _prepared("config:tiny-bert", "prompt_tuning[tokens=4]")
     assert merged_for_eval(prompt_model, "prompt_tuning") is prompt_model  # not mergeable
 
 
 def test_speed_switches_reach_the_run_spec():
     from peftbench.config import Suite
-    from peftbench.runner import Overrides, plan
+    from peftbench.planning import Overrides, plan
 
     suite = Suite(name="switches", models=["config:tiny-bert"], tasks=["bbc_topic"], methods=["lora"], scales=[16],
                   baselines=[], group_by_length=False, merge_for_eval=False, bf16_autocast=False, fused_adamw=False)

@@ -34,7 +34,8 @@ def run(suite: str | Path = "quickstart", *, store: str | Path = DEFAULT_STORE, 
     arguments (before anything is stored) and runner.GridInterrupted after a SIGINT or SIGTERM."""
     from peftbench.config import load_suite
     from peftbench.executors import LocalExecutor
-    from peftbench.runner import Overrides, pick_device, plan
+    from peftbench.execution import pick_device
+    from peftbench.planning import Overrides, plan
     from peftbench.store import Store
 
     grid = plan(load_suite(str(suite)), Overrides(models=models, tasks=tasks, methods=methods, scales=scales,
@@ -47,7 +48,7 @@ def run(suite: str | Path = "quickstart", *, store: str | Path = DEFAULT_STORE, 
 
 
 def run_plan(grid, store, executor, progress=None) -> RunSummary:
-    """Execute a planned grid (runner.plan) on an executor (executors.LocalExecutor or the Ray one), into an
+    """Execute a planned grid (planning.plan) on an executor (executors.LocalExecutor or the Ray one), into an
     opened store.Store."""
     from peftbench.runner import execute
     from peftbench.store import read_rows
@@ -120,7 +121,7 @@ def load(run: str | Path, *, store: str | Path = DEFAULT_STORE, device: str = "c
     """A Predictor for a stored run (its id, or a unique prefix) or a folder of saved weights (a run's folder
     under `<store folder>/weights/`, or one written by `peftbench export` for peftbench's own methods)."""
     from peftbench.artifacts import folder_of, load_tensors, read_manifest
-    from peftbench.runner import build_task_model, pick_device
+    from peftbench.execution import build_task_model, pick_device
 
     folder = Path(run)
     if not folder.is_dir():

@@ -150,7 +150,9 @@ def run(
     from peftbench.memory import device_target, refuse_unfit
     from peftbench.progress import GridProgress
     from peftbench.report import summary_markdown
-    from peftbench.runner import GridInterrupted, Overrides, lease_seconds, pick_device, plan
+    from peftbench.execution import pick_device
+    from peftbench.planning import Overrides, plan
+    from peftbench.runner import GridInterrupted, lease_seconds
     from peftbench.store import Store, read_rows
 
     tasks = file_task_flags(task, test_file, {"text": text_field, "label": label_field, "input": input_field,
@@ -231,7 +233,7 @@ RESULT_FIELDS = ("run_id", "kind", "suite", "model", "task", "method", "method_s
                  "infer_tokens_per_s", "wall_s", "train_seconds", "best_epoch", "best_val_loss", "seconds_to_best",
                  "stopped_by", "steps", "cost_usd", "budget", "sweep", "val_score", "curve", "cpu_bf16", "precision",
                  "flops", "train_flops_per_s", "infer_flops_per_s", "train_mfu", "infer_mfu", "peak_flops_per_s",
-                 "peak_source", "family", "weights", "weights_skipped", "random_weights", "provenance")
+                 "peak_source", "family", "weights", "weights_skipped", "random_weights", "schema_version", "provenance")
 
 
 def _result_json(row: dict) -> dict:
@@ -632,7 +634,7 @@ def profile(
     from peftbench.profile import ProfileSettings, default_dtype
     from peftbench.profile import profile as run_profile
     from peftbench.terminal import clock
-    from peftbench.runner import pick_device
+    from peftbench.execution import pick_device
     from peftbench.views import profile_view
 
     chosen = pick_device(device.value).type

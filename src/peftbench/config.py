@@ -27,6 +27,13 @@ SUITE_NAME = re.compile(r"^\w[\w .+-]{0,127}$")
 Seed = Annotated[int, Field(ge=0, lt=2**63)]  # torch.manual_seed takes at most 64 bits
 
 
+def steps_per_epoch(n_train: int, batch_size: int, grad_accum: int) -> int:
+    """Optimizer steps in one epoch: batches (the last may be short), then one step per `grad_accum` of them.
+    The one place this is computed: the training loop's schedule, a method's view of the run's length
+    (AdaLoRA's budget schedule) and the suite's `min_steps` all read it."""
+    return math.ceil(math.ceil(n_train / batch_size) / grad_accum)
+
+
 def scale_bucket(size: int) -> str:
     """The named scale whose epoch count applies to a numeric size."""
     return next((name for name, limit in NAMED_SCALES.items() if size <= limit), "high")
@@ -230,8 +237,7 @@ class Suite(BaseModel):
             bucket = scale if scale in NAMED_SCALES else scale_bucket(n_train)
             epochs = self.epochs.get(str(scale), self.epochs.get(bucket, DEFAULT_EPOCHS[bucket]))
         if self.min_steps and n_train:  # Lialin et al.: 3 epochs, but at least 100 updates on small sets
-            steps_per_epoch = math.ceil(math.ceil(n_train / self.batch_size) / self.grad_accum)
-            epochs = max(epochs, math.ceil(self.min_steps / steps_per_epoch))
+            epochs = max(epochs, math.ceil(self.min_steps / steps_per_epoch(n_train, self.batch_size, self.grad_accum)))
         return epochs
 
 

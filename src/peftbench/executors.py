@@ -1,5 +1,5 @@
 """Where runs execute: one after another in this process, or as Ray tasks spread over a cluster. Both
-call runner.execute_one and hand each outcome back to the driver, which alone writes the store.
+call execution.execute_one and hand each outcome back to the driver, which alone writes the store.
 
 An executor's `run(runs, plan, claim, stop, on_step)` claims each run (skipping those `claim` refuses)
 just before starting it, stops starting runs once `stop` is set, yields (run, outcome) as runs end, and
@@ -15,7 +15,8 @@ import torch
 
 from peftbench.errors import UserError
 from peftbench.interrupts import check_stop
-from peftbench.runner import Outcome, Plan, Run, execute_one, pick_device
+from peftbench.execution import Outcome, execute_one, pick_device
+from peftbench.planning import Plan, Run
 
 Claim = Callable[[Run], bool]
 OnStep = Callable[[Run, int, int | None, float | None], None]  # run, steps done, steps in all, loss

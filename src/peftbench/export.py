@@ -18,6 +18,7 @@ import statistics
 from pathlib import Path
 
 from peftbench.errors import UserError
+from peftbench.identity import configuration_key
 
 HEAD_TENSORS = "head.safetensors"
 HEAD_CONFIG = "head.json"
@@ -31,8 +32,8 @@ def _empty_folder(out: Path) -> None:
 
 def _same_configuration(spec: dict, rows: list[dict]) -> list[dict]:
     """The finished runs whose spec differs from `spec` in the seed only (what the report averages)."""
-    keys = [key for key in spec if key != "seed"]
-    return [row for row in rows if row["status"] == "finished" and all(row.get(k) == spec[k] for k in keys)]
+    key = configuration_key(spec)
+    return [row for row in rows if row["status"] == "finished" and configuration_key(row["spec"]) == key]
 
 
 def _model_card(row: dict, seeds: list[dict], manifest: dict, kind: str) -> str:

@@ -4,7 +4,6 @@ import ctypes
 import functools
 import gc
 import hashlib
-import json
 import platform
 import subprocess
 import sys
@@ -13,6 +12,8 @@ from pathlib import Path
 
 import torch
 from torch import nn
+
+from peftbench.identity import spec_hash
 
 PACKAGES = ("peftbench", "torch", "transformers", "peft", "datasets", "tokenizers", "accelerate", "huggingface_hub",
             "safetensors", "numpy", "rouge_score", "scikit-learn")
@@ -148,7 +149,3 @@ def provenance(device: torch.device, spec: dict) -> dict:
         "config_hash": spec_hash(spec),
         **_git_state(),
     }
-
-
-def spec_hash(spec: dict) -> str:
-    return hashlib.sha256(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()[:16]

@@ -2,7 +2,7 @@
 
 Each method is measured in a fresh Python process (the first method measured in a process runs slow and
 memory left by one method inflates the next one's peak: /work/shared/MEASUREMENT.md), built and adapted by
-the code `peftbench run` uses (runner.build_task_model) and trained by its training loop (train.train), so
+the code `peftbench run` uses (execution.build_task_model) and trained by its training loop (train.train), so
 the profile measures what a run trains. Per method:
 
 - training: W warm-up steps, then N timed steps (forward, backward, gradient clipping, AdamW step) on
@@ -11,7 +11,7 @@ the profile measures what a run trains. Per method:
 - inference: W warm-up and N timed forward passes without gradients over the same batches, giving the
   logits and the loss: the classification head's pass for encoders, and for decoders and encoder-decoders
   one teacher-forced pass over input + target (no generation loop, so every method does the same work);
-  for methods with something to fold, again on merged weights (runner.merged_for_eval);
+  for methods with something to fold, again on merged weights (execution.merged_for_eval);
 - peak memory: CUDA `max_memory_allocated` over the training steps, reset once the model is built; on CPU
   the growth of the process's peak resident set over those steps above the built model, so the figure is
   what training adds (activations, gradients, optimizer state), not the weights themselves (the worker
@@ -140,7 +140,7 @@ def _measure(settings: ProfileSettings, method_spec: str) -> dict:
     from peftbench.flops import flops_per_token, peak_flops, utilisation
     from peftbench.measure import PeakMemory, parameter_counts, provenance
     from peftbench.methods import METHODS
-    from peftbench.runner import build_task_model, merged_for_eval
+    from peftbench.execution import build_task_model, merged_for_eval
     from peftbench.train import TrainSettings, train
 
     device = torch.device(settings.device)

@@ -53,7 +53,10 @@ class GridProgress:
 
     def _say(self, text: str) -> None:
         if self.lines:
-            self.progress.console.print(text, markup=False, highlight=False, soft_wrap=True)
+            # On a terminal, wrapped at spaces to its width (it would split a number or a name at the edge);
+            # piped, one line per event, as a log is read.
+            console = self.progress.console
+            console.print(text, markup=False, highlight=False, soft_wrap=not console.is_terminal)
 
     # --- called by the runner ------------------------------------------------------------------------
 

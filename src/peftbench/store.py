@@ -37,21 +37,28 @@ CREATE TABLE IF NOT EXISTS runs (
     finished_at REAL NOT NULL,   -- when the run ended; while running, when it was claimed
     owner TEXT,                  -- the runner that claimed it last
     lease_until REAL,            -- while running: the claim lapses after this time unless renewed
-    attempts INTEGER NOT NULL DEFAULT 1  -- how many times a runner has started it
+    attempts INTEGER NOT NULL DEFAULT 1,  -- how many times a runner has started it
+    schema_version INTEGER       -- the row format (SCHEMA_VERSION) of the code that claimed it last
 )
 """
 RUN_COLUMNS = {"run_id", "kind", "suite", "status", "spec", "result", "error", "finished_at"}
-# Stores written before runs were claimed lack these columns; a writer adds them on opening.
-CLAIM_COLUMNS = {"owner": "TEXT", "lease_until": "REAL", "attempts": "INTEGER NOT NULL DEFAULT 1"}
+# Stores written before runs were claimed (or versioned) lack these columns; a writer adds them on opening.
+ADDED_COLUMNS = {"owner": "TEXT", "lease_until": "REAL", "attempts": "INTEGER NOT NULL DEFAULT 1",
+                 "schema_version": "INTEGER"}
+# The format of the rows this code writes. 1: rows written before the version was stored (read as they were,
+# keeping their run ids; their method specs are spelled as their suites wrote them). 2: method specs in their
+# canonical spelling (Method.canonical), so equivalent specs share one run id.
+SCHEMA_VERSION = 2
+LEGACY_SCHEMA_VERSION = 1
 
 # Take the run if nobody has it, if its claim lapsed (dead runner), is our own (a retry) or is held by a
 # process known to be dead, or if it failed or was interrupted before this runner started (a concurrent
 # runner's failure is not retried).
 CLAIM = """
-INSERT INTO runs (run_id, kind, suite, status, spec, result, error, finished_at, owner, lease_until)
-VALUES (:run_id, :kind, :suite, 'running', :spec, '{}', NULL, :now, :owner, :lease_until)
+INSERT INTO runs (run_id, kind, suite, status, spec, result, error, finished_at, owner, lease_until, schema_version)
+VALUES (:run_id, :kind, :suite, 'running', :spec, '{}', NULL, :now, :owner, :lease_until, :schema_version)
 ON CONFLICT (run_id) DO UPDATE SET
-    suite = excluded.suite, status = 'running', result = '{}', error = NULL, finished_at = excluded.finished_at,
+    suite = excluded.suite, schema_version = excluded.schema_version, status = 'running', result = '{}', error = NULL, finished_at = excluded.finished_at,
     owner = excluded.owner, lease_until = excluded.lease_until, attempts = attempts + 1
 WHERE (status = 'running' AND (lease_until < :now OR owner = :owner OR owner = :dead_owner))
    OR (status IN ('failed', 'interrupted') AND finished_at < :since)
@@ -156,7 +163,7 @@ class Store:
                 self.connection.execute("BEGIN IMMEDIATE")  # two runners opening an old store add columns once
                 present = _check_schema(path, self.connection, writable=True)
                 self.connection.execute(SCHEMA)
-                for name, declaration in CLAIM_COLUMNS.items():
+                for name, declaration in ADDED_COLUMNS.items():
                     if present and name not in present:
                         self.connection.execute(f"ALTER TABLE runs ADD COLUMN {name} {declaration}")
                 self.connection.execute("COMMIT")
@@ -179,7 +186,8 @@ class Store:
         dead_owner = holder[0] if holder and holder[0] and _is_dead_local_process(holder[0]) else None
         cursor = self.connection.execute(CLAIM, {
             "run_id": run_id, "kind": kind, "suite": suite, "spec": json.dumps(spec, sort_keys=True, default=str),
-            "now": now, "owner": owner, "lease_until": now + lease_seconds, "since": since, "dead_owner": dead_owner})
+            "now": now, "owner": owner, "lease_until": now + lease_seconds, "since": since, "dead_owner": dead_owner,
+            "schema_version": SCHEMA_VERSION})
         return cursor.rowcount == 1
 
     @_guarded
@@ -211,29 +219,36 @@ class Store:
 
     @_guarded
     def rows(self, kind: str | None = None) -> list[dict]:
-        return _rows(self.path, self.connection, kind, legacy=False)
+        return _rows(self.path, self.connection, kind, set(ADDED_COLUMNS))
 
     def close(self) -> None:
         self.connection.close()
 
 
-def _rows(path: Path, connection: sqlite3.Connection, kind: str | None, legacy: bool) -> list[dict]:
+def _rows(path: Path, connection: sqlite3.Connection, kind: str | None, columns: set[str]) -> list[dict]:
+    """Every row as one dict: the spec's fields and the result's side by side, and the spec whole under
+    `spec` (what a run's identity and configuration are computed from, peftbench.identity)."""
     # A store written before claims existed has no `attempts` column: each of its runs was started once.
-    attempts = "1" if legacy else "attempts"
-    query = f"SELECT run_id, kind, suite, status, spec, result, error, finished_at, {attempts} FROM runs"
+    # One written before versions has no `schema_version`, and a row claimed by such code holds NULL.
+    attempts = "attempts" if "attempts" in columns else "1"
+    version = f"coalesce(schema_version, {LEGACY_SCHEMA_VERSION})" if "schema_version" in columns \
+        else str(LEGACY_SCHEMA_VERSION)
+    query = f"SELECT run_id, kind, suite, status, spec, result, error, finished_at, {attempts}, {version} FROM runs"
     params: tuple = ()
     if kind:
         query, params = query + " WHERE kind = ?", (kind,)
     rows = []
-    for run_id, kind_, suite, status, spec, result, error, finished_at, tries in connection.execute(
+    for run_id, kind_, suite, status, spec, result, error, finished_at, tries, schema in connection.execute(
             query + " ORDER BY finished_at", params):
         try:
-            fields = {**json.loads(spec), **json.loads(result)}
+            spec_fields = json.loads(spec)
+            fields = {**spec_fields, **json.loads(result)}
         except (TypeError, json.JSONDecodeError):
             raise UserError(f"the results store '{path}' has a damaged row ({run_id}: its JSON does not parse);"
                             " restore the store from a copy or delete that row") from None
         rows.append({"run_id": run_id, "kind": kind_, "suite": suite, "status": status, "error": error,
-                     "finished_at": finished_at, "attempts": tries, **fields})
+                     "finished_at": finished_at, "attempts": tries, "schema_version": schema, **fields,
+                     "spec": spec_fields})
     return rows
 
 
@@ -302,6 +317,6 @@ def read_rows(path: Path, kind: str | None = None) -> list[dict]:
         connection = _open_read_only(path)
         try:
             columns = _check_schema(path, connection, writable=False)
-            return _rows(path, connection, kind, legacy="attempts" not in columns)
+            return _rows(path, connection, kind, columns)
         finally:
             connection.close()

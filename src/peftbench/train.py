@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from peftbench.config import steps_per_epoch
 from peftbench.data import batch_order, collate, count_tokens
 from peftbench.evaluate import TaskModel, autocast, batch_loss, mean_loss, to_device
 
@@ -33,6 +34,21 @@ class TrainSettings:
     max_minutes: float | None = None
     budget_seconds: float | None = None  # a dollar budget at the machine's price (Hamilton & Mueller 3.2)
     fused_adamw: bool = True  # CUDA only, where one fused kernel replaces many launches; CPU keeps foreach
+
+    @classmethod
+    def of_run(cls, spec: dict) -> "TrainSettings":
+        """A training run's settings, from its stored spec (planning.plan writes them there)."""
+        budget = spec.get("budget")
+        return cls(lr=spec["lr"], peak_factor=spec["peak_factor"], final_factor=spec["final_factor"],
+                   warmup_ratio=spec["warmup_ratio"], epochs=spec["epochs"], batch_size=spec["batch_size"],
+                   grad_accum=spec["grad_accum"], patience=spec["patience"], seed=spec["seed"],
+                   weight_decay=spec["weight_decay"], max_grad_norm=spec["max_grad_norm"],
+                   max_minutes=spec["max_minutes"], budget_seconds=budget["seconds"] if budget else None,
+                   fused_adamw=spec["fused_adamw"])
+
+    def total_steps(self, n_train: int) -> int:
+        """Optimizer steps of a run on `n_train` examples (config.steps_per_epoch times the epochs)."""
+        return steps_per_epoch(n_train, self.batch_size, self.grad_accum) * self.epochs
 
 
 @dataclass
@@ -79,8 +95,7 @@ def train(task_model: TaskModel, train_examples: list[dict], val_examples: list[
     implementation = {"fused": True} if settings.fused_adamw and device.type == "cuda" else {"foreach": True}
     optimizer = torch.optim.AdamW(trainable.values(), lr=settings.lr, weight_decay=settings.weight_decay,
                                   **implementation)
-    steps_per_epoch = math.ceil(math.ceil(len(train_examples) / settings.batch_size) / settings.grad_accum)
-    total_steps = steps_per_epoch * settings.epochs
+    total_steps = settings.total_steps(len(train_examples))
     warmup = round(settings.warmup_ratio * total_steps)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: lr_factor(step, total_steps, warmup, settings.peak_factor, settings.final_factor))

@@ -110,6 +110,27 @@ class Method:
             raise UserError(f"method '{spec}': bad value for '{where}': {first['msg'].removeprefix('Value error, ')}"
                             ) from None
 
+    def canonical(self, spec: MethodSpec) -> MethodSpec:
+        """The one spelling of the configuration `spec` names: the options that differ from their defaults,
+        typed and re-written, sorted by key. `lora`, `lora[r=8]` and `lora[alpha=16,r=8]` are all `lora`;
+        `lora[r=16,alpha=32]` is `lora[alpha=32,r=16]`. Run ids hash it, and the tables show it."""
+        options, defaults = self.parse_options(spec), self.options()
+        changed = {key: _option_text(getattr(options, key)) for key in sorted(self.options.model_fields)
+                   if getattr(options, key) != getattr(defaults, key)}
+        canonical = MethodSpec(name=self.name, options=changed)
+        if self.parse_options(canonical) != options:  # a value that does not survive its own spelling
+            raise ValueError(f"method '{spec}': the canonical spelling '{canonical}' reads back differently")
+        return canonical
+
+
+def _option_text(value) -> str:
+    """An option value as a spec writes it: `true`, `16` for a whole float, the shortest repr otherwise."""
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
 
 METHODS: Registry[Method] = Registry("method", "peftbench methods")
 

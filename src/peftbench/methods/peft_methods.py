@@ -10,7 +10,9 @@ from torch import nn
 
 from peftbench.architectures import LinearRole, linear_roles
 from peftbench.errors import UserError
+from peftbench.methods.adapted import merge_adapted
 from peftbench.methods.base import AblationOptions, Method, Options, register
+from peftbench.methods.tfew_ia3 import apply_tfew_ia3
 
 TASK_TYPES = {"encoder": "FEATURE_EXTRACTION", "decoder": "CAUSAL_LM", "seq2seq": "SEQ_2_SEQ_LM"}
 PROJECTIONS = {"q", "k", "v", "o", "in", "out"}
@@ -64,22 +66,9 @@ def _is_ia3_target(role: LinearRole) -> bool:
     return role.projection in ("k", "v") or (role.kind == "ffn" and role.projection == "out")
 
 
-# The activation-gated half of a gated FFN's input (T5 v1.1 wi_0, Llama gate_proj); the other half (wi_1,
-# up_proj) is the linear branch whose output multiplies the activation.
-GATED_BRANCHES = ("wi_0", "gate_proj")
-
-
-def is_tfew_ia3_target(role: LinearRole) -> bool:
-    """T-Few's (IA)3 targets: keys, values and the FFN "in" branch that is not activation-gated (wi_1 on gated
-    T5, wi on plain T5, up_proj on Llama, fc1 on OPT, intermediate.dense on BERT); their outputs are scaled,
-    so on gated FFNs this rescales the hidden FFN activation exactly as Liu et al. describe."""
-    return role.projection in ("k", "v") or (role.kind == "ffn" and role.projection == "in"
-                                             and not role.name.endswith(GATED_BRANCHES))
-
-
 def _ia3(model, options: IA3Options, context):
     if options.layout == "tfew":
-        return _tfew_ia3(model, options, context)
+        return apply_tfew_ia3(model, options, context)
     from peft import IA3Config
 
     names = context.select(model, options, _is_ia3_target)
@@ -89,25 +78,7 @@ def _ia3(model, options: IA3Options, context):
                                   feedforward_modules=[name for name in names if name in ffn]))
 
 
-def _tfew_ia3(model, options: IA3Options, context):
-    """T-Few's (IA)3 as Pu et al. ran it: T-Few's LoRA layer with rank 0 and scaling rank 1, which allocates
-    an input and an output scaling vector per layer but trains only the output one (`.*lora_b.*`). The
-    frozen input vectors (all ones) are why Pu et al. count 933,888 parameters on FLAN-T5-XL, 540,672 trained."""
-    from peftbench.methods.lora_variants import ScaledLoraLinear, freeze, wrap_layers
-
-    names = context.select(model, options, is_tfew_ia3_target)
-    freeze(model)
-    wrap_layers(model, names, lambda name, linear: ScaledLoraLinear(linear, r=1, s=1, parts={"scaling_in", "scaling_out"},
-                                                                   init_scale=0.0))
-    for name, parameter in model.named_parameters():
-        if name.endswith("multi_lora_a"):
-            parameter.requires_grad_(False)
-    return model
-
-
 def _ia3_merge(model: nn.Module) -> nn.Module:
-    from peftbench.methods.lora_variants import merge_adapted
-
     return peft_merge(model) if hasattr(model, "merge_and_unload") else merge_adapted(model)
 
 

@@ -4,14 +4,10 @@ on a model, task and data size, over its seeds), and cells that carry a raw valu
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from peftbench.identity import SEED_KEY, configuration_key
 from peftbench.report.stats import METRIC_RANGES, Summary, summarise
 from peftbench.sweep import final_rows
 
-# Spec keys that make two runs of one method spec different configurations; runs that differ only in
-# their seed are the same configuration, and their scores are averaged.
-VARIANT_KEYS = ("lr", "epochs", "batch_size", "grad_accum", "peak_factor", "final_factor", "warmup_ratio",
-                "patience", "max_minutes", "weight_decay", "max_grad_norm", "max_input_length",
-                "max_target_length", "eval", "split_seed", "val_cap", "test_cap", "group_by_length")
 RANDOM_WEIGHTS = ("Random-weight model (config:): its scores exercise the pipeline and say nothing about the"
                   " methods, so no significance is claimed for it.")
 
@@ -99,28 +95,47 @@ def score(run: dict) -> float | None:
     return run.get("score")
 
 
+# Spec fields computed from the others (a sweep group's id hashes the group's spec), never worth a label.
+DERIVED_FIELDS = ("sweep.group",)
+
+
+def _flat(spec: dict, prefix: str = "") -> dict[str, object]:
+    """A spec's fields with nested ones dotted (budget.usd, method_options.r), for naming what differs."""
+    flat = {}
+    for key, value in spec.items():
+        if isinstance(value, dict) and value:
+            flat.update(_flat(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
 def configs(rows: list[dict]) -> list[Config]:
     """Finished runs grouped over seeds, in the order they were first stored (baselines first, then full).
-    A method spec that appears with different hyper-parameters for the same model, task and data size
-    gets them in its label, e.g. `lora (lr=0.001, peak 0.01)`."""
+    Runs are seeds of one configuration when their specs are equal but for the seed (identity.configuration_key):
+    a difference in any other field, of a budget or a precision switch as much as of a hyper-parameter, keeps
+    them apart. A method spec that appears in several configurations for the same model, task and data size
+    gets what differs in its label, e.g. `lora (lr=0.001, peak 0.01)`."""
     groups: dict[tuple, Config] = {}
     for row in final_rows([row for row in rows if row.get("status") == "finished"]):
-        key = (row["model"], row["task"], row["n_train"], row["method_spec"], row["kind"],
-               tuple(str(row.get(name)) for name in VARIANT_KEYS))
+        key = (row["kind"], configuration_key(row["spec"]))
         if key not in groups:
             groups[key] = Config(row["model"], row["task"], row["scale"], row["n_train"], row["method_spec"],
                                  row["kind"], [])
         groups[key].runs.append(row)
-    siblings: dict[tuple, list[tuple]] = {}
-    for key in groups:
-        siblings.setdefault(key[:5], []).append(key)
-    for key, config in groups.items():
-        differing = [name for i, name in enumerate(VARIANT_KEYS)
-                     if len({other[5][i] for other in siblings[key[:5]]}) > 1]
-        parts = [f"{name}={config.first(name)}" for name in differing]
-        if "lr" in differing and config.first("peak_factor") not in (None, 1):
-            parts[differing.index("lr")] += f", peak {fmt_lr(config.first('lr') * config.first('peak_factor'))}"
-        config.label = f"{config.method_spec} ({', '.join(parts)})" if parts else config.method_spec
+    siblings: dict[tuple, list[Config]] = {}
+    for config in groups.values():
+        siblings.setdefault((config.model, config.task, config.n_train, config.method_spec, config.kind),
+                            []).append(config)
+    for family in siblings.values():
+        specs = [_flat(config.runs[0]["spec"]) for config in family]
+        names = sorted({name for spec in specs for name in spec} - {SEED_KEY, *DERIVED_FIELDS})
+        differing = [name for name in names if len({str(spec.get(name)) for spec in specs}) > 1]
+        for config, spec in zip(family, specs):
+            parts = [f"{name}={spec.get(name)}" for name in differing]
+            if "lr" in differing and spec.get("peak_factor") not in (None, 1):
+                parts[differing.index("lr")] += f", peak {fmt_lr(spec['lr'] * spec['peak_factor'])}"
+            config.label = f"{config.method_spec} ({', '.join(parts)})" if parts else config.method_spec
     ordered = list(groups.values())
     ordered.sort(key=lambda c: (c.kind != "baseline", c.method_spec != "full"))  # stable: storage order otherwise
     return ordered

@@ -8,21 +8,28 @@ from peftbench.terminal import Col, clock
 TERMINAL = {
     "task": Col("task", "name"), "model": Col("model", "name"), "method": Col("method", "name"),
     "n": Col("n", "number"), "seed": Col("seed", "number"), "metric": Col("metric", "name"),
-    "score": Col("score", "number"), "time": Col("time", "number", optional=True),
+    "score": Col("score", "number"), "run": Col("run", "name", optional=True),
+    "time": Col("time", "number", optional=True),
     "trainable": Col("trainable", "number", optional=True), "best epoch": Col("best epoch", "number", optional=True),
     "stopped by": Col("stopped by", "name", optional=True), "peak MB": Col("peak MB", "number", optional=True),
     "lr": Col("lr", "number", optional=True), "peak lr": Col("peak lr", "number", optional=True),
     "train tok/s": Col("train tok/s", "number", optional=True),
-    "infer tok/s": Col("infer tok/s", "number", optional=True),
+    "infer tok/s": Col("infer tok/s", "number", optional=True), "train MFU": Col("train MFU", "number", optional=True),
 }
-ORDER = ["task", "model", "method", "n", "seed", "metric", "score", "time", "trainable", "best epoch",
-         "stopped by", "peak MB", "lr", "peak lr", "train tok/s", "infer tok/s", "error"]
+# The run id right after the score: the optional column kept longest, since show and export take it.
+ORDER = ["task", "model", "method", "n", "seed", "metric", "score", "run", "time", "trainable", "best epoch",
+         "stopped by", "peak MB", "lr", "peak lr", "train tok/s", "infer tok/s", "train MFU", "error"]
+SHORT_ID = 8  # characters of the run id shown; `peftbench show` and `export` take any unique prefix
 CONSTANT_TO_CAPTION = ("n", "seed")
 
 
 def _peak_lr(row: dict) -> float | None:
     lr, peak = row.get("lr"), row.get("peak_factor")
     return lr * peak if lr is not None and peak is not None else None
+
+
+def _percent(share: float | None) -> str:
+    return "–" if share is None else f"{100 * share:.2g}%"
 
 
 def runs_table(rows: list[dict]) -> Table:
@@ -39,6 +46,7 @@ def runs_table(rows: list[dict]) -> Table:
             "method": (row["method_spec"], row["method_spec"]), "n": (fmt_count(row["n_train"]), row["n_train"]),
             "seed": (str(row["seed"]), row["seed"]), "metric": (row.get("primary_metric") or "", row.get("primary_metric")),
             "score": (fmt(row.get("score")), row.get("score")) if finished else (row["status"], row["status"]),
+            "run": (row["run_id"][:SHORT_ID], row["run_id"]),
             "time": (clock(row.get("wall_s")), row.get("wall_s")) if finished else ("", None),
             "trainable": ("–" if share is None else f"{share:.2%}", share),
             "best epoch": (fmt_count(row.get("best_epoch")), row.get("best_epoch")) if finished else ("", None),
@@ -47,13 +55,16 @@ def runs_table(rows: list[dict]) -> Table:
             "lr": ("–" if lr is None else fmt_lr(lr), lr), "peak lr": ("–" if peak_lr is None else fmt_lr(peak_lr), peak_lr),
             "train tok/s": (fmt(row.get("train_tokens_per_s"), 0), row.get("train_tokens_per_s")),
             "infer tok/s": (fmt(row.get("infer_tokens_per_s"), 0), row.get("infer_tokens_per_s")),
+            "train MFU": (_percent(row.get("train_mfu")), row.get("train_mfu")),
             "error": ((row.get("error") or "")[:120], row.get("error") or ""),
         }
         lines.append([Cell(*values[column]) for column in ORDER])
     notes = ["Baselines: `majority` predicts the most frequent training label; `zero_shot` evaluates the"
              " untrained model. Peak MB is CUDA max_memory_allocated on GPU and the process's peak resident"
              " set on CPU. Time is the run's wall time (load, training, evaluation), minutes:seconds. lr is"
-             " where warm-up starts; peak lr is where it takes it (lr × peak_factor)."
+             " where warm-up starts; peak lr is where it takes it (lr × peak_factor). run is the run id's first"
+             f" {SHORT_ID} characters (the CSV has it whole), which `peftbench show` and `peftbench export` take."
+             " Train MFU is training FLOPs/s as a share of the device's peak (flops.py)."
              " Unfinished runs show their status and error."]
     randoms = sorted({row["model"] for row in rows if random_weights(row["model"])})
     if randoms:

@@ -332,9 +332,11 @@ def efficiency_tables(items: list[Config]) -> list[Table]:
             shares = [100 * run["trainable_params"] / run["total_params"] for run in runs
                       if run.get("trainable_params") is not None and run.get("total_params")]
             memory = summarise([run["peak_memory_bytes"] / 1e9 for run in runs if run.get("peak_memory_bytes")])
+            mfu = summarise([100 * run["train_mfu"] for run in runs if run.get("train_mfu")])
             rows.append([Cell(label, label), range_cell([run.get("trainable_params") for run in runs], 3, 1e-6),
                          range_cell(shares, 3), stat_cell(memory, 2),
-                         *[_throughput_ratio(mine, full, key) for key in ("train_tokens_per_s", "infer_tokens_per_s")]])
+                         *[_throughput_ratio(mine, full, key) for key in ("train_tokens_per_s", "infer_tokens_per_s")],
+                         stat_cell(mfu, 2)])
         not_reference = [row[0].value != "full" for row in rows]  # full tuning's 100% is the yardstick
         mark_best(rows, 3, higher=False, separated=True)
         mark_best(rows, 4, eligible=not_reference, separated=True)
@@ -344,10 +346,12 @@ def efficiency_tables(items: list[Config]) -> list[Table]:
                  " peak resident set on CPU, which includes the Python and torch process itself). Throughput is"
                  " tokens/s as % of full tuning on the same task and data size, averaged over those; – where full"
                  " tuning was not run. Trainable counts are exact: a range means the task's head differs"
-                 " (number of labels). Bold only where the lead is larger than the runs' spread."]
+                 " (number of labels). Train MFU is the training FLOPs per second (counted by torch's"
+                 " FlopCounterMode, flops.py) as % of the device's peak: a GPU's datasheet, a CPU's own matmul"
+                 " probe (each run's row names it, peak_source). Bold only where the lead is larger than the runs' spread."]
         tables.append(Table(f"efficiency-{slug(model)}", f"Efficiency: {model_title(model)}",
                             ["method", "trainable (M)", "trainable %", "peak memory (GB)", "train throughput % of full",
-                             "inference throughput % of full"], rows, notes))
+                             "inference throughput % of full", "train MFU %"], rows, notes))
     return tables
 
 

@@ -1,0 +1,227 @@
+"""Executing one run: build the model with its method (or a baseline), train, evaluate and measure it, and
+turn whatever goes wrong in it into a failed outcome, so that one run cannot stop a grid. Every executor
+(peftbench.executors) calls `execute_one`."""
+
+import dataclasses
+import functools
+import math
+import time
+import traceback
+from collections import Counter
+from collections.abc import Callable
+from importlib.metadata import version
+
+import torch
+
+from peftbench.artifacts import SavePolicy, trained_tensors
+from peftbench.config import MethodSpec, steps_per_epoch
+from peftbench.data import IGNORE, Encoder, Splits, rows_digest, split_sizes
+from peftbench.errors import UserError
+from peftbench.evaluate import TaskModel, classification_metrics, evaluate
+from peftbench.flops import flops_per_token, peak_flops, utilisation
+from peftbench.heads import MeanPoolClassifier
+from peftbench.interrupts import RunInterrupted
+from peftbench.measure import PeakMemory, parameter_counts, provenance
+from peftbench.methods import METHODS
+from peftbench.methods.base import Context, freeze, keep_model, merged_copy
+from peftbench.models import load_model
+from peftbench.planning import Run
+from peftbench.precision import describe
+from peftbench.tasks import TaskSpec
+from peftbench.train import TrainSettings, train
+
+EVAL_BATCH_FACTOR = 2  # evaluation holds no gradients, so it can take larger batches
+
+
+def pick_device(choice: str) -> torch.device:
+    if choice == "cuda" and not torch.cuda.is_available():
+        raise UserError("--device cuda was asked for but no CUDA GPU is visible; use --device auto or cpu")
+    if choice == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(choice)
+
+
+def _total_steps(spec: dict) -> int | None:
+    """Optimizer steps of a training run (None for baselines, which do not train)."""
+    if "epochs" not in spec:
+        return None
+    return steps_per_epoch(spec["n_train"], spec["batch_size"], spec["grad_accum"]) * spec["epochs"]
+
+
+def build_task_model(spec: dict, task: TaskSpec, method_name: str | None, random_init: bool = False) -> TaskModel:
+    """Load the model, apply the method (None: no training, all frozen) and, for an encoder on a
+    classification task, put the mean-pooling head on top. Seeded so the head starts alike per seed.
+    `random_init`: the checkpoint's architecture with random weights (profiling)."""
+    # Specs written before weights_dtype existed (and profile's) ran on fp32 master weights.
+    loaded = load_model(spec["model"], random_init, spec.get("weights_dtype", "float32"))
+    if spec.get("gradient_checkpointing"):
+        # Non-reentrant: gradients reach the trainable tensors even when no input requires grad (PEFT methods
+        # over frozen embeddings), and the layers' forward hooks (prefixes, adapters) rerun on recomputation.
+        loaded.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    base_ids = frozenset(id(p) for p in loaded.model.parameters())
+    torch.manual_seed(spec["seed"])
+    model, context = loaded.model, Context(family=loaded.family, seed=spec["seed"], total_steps=_total_steps(spec))
+    step_hook = None
+    if method_name is None:
+        freeze(model)
+    else:
+        method = METHODS.get(method_name)
+        model = method.apply(model, method.parse_options(MethodSpec.parse(spec["method_spec"])), context)
+        if method.on_optimizer_step:
+            step_hook = functools.partial(method.on_optimizer_step, model, context)
+    uses_head = loaded.family == "encoder"
+    if uses_head:
+        model = MeanPoolClassifier(model, loaded.model.config.hidden_size, len(task.labels))
+        model.head.to(loaded.model.dtype)
+        model.head.requires_grad_(method_name is not None)
+    encoder = Encoder(task, loaded.family, loaded.tokenizer, spec["max_input_length"], spec["max_target_length"])
+    return TaskModel(model=model, encoder=encoder, uses_head=uses_head, group_by_length=spec["group_by_length"],
+                     bf16_autocast=spec["bf16_autocast"], cpu_bf16=spec.get("cpu_bf16", "off"),
+                     method_record=context.record, on_optimizer_step=step_hook, base_parameter_ids=base_ids)
+
+
+def merged_for_eval(task_model: TaskModel, method_name: str) -> TaskModel:
+    """The task model with the method folded into a copy of the weights, for faster evaluation; the
+    trained model is left as it is. Methods that train weights in place (full, BitFit) have nothing to
+    fold, and the others with no merge are returned unchanged."""
+    method = METHODS.get(method_name)
+    if method.merge is None or method.merge is keep_model:
+        return task_model
+    merge = method.merge
+    if task_model.uses_head:
+        def merge(classifier: MeanPoolClassifier) -> MeanPoolClassifier:  # the head has nothing to fold
+            classifier.backbone = method.merge(classifier.backbone)
+            return classifier
+    return dataclasses.replace(task_model, model=merged_copy(task_model.model, merge))
+
+
+def _evaluate_timed(task_model: TaskModel, rows: list, spec: dict, batch_size: int) -> dict:
+    started = time.perf_counter()
+    metrics, tokens = evaluate(task_model, rows, batch_size * EVAL_BATCH_FACTOR, spec["eval"], spec["max_target_length"])
+    seconds = time.perf_counter() - started
+    return {"metrics": metrics, "infer_tokens_per_s": tokens / seconds if seconds else None, "eval_seconds": seconds}
+
+
+def _mean_lengths(examples: list[dict], family: str) -> tuple[int, int]:
+    """Mean input and target tokens of encoded examples: a decoder's input is its masked (prompt) labels."""
+    def lengths(example: dict) -> tuple[int, int]:
+        if family == "encoder":
+            return len(example["input_ids"]), 0
+        if family == "seq2seq":
+            return len(example["input_ids"]), len(example["labels"])
+        prompt = sum(label == IGNORE for label in example["labels"])
+        return prompt, len(example["input_ids"]) - prompt
+
+    inputs, targets = zip(*map(lengths, examples))
+    return round(sum(inputs) / len(inputs)), round(sum(targets) / len(targets))
+
+
+def _kept_tensors(task_model: TaskModel, method_name: str, save: SavePolicy) -> tuple[dict | None, str | None]:
+    """The run's trained tensors if its save policy keeps them, else None and why not."""
+    if save == "none":
+        return None, "the suite's save is none"
+    if save == "methods" and METHODS.get(method_name).checkpoint_is_model:
+        return None, "full tuning trains the whole model: kept only with save: all"
+    return trained_tensors(task_model.model, task_model.base_parameter_ids), None
+
+
+def execute_train(spec: dict, task: TaskSpec, splits: Splits, device: torch.device,
+                  on_step: Callable[[int, int, float | None], None] | None = None, save: SavePolicy = "none") -> dict:
+    started = time.perf_counter()
+    memory = PeakMemory(device)
+    memory.reset()
+    task_model = build_task_model(spec, task, spec["method"])
+    counts = parameter_counts(task_model.model)
+    task_model.model.to(device)
+    encode = task_model.encoder.encode
+    train_examples = [encode(row) for row in splits.train_at(spec["n_train"])]
+    val_examples = [encode(row) for row in splits.val]
+    settings = TrainSettings.of_run(spec)
+    trained = train(task_model, train_examples, val_examples, settings, on_step=on_step)
+    # The training peak (Lialin et al. Table 5), read before evaluation: a merged copy must not count in it.
+    peak, peak_kind = memory.peak_bytes()
+    tensors, not_kept = _kept_tensors(task_model, spec["method"], save)  # the best epoch's, as evaluated
+    evaluated = merged_for_eval(task_model, spec["method"]) if spec["merge_for_eval"] else task_model
+    selection = {}
+    if spec.get("sweep", {}).get("select_by") == "val_score":  # the sweep picks on validation, never on test
+        val_metrics = _evaluate_timed(evaluated, splits.val, spec, spec["batch_size"])["metrics"]
+        selection = {"val_score": val_metrics.get(task.primary_metric), "val_metrics": val_metrics}
+    evaluation = _evaluate_timed(evaluated, splits.test, spec, spec["batch_size"])
+    del evaluated
+    train_tokens_per_s = trained.train_tokens / trained.train_seconds if trained.train_seconds else None
+    lengths = _mean_lengths(train_examples, task_model.encoder.family)
+    flops = flops_per_token(spec["model"], spec["method_spec"], *lengths, seed=spec["seed"])
+    return {
+        **evaluation, **counts, "peak_memory_bytes": peak, "peak_memory_kind": peak_kind,
+        "flops": flops, **utilisation(flops, train_tokens_per_s, evaluation["infer_tokens_per_s"],
+                                      peak_flops(device, task_model.autocast_dtype)),
+        "precision": describe(device, spec["bf16_autocast"], spec.get("cpu_bf16", "off"),
+                              next(task_model.model.parameters()).dtype),
+        "train_tokens_per_s": train_tokens_per_s,
+        "train_seconds": trained.train_seconds, "steps": trained.steps, "curve": trained.curve,
+        "best_epoch": trained.best_epoch, "seconds_to_best": trained.seconds_to_best,
+        "best_val_loss": trained.best_val_loss if math.isfinite(trained.best_val_loss) else None, **selection,
+        "stopped_by": trained.stopped_by, "wall_s": time.perf_counter() - started,
+        "method_record": task_model.method_record, "family": task_model.encoder.family,
+        TENSORS_KEY: tensors, **({"weights_skipped": not_kept} if not_kept else {}),
+    }
+
+
+def execute_baseline(spec: dict, task: TaskSpec, splits: Splits, device: torch.device) -> dict:
+    started = time.perf_counter()
+    if spec["method"] == "majority":
+        train_labels = [task.target(row) for row in splits.train_at(spec["n_train"])]
+        majority = Counter(train_labels).most_common(1)[0][0]
+        golds = [task.target(row) for row in splits.test]
+        result = {"metrics": {**classification_metrics(golds, [majority] * len(golds), task.labels),
+                              "majority_label": majority}}
+    else:
+        task_model = build_task_model(spec, task, method_name=None)
+        task_model.model.to(device)
+        result = {**_evaluate_timed(task_model, splits.test, spec, batch_size=16),
+                  **parameter_counts(task_model.model)}
+    return {**result, "wall_s": time.perf_counter() - started}
+
+
+def _finish(result: dict, task: TaskSpec, splits: Splits, spec: dict, device: torch.device) -> dict:
+    primary = task.primary_metric
+    data_digest = {"train": rows_digest(splits.train_at(spec["n_train"])),
+                   "val": rows_digest(splits.val), "test": rows_digest(splits.test)}
+    return {**result, "primary_metric": primary, "score": result["metrics"].get(primary),
+            "data_digest": data_digest, "data_sizes": split_sizes(task, splits, spec["n_train"]),
+            "provenance": provenance(device, spec)}
+
+
+Outcome = tuple[str, dict, str | None]  # status (finished | failed | interrupted), result, error
+
+
+def execute_one(run: Run, task: TaskSpec, splits: Splits, device: torch.device,
+                on_step: Callable[[int, int, float | None], None] | None = None) -> Outcome:
+    """Train (or evaluate, for a baseline) one run. Its OOM, NaN loss or exception becomes a failed
+    outcome, so one run cannot stop a grid; only a user mistake raises. Every executor calls this."""
+    try:
+        if run.kind == "baseline":
+            result = execute_baseline(run.spec, task, splits, device)
+        else:
+            result = execute_train(run.spec, task, splits, device, on_step, run.save)
+        return "finished", _finish(result, task, splits, run.spec, device), None
+    except UserError:
+        raise
+    except RunInterrupted as stop:
+        return "interrupted", {}, str(stop)
+    except Exception as error:  # OOM, NaN loss, a library error: record it and go on with the grid
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+        return "failed", {"traceback": traceback.format_exc(limit=5)}, f"{type(error).__name__}: {error}"
+
+
+TENSORS_KEY = "_tensors"  # the outcome's trained tensors, handed to the driver to write beside the store
+
+
+def run_manifest(run: Run, task: TaskSpec, result: dict) -> dict:
+    """What a saved run needs to be rebuilt and predict without its data: spec, task template and labels."""
+    return {"run_id": run.run_id, "kind": run.kind, "spec": run.spec, "family": result["family"],
+            "peftbench": version("peftbench"),
+            "task": {"name": task.name, "kind": task.kind, "template": task.template, "target_field": task.target_field,
+                     "primary_metric": task.primary_metric, "source": task.source, "description": task.description,
+                     "label_map": [[key, word] for key, word in task.label_map.items()]}}

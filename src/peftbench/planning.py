@@ -1,0 +1,228 @@
+"""Planning a grid: a suite (with any command-line overrides) expanded into its runs, every input checked
+before anything is written: names resolved, data read, scales checked, methods fitted to each architecture.
+Each run's spec is what its id hashes (peftbench.identity); an LR sweep's other seeds wait as follow-ups."""
+
+from dataclasses import dataclass, field
+
+from peftbench.accounting import count, learned_positions
+from peftbench.artifacts import SavePolicy
+from peftbench.config import ALL, NAMED_SCALES, MethodSpec, Suite
+from peftbench.data import Splits, make_splits
+from peftbench.errors import UserError
+from peftbench.identity import spec_hash
+from peftbench.methods import METHODS
+from peftbench.methods.base import Method
+from peftbench.models import model_family, resolve
+from peftbench.prices import usd_per_hour
+from peftbench.sweep import select_lr
+from peftbench.tasks import TaskSpec, get_task
+
+
+@dataclass
+class Run:
+    """One grid point. `spec` is the normalised, JSON-able description whose hash is the run id."""
+
+    spec: dict
+    kind: str  # train | baseline
+    save: SavePolicy = "methods"  # what the run keeps beside the store (peftbench.artifacts); not in its id
+
+    @property
+    def run_id(self) -> str:
+        return spec_hash(self.spec)
+
+    @property
+    def label(self) -> str:
+        spec = self.spec
+        return f"{spec['model']} · {spec['task']} · {spec['method_spec']} · n={spec['n_train']} · seed {spec['seed']}"
+
+
+@dataclass
+class FollowUp:
+    """The seeds of a sweep group still to run once its sweep has chosen an LR: `template` is their spec
+    without lr and seed."""
+
+    template: dict
+    sweep: dict
+
+    save: SavePolicy = "methods"
+
+    def runs(self, lr: float) -> list[Run]:
+        return [Run({**self.template, "lr": lr, "seed": seed}, kind="train", save=self.save)
+                for seed in self.sweep["seeds"][1:]]
+
+
+@dataclass
+class Plan:
+    suite: Suite
+    runs: list[Run]
+    tasks: dict[str, TaskSpec] = field(default_factory=dict)
+    splits: dict[str, Splits] = field(default_factory=dict)
+    follow_ups: list[FollowUp] = field(default_factory=list)
+    usd_per_hour: float | None = None  # the machine's price, for every run's cost
+
+    @property
+    def size(self) -> int:
+        """Runs in all, counting the seeds that wait for their sweep."""
+        return len(self.runs) + sum(len(f.sweep["seeds"]) - 1 for f in self.follow_ups)
+
+
+@dataclass(frozen=True)
+class Overrides:
+    models: list[str] | None = None
+    tasks: list[str] | None = None
+    methods: list[str] | None = None
+    scales: list[str] | None = None
+    seeds: list[int] | None = None
+
+
+def _apply_overrides(suite: Suite, overrides: Overrides) -> Suite:
+    changes = {}
+    for axis in ("models", "tasks", "methods", "seeds"):
+        if getattr(overrides, axis):
+            changes[axis] = getattr(overrides, axis)
+    if suite.sweep and overrides.seeds:  # a sweep owns the seeds: the first sweeps, the others follow
+        changes["sweep"] = {**suite.sweep.model_dump(), "then_seeds": changes.pop("seeds")}
+    if overrides.scales:
+        # ASCII digits only: str.isdigit() is also true of '²', which int() refuses
+        changes["scales"] = [int(s) if s.isascii() and s.isdigit() else s for s in overrides.scales]
+    from pydantic import ValidationError
+
+    try:
+        current = suite.model_dump(exclude={"seeds"} if "sweep" in changes else set())
+        return Suite.model_validate({**current, **changes})
+    except ValidationError as error:
+        first = error.errors()[0]
+        raise UserError(f"bad override for {first['loc'][0]}: {first['msg'].removeprefix('Value error, ')}") from None
+
+
+def _budget(suite: Suite) -> dict | None:
+    """The per-run budget as a training-time cap: dollars at the machine's price per hour."""
+    if not suite.budget:
+        return None
+    price = suite.budget.gpu_usd_per_hour or usd_per_hour(suite.budget.gpu or suite.price)
+    return {"usd": suite.budget.usd, "usd_per_hour": price, "seconds": suite.budget.usd / price * 3600}
+
+
+def _nominal_size(suite: Suite, scale: str | int) -> int | None:
+    """Training examples of a scale before the data is read (a dry run of hub tasks): at most this many."""
+    return None if scale == ALL else NAMED_SCALES.get(scale, scale) if isinstance(scale, str) else scale
+
+
+def _check_positions(model_name: str, family: str, spec: MethodSpec, method, options, suite: Suite) -> None:
+    """Inputs (plus a decoder's target, plus a method's virtual tokens) must fit a model's learned positions,
+    or every run of the method would fail mid-grid with an index error."""
+    limit = learned_positions(model_name)
+    if limit is None:
+        return
+    virtual = method.virtual_tokens(options) if method.virtual_tokens else 0
+    target = suite.max_target_length if family == "decoder" else 0
+    if suite.max_input_length + target + virtual > limit:
+        parts = [f"max_input_length {suite.max_input_length}"] + ([f"max_target_length {target}"] if target else []) \
+            + ([f"{virtual} virtual tokens of '{spec}'"] if virtual else [])
+        raise UserError(f"{' + '.join(parts)} = {suite.max_input_length + target + virtual} positions, but {model_name}"
+                        f" has {limit}; lower max_input_length" + (" or the method's tokens" if virtual else ""))
+
+
+def _canonical_methods(suite: Suite) -> tuple[list[tuple[MethodSpec, Method]], dict[str, list[str]]]:
+    """The suite's methods in their canonical spelling (Method.canonical), each once, and the spellings the
+    suite wrote for each (a `learning_rates` key may use any of them)."""
+    written: dict[str, list[str]] = {}
+    methods = []
+    for spec in suite.method_specs():
+        method = METHODS.get(spec.name)
+        canonical = method.canonical(spec)
+        if str(canonical) not in written:
+            methods.append((canonical, method))
+        written.setdefault(str(canonical), []).append(str(spec))
+    return methods, written
+
+
+def plan(suite: Suite, overrides: Overrides = Overrides(), load_data: bool = True) -> Plan:
+    """Expand and validate the whole grid: every name resolved, every file read, every scale checked.
+    Every task's data is loaded here, before anything is stored: run ids hold each task's training size and
+    the splits it draws, and a dataset that cannot be loaded is a user error (one line naming it) rather
+    than a grid that runs without it. With `load_data` False (a dry run) hub datasets are not downloaded:
+    their runs show the scale's nominal size, and their ids are not final."""
+    suite = _apply_overrides(suite, overrides)
+    families = {name: model_family(resolve(name)) for name in suite.models}
+    methods, written = _canonical_methods(suite)
+    options = {str(spec): method.parse_options(spec) for spec, method in methods}
+    for model_name in suite.models:
+        for spec, method in methods:
+            count(model_name, str(spec))  # a method that does not fit the architecture fails here, not mid-grid
+            _check_positions(model_name, families[model_name], spec, method, options[str(spec)], suite)
+    budget = _budget(suite)
+    price = usd_per_hour(suite.price) if suite.price is not None else budget["usd_per_hour"] if budget else None
+    result = Plan(suite=suite, runs=[], usd_per_hour=price)
+    for task_ref in suite.tasks:
+        name, test_path, mapping = (task_ref, None, None) if isinstance(task_ref, str) else \
+            (f"file:{task_ref.file}", task_ref.test, task_ref.columns())
+        task = get_task(name, test_path, mapping)
+        splits = None
+        if load_data or not task.source.startswith("hub:"):
+            splits = make_splits(task, task.load(), suite.split_seed, suite.val_cap, suite.test_cap)
+            result.tasks[name], result.splits[name] = task, splits
+        if task.kind == "generation" and set(families.values()) == {"encoder"}:
+            raise UserError(f"task '{name}' is generation but the suite's models are encoders;"
+                            " use a decoder or encoder-decoder model for it")
+        for model_name, family in families.items():
+            if family == "encoder" and task.kind == "generation":
+                continue  # another model of the suite generates for this task; an encoder cannot
+            for scale in suite.scales:
+                n_train = suite.training_size(scale, len(splits.train), name) if splits else _nominal_size(suite, scale)
+                common = {"model": model_name, "task": name, "task_source": task.source, "scale": scale,
+                          "n_train": n_train, "split_seed": suite.split_seed, "val_cap": suite.val_cap,
+                          "test_cap": suite.test_cap, "eval": suite.eval, "group_by_length": suite.group_by_length,
+                          "max_input_length": suite.max_input_length, "max_target_length": suite.max_target_length,
+                          "merge_for_eval": suite.merge_for_eval, "bf16_autocast": suite.bf16_autocast,
+                          "cpu_bf16": suite.cpu_bf16, "weights_dtype": suite.weights_dtype}
+                for baseline in suite.baselines:
+                    if baseline == "majority" and task.kind == "generation":
+                        continue  # no majority answer for free text
+                    if baseline == "zero_shot" and family == "encoder":
+                        continue  # an untrained classification head is chance, not zero-shot ability
+                    result.runs.append(Run({**common, "method": baseline, "method_spec": baseline,
+                                            "method_options": {}, "seed": suite.seeds[0]}, kind="baseline"))
+                for spec, method in methods:
+                    template = {
+                        **common, "method": spec.name, "method_spec": str(spec),
+                        "method_options": options[str(spec)].model_dump(),
+                        "peak_factor": suite.schedule.peak_factor or method.peak_factor,
+                        "final_factor": suite.schedule.final_factor if suite.schedule.final_factor is not None
+                        else method.final_factor,
+                        "warmup_ratio": suite.schedule.warmup_ratio, "epochs": suite.epochs_for(scale, n_train or 0),
+                        "batch_size": suite.batch_size, "grad_accum": suite.grad_accum,
+                        "patience": suite.patience, "max_minutes": suite.max_minutes,
+                        "weight_decay": suite.weight_decay, "max_grad_norm": suite.max_grad_norm,
+                        "fused_adamw": suite.fused_adamw, **({"budget": budget} if budget else {}),
+                        # Only when on, so that the ids of runs stored before the key existed stay the same.
+                        **({"gradient_checkpointing": True} if suite.gradient_checkpointing else {}),
+                    }
+                    if suite.sweep:
+                        sweep = {"lrs": suite.sweep.lr, "select_by": suite.sweep.select_by, "seeds": suite.seeds}
+                        template["sweep"] = {**sweep, "group": spec_hash({**template, "sweep": sweep})}
+                        result.runs += [Run({**template, "lr": lr, "seed": suite.seeds[0]}, kind="train",
+                                            save=suite.save) for lr in suite.sweep.lr]
+                        if len(suite.seeds) > 1:
+                            result.follow_ups.append(FollowUp(template, template["sweep"], suite.save))
+                        continue
+                    lr = next((suite.learning_rates[key] for key in (*written[str(spec)], str(spec), spec.name)
+                               if key in suite.learning_rates), method.default_lr)
+                    result.runs += [Run({**template, "lr": lr, "seed": seed}, kind="train", save=suite.save)
+                                    for seed in suite.seeds]
+    return result
+
+
+def resolve_follow_ups(plan_: Plan, rows: list[dict]) -> list[Run]:
+    """The seed runs of every sweep group whose LR can be chosen from the stored sweep runs; a group
+    whose every LR failed gets none."""
+    by_group: dict[str, list[dict]] = {}
+    for row in rows:
+        if row.get("sweep"):
+            by_group.setdefault(row["sweep"]["group"], []).append(row)
+    runs = []
+    for follow_up in plan_.follow_ups:
+        chosen = select_lr(by_group.get(follow_up.sweep["group"], []), follow_up.sweep)
+        if chosen is not None:
+            runs += follow_up.runs(chosen)
+    return runs
