@@ -126,3 +126,12 @@ def test_the_dry_run_estimates_from_stored_runs_or_says_it_guesses(grid_store, t
     code, out, _ = run_cli("run", suite, "--store", grid_store, "--dry-run")
     assert "already stored will be skipped" in out and "estimated time on cpu for 0 run(s)" in out
     assert "lr 3e-4 → 3e-3 → 3e-4" in out  # lora: the start, the peak after warm-up, the end
+
+
+@pytest.mark.parametrize("written,expected", [("off", "off"), ("on", "on"), ("'off'", "off"), ("auto", "auto")])
+def test_cpu_bf16_on_and_off_read_as_written_though_yaml_calls_them_booleans(tmp_path, written, expected):
+    grid = dry(write_suite(tmp_path / "s.json"), "--set", f"cpu_bf16={written}", "--store", tmp_path / "none.db")
+    assert {r["cpu_bf16"] for r in grid["runs"] if r["kind"] == "train"} == {expected}
+    path = tmp_path / "s.yaml"
+    path.write_text(f"name: s\nmodels: [config:tiny-bert]\ntasks: [bbc_topic]\nmethods: [lora]\ncpu_bf16: {written}\n")
+    assert load_suite(str(path)).cpu_bf16 == expected

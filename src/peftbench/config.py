@@ -174,6 +174,12 @@ class Suite(BaseModel):
     budget: Budget | None = None
     price: str | float | None = None  # USD per hour, or a price-table name: every run records its cost
 
+    @field_validator("cpu_bf16", mode="before")
+    @classmethod
+    def _yaml_switch(cls, value):
+        # YAML 1.1 reads an unquoted on / off as a boolean, in a suite file and in --set alike
+        return ("on" if value else "off") if isinstance(value, bool) else value
+
     @field_validator("price")
     @classmethod
     def _positive_price(cls, price: str | float | None) -> str | float | None:
