@@ -12,7 +12,7 @@ from conftest import assert_same_function
 from peftbench.architectures import linear_roles
 from peftbench.config import MethodSpec
 from peftbench.methods import METHODS
-from peftbench.methods.base import keep_model
+from peftbench.methods.base import Context, keep_model
 from peftbench.models import load_model
 from scaffold import ARCHITECTURES, assert_checkpoint_reloads, build, output, projection_loss, scramble, train_steps
 
@@ -145,3 +145,20 @@ def test_merge_matches_unmerged(spec, model_name):
 @pytest.mark.parametrize("spec,model_name", list(_cases()))
 def test_adapter_checkpoint_reloads_exactly(spec, model_name):
     assert_checkpoint_reloads(spec, model_name)
+
+
+def test_p_tuning_joins_embeddings_narrower_than_the_hidden_size():
+    """OPT-350m embeds tokens in 512 dimensions and projects them to its hidden 1,024: P-tuning's prompts must
+    be 512 wide (the memory plan found hamilton2023's P-tuning runs on OPT-350m failing)."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    config = AutoConfig.for_model("opt", vocab_size=64, hidden_size=32, ffn_dim=64, num_hidden_layers=2,
+                                  num_attention_heads=4, word_embed_proj_dim=16, max_position_embeddings=64)
+    model = AutoModelForCausalLM.from_config(config)
+    method = METHODS.get("p_tuning")
+    adapted = method.apply(model, method.parse_options(MethodSpec.parse("p_tuning[tokens=3,encoder_hidden=8]")),
+                           Context(family="decoder", seed=0))
+    ids = torch.ones(2, 5, dtype=torch.long)
+    loss = adapted(input_ids=ids, attention_mask=ids, labels=ids).loss
+    loss.backward()
+    assert torch.isfinite(loss) and any(p.grad is not None for p in adapted.parameters() if p.requires_grad)

@@ -114,3 +114,17 @@ def test_merged_weights_match_unmerged_under_bf16_autocast(name, model_name):
     tolerance = 3e-2 * float(unmerged.abs().max())
     torch.testing.assert_close(merged, unmerged, rtol=0, atol=tolerance)
     assert float((unmerged - base).abs().max()) > 3 * tolerance  # a merge that lost the method would fail
+
+
+def test_the_cpu_peak_keeps_the_best_probe_so_a_probe_under_load_does_not_stick(tmp_path, monkeypatch):
+    import peftbench.flops as flops
+
+    monkeypatch.setenv("PEFTBENCH_CACHE", str(tmp_path))
+    readings = iter([40e9, 100e9, 70e9])  # a loaded machine, then a quiet one, then loaded again
+    monkeypatch.setattr(flops, "_probe_cpu", lambda dtype: next(readings))
+    seen = []
+    for _ in range(3):  # three processes: each probes once
+        flops._cached_cpu_probe.cache_clear()
+        seen.append(flops._cached_cpu_probe("cpu: test", "bfloat16"))
+    flops._cached_cpu_probe.cache_clear()
+    assert seen == [40e9, 100e9, 100e9]

@@ -17,7 +17,8 @@ def test_profile_json_lists_full_first_at_100_percent():
     assert result["model"] == "config:tiny-t5" and result["family"] == "seq2seq" and result["dtype"] == "fp32" and result["reference"] == "full"
     assert result["device"].startswith("cpu") and result["versions"]["torch"]
     assert result["settings"] == {"model": "config:tiny-t5", "batch_size": 2, "seq_len": 16, "target_len": 4,
-                                  "steps": 2, "warmup": 1, "dtype": "fp32", "random_init": False, "device": "cpu"}
+                                  "steps": 2, "warmup": 1, "dtype": "fp32", "random_init": False, "device": "cpu",
+                                  "gradient_checkpointing": False}
     full, lora, ia3 = result["methods"]
     assert [m["method"] for m in result["methods"]] == ["full", "lora", "ia3"]
     assert all(m["status"] == "ok" for m in result["methods"])

@@ -94,7 +94,7 @@ def browser(tmp_path):
 
 def test_html_report_renders_tables_and_images_without_errors(grid_store, browser, tmp_path):
     out = tmp_path / "report"
-    written = run_json("report", "--store", grid_store, "--out", out, "--format", "html", "--json")
+    run_json("report", "--store", grid_store, "--out", out, "--format", "html", "--json")
     target = browser.send("Target.createTarget", url="about:blank")["targetId"]
     session = browser.send("Target.attachToTarget", targetId=target, flatten=True)["sessionId"]
     for domain in ("Page", "Runtime", "Log"):

@@ -136,6 +136,9 @@ def run(
     gpus_per_run: Annotated[float | None, typer.Option(
         "--gpus-per-run", min=0, help="GPUs per Ray task; default 1 if the cluster has GPUs, else 0")] = None,
     cpus_per_run: Annotated[float, typer.Option("--cpus-per-run", min=0, help="CPUs per Ray task")] = 1,
+    gpu_memory_gb: Annotated[float | None, typer.Option(
+        "--gpu-memory-gb", help="plan memory for a GPU of this many GB (another machine); a real run then refuses"
+                                " runs that would not fit it")] = None,
     wide: WideFlag = False,
     as_json: JsonFlag = False,
 ) -> None:
@@ -144,6 +147,7 @@ def run(
     from peftbench.config import check_name, derived_name, file_task_flags, load_suite, within
     from peftbench.executors import LocalExecutor, ray_executor
     from peftbench.interrupts import exit_code, ignore_further_signals
+    from peftbench.memory import device_target, refuse_unfit
     from peftbench.progress import GridProgress
     from peftbench.report import summary_markdown
     from peftbench.execution import pick_device
@@ -164,9 +168,13 @@ def run(
     # Runs are filed under a name: the suite's while the flags only pick part of it, else one made of the axes.
     filed_as = name or (base.name if within(grid.suite, base) else derived_name(grid.suite))
     grid.suite = grid.suite.model_copy(update={"name": filed_as})
+    chosen_device = pick_device(device.value)
+    target = device_target(chosen_device, gpu_memory_gb)
     if dry_run:
-        _print_grid(grid, read_rows(store), pick_device(device.value), as_json)
+        _print_grid(grid, read_rows(store), chosen_device, target, as_json)
         return
+    if target.kind == "cuda":  # a run that cannot fit is refused before any weights load or the store opens
+        refuse_unfit(grid, target)
     if ray_address and executor != ExecutorKind.ray:
         raise UserError("--ray-address needs --executor ray")
     if executor == ExecutorKind.ray:
@@ -207,10 +215,10 @@ def run(
                     f" '{filed_as}' in the store)", markup=False, highlight=False)
 
 
-def _print_grid(grid, stored: list[dict], device, as_json: bool) -> None:
+def _print_grid(grid, stored: list[dict], device, target, as_json: bool) -> None:
     from peftbench.views import dry_run_view
 
-    data, lines = dry_run_view(grid, stored, device)
+    data, lines = dry_run_view(grid, stored, device, target)
     if as_json:
         _print_json(data)
         return
@@ -344,7 +352,8 @@ def show(
         say(f"  saved: nothing ({row.get('weights_skipped', 'the run kept no weights')})")
     spec = {k: row[k] for k in sorted(row) if k in ("eval", "epochs", "batch_size", "grad_accum", "max_input_length",
                                                      "max_target_length", "patience", "warmup_ratio", "peak_factor",
-                                                     "final_factor", "cpu_bf16", "bf16_autocast")}
+                                                     "final_factor", "cpu_bf16", "bf16_autocast",
+                                                     "gradient_checkpointing")}
     say("  settings: " + ", ".join(f"{k}={v}" for k, v in spec.items()))
 
 
@@ -481,6 +490,71 @@ def params(
     _show(f"parameters of {model} ({rows[0]['total']:,} in the base model)", params_view(rows), wide)
 
 
+class DType(str, Enum):
+    bf16 = "bf16"
+    fp32 = "fp32"
+
+
+class WeightsDType(str, Enum):
+    float32 = "float32"
+    bfloat16 = "bfloat16"
+
+
+@app.command()
+def memory(
+    model: Annotated[str, typer.Argument(help="model name, e.g. config:t5-11b")],
+    method: Annotated[list[str] | None, typer.Option("--method", help="method spec, repeatable (default full)")]
+    = None,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="sequences per micro-batch")] = 8,
+    seq_len: Annotated[int, typer.Option("--seq-len", help="input tokens per sequence")] = 128,
+    target_len: Annotated[int, typer.Option("--target-len", help="target tokens (text-to-text models)")] = 8,
+    gradient_checkpointing: Annotated[bool, typer.Option("--gradient-checkpointing",
+                                                         help="plan with checkpointed layers")] = False,
+    dtype: Annotated[DType, typer.Option("--dtype", help="compute: fp32, or bf16 autocast over the weights"
+                                                         " (what run does on CUDA)")] = DType.fp32,
+    weights_dtype: Annotated[WeightsDType, typer.Option("--weights-dtype", help="master weights' dtype (the"
+                                                        " suite key weights_dtype)")] = WeightsDType.float32,
+    gpu_memory_gb: Annotated[list[float] | None, typer.Option(
+        "--gpu-memory-gb", help="GPU sizes to check, repeatable (default 24, 40, 80, 141)")] = None,
+    wide: WideFlag = False,
+    as_json: JsonFlag = False,
+) -> None:
+    """Plan peak training memory from the model's config alone (nothing loads): weights, method tensors,
+    gradients, AdamW states and activations, and which GPU sizes each method fits."""
+    from peftbench.memory import GB, MemorySettings, fit_options, plan_memory
+    from peftbench.views import GPU_SIZES_GB, fit_lines, memory_view
+
+    sizes = tuple(gpu_memory_gb or GPU_SIZES_GB)
+    if any(not (size > 0 and math.isfinite(size)) for size in sizes):
+        raise UserError("--gpu-memory-gb must be a positive number of GB, e.g. --gpu-memory-gb 80")
+    specs = list(dict.fromkeys(method or ["full"]))
+    common = dict(model=model, batch_size=batch_size, seq_len=seq_len, target_len=target_len,
+                  weights_dtype=weights_dtype.value, autocast=dtype == DType.bf16,
+                  gradient_checkpointing=gradient_checkpointing)
+    plans = [plan_memory(MemorySettings(method=spec, **common)) for spec in specs]
+    # A PEFT alternative for methods that train everything, planned at the same shape.
+    peft = next((p for p in plans if p.trainable_params < p.total_params / 100), None)
+    if peft is None and any(p.total > min(sizes) * GB for p in plans):
+        peft = plan_memory(MemorySettings(method="lora", **common))
+    if as_json:
+        _print_json([{**plan.as_dict(), "fits": {f"{size:g}": plan.total <= size * GB for size in sizes},
+                      "options": {f"{size:g}": fit_options(plan, size * GB, peft if peft is not plan else None)
+                                  for size in sizes if plan.total > size * GB},
+                      "shards_needed": {f"{size:g}": plan.shards_needed(size * GB) for size in sizes}}
+                     for plan in plans])
+        return
+    out = _stdout()
+    targets = "" if plans[0].family == "encoder" else f" + {target_len} target"
+    out.print(f"{model} · micro-batch {batch_size} × {seq_len} input{targets} tokens · {weights_dtype.value}"
+              f" weights · {'bf16 autocast' if dtype == DType.bf16 else 'fp32 compute'} · AdamW"
+              f"{' · gradient checkpointing' if gradient_checkpointing else ''}", markup=False, highlight=False)
+    _show(f"planned peak training memory of {model}", memory_view(plans), wide)
+    for plan in plans:
+        out.print(f"{plan.settings.method}:", markup=False, highlight=False)
+        for line in fit_lines(plan, sizes, peft if peft is not plan else None):
+            out.print(line, markup=False, highlight=False, soft_wrap=False)
+
+
 @app.command()
 def prices(wide: WideFlag = False, as_json: JsonFlag = False) -> None:
     """List the machine price table (USD per hour) used for budgets and costs; PEFTBENCH_PRICES replaces it."""
@@ -532,11 +606,6 @@ def suites_show(
     sys.stdout.write(text if text.endswith("\n") else text + "\n")
 
 
-class DType(str, Enum):
-    bf16 = "bf16"
-    fp32 = "fp32"
-
-
 @app.command()
 def profile(
     model: Annotated[str, typer.Argument(help="model name, e.g. config:t5-large")],
@@ -552,6 +621,8 @@ def profile(
     random_init: Annotated[bool, typer.Option("--random-init", help="random weights, nothing read or downloaded"
                                                                     " but the config and tokenizer")] = False,
     no_reference: Annotated[bool, typer.Option("--no-reference", help="do not profile full tuning first")] = False,
+    gradient_checkpointing: Annotated[bool, typer.Option("--gradient-checkpointing",
+                                                         help="train with checkpointed layers")] = False,
     device: Annotated[Device, typer.Option("--device", help="where to measure")] = Device.auto,
     wide: WideFlag = False,
     as_json: JsonFlag = False,
@@ -569,6 +640,7 @@ def profile(
     chosen = pick_device(device.value).type
     settings = ProfileSettings(model=model, batch_size=batch_size, seq_len=seq_len, target_len=target_len,
                                steps=steps, warmup=warmup, random_init=random_init, device=chosen,
+                               gradient_checkpointing=gradient_checkpointing,
                                dtype=dtype.value if dtype else default_dtype(chosen))
     console = Console(stderr=True)
     started = [time.monotonic()]

@@ -161,6 +161,9 @@ class Suite(BaseModel):
     # purpose only, e.g. to fit T5-11B: AdamW then updates bf16 weights.
     weights_dtype: Literal["float32", "bfloat16"] = "float32"
     fused_adamw: bool = True  # on CUDA only; elsewhere (or off) the foreach implementation
+    # Recompute each transformer layer's activations in the backward pass instead of keeping them (HF's
+    # gradient checkpointing, non-reentrant): much less activation memory for about a third more compute.
+    gradient_checkpointing: bool = False
     # What each finished run keeps beside the store (peftbench.artifacts): methods = every PEFT run's tensors,
     # all = full tuning's whole model too, none = nothing. Not part of a run's identity.
     save: Literal["none", "methods", "all"] = "methods"

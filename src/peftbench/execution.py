@@ -54,6 +54,10 @@ def build_task_model(spec: dict, task: TaskSpec, method_name: str | None, random
     `random_init`: the checkpoint's architecture with random weights (profiling)."""
     # Specs written before weights_dtype existed (and profile's) ran on fp32 master weights.
     loaded = load_model(spec["model"], random_init, spec.get("weights_dtype", "float32"))
+    if spec.get("gradient_checkpointing"):
+        # Non-reentrant: gradients reach the trainable tensors even when no input requires grad (PEFT methods
+        # over frozen embeddings), and the layers' forward hooks (prefixes, adapters) rerun on recomputation.
+        loaded.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     base_ids = frozenset(id(p) for p in loaded.model.parameters())
     torch.manual_seed(spec["seed"])
     model, context = loaded.model, Context(family=loaded.family, seed=spec["seed"], total_steps=_total_steps(spec))

@@ -195,6 +195,8 @@ def plan(suite: Suite, overrides: Overrides = Overrides(), load_data: bool = Tru
                         "patience": suite.patience, "max_minutes": suite.max_minutes,
                         "weight_decay": suite.weight_decay, "max_grad_norm": suite.max_grad_norm,
                         "fused_adamw": suite.fused_adamw, **({"budget": budget} if budget else {}),
+                        # Only when on, so that the ids of runs stored before the key existed stay the same.
+                        **({"gradient_checkpointing": True} if suite.gradient_checkpointing else {}),
                     }
                     if suite.sweep:
                         sweep = {"lrs": suite.sweep.lr, "select_by": suite.sweep.select_by, "seeds": suite.seeds}

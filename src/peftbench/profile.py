@@ -46,6 +46,7 @@ class ProfileSettings:
     dtype: str = "fp32"  # bf16: bf16 autocast over fp32 weights (CUDA or CPU), as `peftbench run` trains
     random_init: bool = False
     device: str = "cpu"
+    gradient_checkpointing: bool = False  # the suite key of the same name
 
 
 def _synthetic_task():
@@ -148,7 +149,8 @@ def _measure(settings: ProfileSettings, method_spec: str) -> dict:
             "max_target_length": settings.target_len, "group_by_length": False,
             "bf16_autocast": settings.dtype == "bf16", "cpu_bf16": "on" if settings.dtype == "bf16" else "off",
             "n_train": settings.steps * settings.batch_size,
-            "batch_size": settings.batch_size, "grad_accum": 1, "epochs": 1}
+            "batch_size": settings.batch_size, "grad_accum": 1, "epochs": 1,
+            "gradient_checkpointing": settings.gradient_checkpointing}
     task_model = build_task_model(spec, _synthetic_task(), name, settings.random_init)
     counts = parameter_counts(task_model.model)
     task_model.model.to(device)

@@ -120,28 +120,48 @@ def suites_view(suites: dict) -> tuple[list[Col], list[list[str]], list[str]]:
     return cols, rows, notes
 
 
-def dry_run_view(grid, stored: list[dict], device) -> tuple[dict, list[str]]:
+def dry_run_view(grid, stored: list[dict], device, target) -> tuple[dict, list[str]]:
     """A dry run's grid as JSON and as lines: the runs (marked when already stored), the seeds that wait for
     their sweep, and the estimated time on this device. Hub tasks are not downloaded for it, so their runs
     show the scale's nominal size (n<=N) and no final id."""
     from peftbench.estimate import estimate
+    from peftbench.memory import GB, grid_memory
     from peftbench.terminal import clock
 
     finished = {row["run_id"] for row in stored if row.get("status") == "finished"}
     guess = estimate(grid, stored, device)
     waiting = [{**f.template, "lr": "chosen by sweep", "seed": seed, "kind": "train"}
                for f in grid.follow_ups for seed in f.sweep["seeds"][1:]]
+    plans = grid_memory(grid, target)
+
+    def memory(plan) -> dict | None:
+        if isinstance(plan, str):
+            return {"peak_bytes": None, "fits": None, "not_planned": plan}
+        return None if plan is None else {"peak_bytes": plan.total, "fits": plan.total <= target.capacity,
+                                          "parts": plan.parts(), "autocast": plan.settings.autocast,
+                                          "gradient_checkpointing": plan.settings.gradient_checkpointing}
+
     runs = [{"run_id": r.run_id if r.spec["task"] in grid.splits else None, "kind": r.kind, **r.spec,
              "peak_lr": r.spec["lr"] * r.spec["peak_factor"] if "lr" in r.spec else None,
-             "stored": r.run_id in finished} for r in grid.runs]
+             "stored": r.run_id in finished, "memory": memory(plan)} for r, plan in zip(grid.runs, plans)]
+    waiting = [{**entry, "memory": memory(plan)} for entry, plan in zip(waiting, plans[len(grid.runs):])]
     todo = [pair for pair, run in zip(zip(guess.at_most, guess.typical), [*runs, *waiting]) if not run.get("stored")]
     known = [pair for pair in todo if pair[0] is not None]
     unknown = len(todo) - len(known)
     at_most, typical = sum(a for a, _ in known), sum(t for _, t in known)
     data = {"suite": grid.suite.name, "size": grid.size, "runs": runs, "after_sweep": waiting,
+            "memory_target": {"kind": target.kind, "capacity_bytes": target.capacity, "label": target.label},
             "estimate": {"seconds": at_most, "typical_seconds": typical, "device": str(device), "basis": guess.basis,
                          "runs_not_estimated": unknown, "per_run_seconds": guess.at_most,
                          "per_run_typical_seconds": guess.typical}}
+    def fits(entry: dict) -> str:
+        plan = entry["memory"]
+        if plan is None:
+            return ""
+        if plan["peak_bytes"] is None:
+            return " · memory not planned (its forward pass fails: see `peftbench memory`)"
+        return f" · memory {plan['peak_bytes'] / GB:,.1f} GB" + ("" if plan["fits"] else " DOES NOT FIT")
+
     lines = []
     for r, entry in zip(grid.runs, runs):
         n = r.spec["n_train"]
@@ -149,10 +169,10 @@ def dry_run_view(grid, stored: list[dict], device) -> tuple[dict, list[str]]:
         run_id = r.run_id if r.spec["task"] in grid.splits else "(after download)"
         lr = f" · lr {lr_schedule(r.spec['lr'], r.spec['peak_factor'], r.spec['final_factor'])}" if "lr" in r.spec else ""
         lines.append(f"{run_id:16}  {r.kind:8}  {r.spec['model']} · {r.spec['task']} · {r.spec['method_spec']} · "
-                     f"{size} · seed {r.spec['seed']}{lr}" + (" · stored, skipped" if entry["stored"] else ""))
+                     f"{size} · seed {r.spec['seed']}{lr}{fits(entry)}" + (" · stored, skipped" if entry["stored"] else ""))
     for w in waiting:
         lines.append(f"{'(after sweep)':16}  train     {w['model']} · {w['task']} · {w['method_spec']} · "
-                     f"seed {w['seed']} · lr chosen by the sweep ({w['sweep']['select_by']})")
+                     f"seed {w['seed']} · lr chosen by the sweep ({w['sweep']['select_by']}){fits(w)}")
     skipped = sum(entry["stored"] for entry in runs)
     lines.append(f"{grid.size} runs in suite '{grid.suite.name}'" + (f" ({len(waiting)} wait for their sweep)" if waiting
                                                                     else "")
@@ -161,5 +181,53 @@ def dry_run_view(grid, stored: list[dict], device) -> tuple[dict, list[str]]:
     lines.append(f"estimated time on {device} for {len(known)} run(s): {typically}at most {clock(at_most)} (every"
                  " epoch run)" + (f"; {unknown} run(s) of hub data of unknown size not counted" if unknown else ""))
     lines += [f"  based on {line}" for line in guess.basis]
+    unfit = sum(1 for entry in [*runs, *waiting] if entry["memory"] and entry["memory"]["fits"] is False)
+    lines.append(f"memory: planned peak training memory against {target.label}"
+                 + (f"; {unfit} run(s) DO NOT FIT (see `peftbench memory` for the options)" if unfit else
+                    "; every training run fits"))
     lines.append("lr: where warm-up starts → its peak (lr × peak_factor) → where annealing ends.")
     return data, lines
+
+
+GPU_SIZES_GB = (24, 40, 80, 141)  # the usual single-GPU memories: A10/4090, A100-40, A100/H100-80, H200
+
+
+def memory_view(plans: list, capacities_gb: tuple[float, ...] = GPU_SIZES_GB) -> tuple[list, list[list[str]], list[str]]:
+    """Memory plans (peftbench.memory.MemoryPlan) side by side, one column per method, and per method
+    which GPU sizes it fits."""
+    from peftbench.memory import GB
+    from peftbench.terminal import Col
+
+    labels = [("weights", "weights"), ("method tensors", "method_tensors"), ("gradients", "gradients"),
+              ("AdamW states", "optimizer_states"), ("activations", "activations")]
+    cols = [Col("GB", "name")] + [Col(plan.settings.method, "number") for plan in plans]
+    rows = [[label] + [f"{plan.parts()[key] / GB:,.2f}" for plan in plans] for label, key in labels]
+    rows.append(["total (peak)"] + [f"{plan.total / GB:,.2f}" for plan in plans])
+    other = "with" if not plans[0].settings.gradient_checkpointing else "without"
+    rows.append([f"total {other} checkpointing"]
+                + [f"{(plan.fixed + (plan.activations_checkpointed if other == 'with' else plan.activations_full)) / GB:,.2f}"
+                   for plan in plans])
+    rows.append(["trainable parameters"] + [f"{plan.trainable_params:,}" for plan in plans])
+    notes = ["peak = weights + method tensors + gradients + AdamW states + activations (saved for the backward"
+             " pass, traced on fake tensors); docs/memory.md says how close it comes to measured peaks."]
+    return cols, rows, notes
+
+
+def fit_lines(plan, capacities_gb: tuple[float, ...], peft=None) -> list[str]:
+    """One line per GPU size: fits, or does not and what would make it fit."""
+    from peftbench.memory import GB, fit_options
+
+    lines = []
+    for size in capacities_gb:
+        if plan.total <= size * GB:
+            lines.append(f"  {size:g} GB GPU: fits ({plan.total / (size * GB):.0%} of it)")
+            continue
+        options = "; ".join(fit_options(plan, size * GB, peft)) or "none at this shape"
+        if plan.fixed > size * GB:
+            instead = "bfloat16 weights" if plan.trainable_params < plan.total_params / 100 else "a PEFT method"
+            lines.append(f"  {size:g} GB GPU: does not fit: weights, gradients and AdamW states alone take"
+                         f" {plan.fixed / GB:,.1f} GB, so it needs sharding over several GPUs or {instead};"
+                         f" options: {options}")
+        else:
+            lines.append(f"  {size:g} GB GPU: does not fit; options: {options}")
+    return lines

@@ -61,14 +61,16 @@ class PrefixNetwork(nn.Module):
             self.flat = nn.Parameter(torch.randn(tokens, width, **factory))
         self.states: torch.Tensor | None = None
 
-    def invalidate(self, *_) -> None:
-        self.states = None
+    def refresh(self, *_) -> None:
+        """Compute every layer's keys and values as the stack's forward starts, outside its layers: a layer
+        that gradient checkpointing recomputes must find them, not build them inside its checkpoint again."""
+        flat = self.mlp(self.embedding.weight) if hasattr(self, "mlp") else self.flat
+        self.states = flat.view(self.shape).permute(1, 2, 3, 0, 4)  # layers, k/v, heads, P, head_dim
 
     def layer(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Keys and values of one layer, (kv_heads, P, head_dim) each, computed once per stack forward."""
         if self.states is None:
-            flat = self.mlp(self.embedding.weight) if hasattr(self, "mlp") else self.flat
-            self.states = flat.view(self.shape).permute(1, 2, 3, 0, 4)  # layers, k/v, heads, P, head_dim
+            self.refresh()
         return self.states[index, 0], self.states[index, 1]
 
     def __getstate__(self):
@@ -240,7 +242,7 @@ def add_prefix(model: nn.Module, family: str, tokens: int, hidden: int, sites: s
         like = next(model.get_submodule(site.attention[0]).parameters())
         network = PrefixNetwork(tokens, len(site.attention), kv_heads, head_dim, d_model, hidden, like)
         networks[site.kind] = network
-        model.get_submodule(site.owner).register_forward_pre_hook(network.invalidate)
+        model.get_submodule(site.owner).register_forward_pre_hook(network.refresh)
         for index, name in enumerate(site.attention):
             attention = model.get_submodule(name)
             eager = getattr(sys.modules[type(attention).__module__], "eager_attention_forward", None)

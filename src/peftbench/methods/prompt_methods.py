@@ -25,6 +25,9 @@ def _p_tuning(model, options: PTuningOptions, context):
     # its P-tuning forward never uses (as with prompt tuning).
     return _wrap(model, PromptEncoderConfig(task_type=TASK_TYPES[context.family], num_virtual_tokens=options.tokens,
                                             encoder_hidden_size=options.encoder_hidden,
+                                            # The width of the token embeddings the prompts join: PEFT's default,
+                                            # the model's hidden size, is 1024 on OPT-350m, whose embeddings are 512.
+                                            token_dim=model.get_input_embeddings().embedding_dim,
                                             encoder_reparameterization_type=kind[options.encoder],
                                             num_transformer_submodules=1))
 

@@ -1,0 +1,413 @@
+"""Peak training memory planned from a model's config alone, before anything loads (`peftbench memory`,
+`run --dry-run`, and the refusal of runs that cannot fit the device).
+
+The plan adds up, per device:
+
+- **weights**: the base model's parameters at the master-weight dtype (suite key weights_dtype);
+- **method tensors**: the parameters the method adds (LoRA's A and B, adapters, prefixes), at that dtype;
+- **gradients** of the trainable parameters (one per parameter, same dtype) and **AdamW states** (two per
+  trainable parameter: exp_avg and exp_avg_sq, same dtype; Lialin et al. section 3: "for every byte of
+  trainable parameter, one extra byte is needed for its gradient, and two more ... optimizer state");
+- **activations**: the tensors autograd keeps for the backward pass. These are not computed from a formula:
+  one training forward pass (loss included) is traced on fake tensors, which carry shapes and dtypes but no
+  data, through the very modules a run trains (model built from its config on the meta device, the method
+  applied by its own `apply`, in training mode so that dropout masks count), at batch × lengths, and every
+  tensor autograd saves is summed once per storage, parameters excluded. That covers batch × lengths ×
+  layers × widths of every architecture, the attention matrices, the logits and the method's own activations
+  (a prefix's keys, an adapter's bottleneck) without a per-architecture formula. Under bf16 autocast the
+  bf16 copies of frozen weights that matrix products keep for the backward pass are saved tensors too, and
+  count (a real cost of autocast over fp32 weights).
+  To those saved tensors the plan adds the **backward working set**: while the backward pass runs through a
+  layer, or through the output layer and the loss, it holds the gradients of their intermediate tensors,
+  about as large as what they saved, so the largest of those saved amounts once more.
+- **with gradient checkpointing** (HF's, per transformer layer): the saved tensors outside the layers, plus
+  each layer's input hidden states (what a checkpoint keeps), plus the largest single layer's saved tensors
+  (recomputed one layer at a time during the backward pass), plus the same working set.
+
+The peak is taken as the sum of the parts. That overstates the gradients' share (they grow while activations
+are freed during the backward pass) but is no upper bound: tensors never saved (the loss's vocabulary-wide
+temporaries, one op's workspace) count only through the working set. The trace runs on CPU fake tensors:
+attention there takes PyTorch's CPU kernels, so on CUDA, where flash / memory-efficient attention keeps no
+attention matrix, the activation term of BERT-, Llama- and OPT-style models is pessimistic; T5's attention
+is eager everywhere. docs/memory.md compares the plan with measured peaks and with Lialin et al. Table 5."""
+
+import contextlib
+import dataclasses
+import functools
+import math
+import os
+from dataclasses import asdict, dataclass, field
+
+import torch
+from torch import nn
+
+from peftbench.errors import UserError
+
+GB = 1e9
+ADAMW_STATES = 2  # exp_avg and exp_avg_sq, in the parameter's dtype
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+
+
+@dataclass(frozen=True)
+class MemorySettings:
+    model: str
+    method: str = "full"
+    batch_size: int = 8  # the micro-batch: one forward and backward pass
+    seq_len: int = 128  # input tokens per sequence
+    target_len: int = 8  # target tokens (text-to-text: a decoder sees them appended, a seq2seq decodes them)
+    weights_dtype: str = "float32"
+    autocast: bool = False  # bf16 autocast over the weights, as `run` trains on CUDA
+    gradient_checkpointing: bool = False
+
+
+@dataclass
+class MemoryPlan:
+    settings: MemorySettings
+    family: str
+    total_params: int
+    trainable_params: int
+    weights: int  # bytes of the base model's parameters
+    method_tensors: int  # bytes of the parameters the method adds
+    gradients: int
+    optimizer: int
+    activations: int  # with or without checkpointing, as the settings ask
+    activations_full: int  # without gradient checkpointing
+    activations_checkpointed: int  # with it
+    layers: int
+    # Both at micro-batch 1: activations are not proportional to the batch (autocast's weight copies and T5's
+    # position bias do not grow with it), so a smaller micro-batch is planned between the two traces.
+    activations_one_full: int = 0
+    activations_one_checkpointed: int = 0
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def fixed(self) -> int:
+        """What does not depend on the micro-batch: weights, method tensors, gradients, optimizer states."""
+        return self.weights + self.method_tensors + self.gradients + self.optimizer
+
+    @property
+    def total(self) -> int:
+        return self.fixed + self.activations
+
+    def parts(self) -> dict[str, int]:
+        return {"weights": self.weights, "method_tensors": self.method_tensors, "gradients": self.gradients,
+                "optimizer_states": self.optimizer, "activations": self.activations}
+
+    def as_dict(self) -> dict:
+        return {"settings": asdict(self.settings), "family": self.family, "total_params": self.total_params,
+                "trainable_params": self.trainable_params, "bytes": {**self.parts(), "total": self.total},
+                "activations_without_checkpointing": self.activations_full,
+                "activations_with_checkpointing": self.activations_checkpointed, "layers": self.layers,
+                "notes": self.notes}
+
+    def shards_needed(self, capacity: float, checkpointed: bool | None = None) -> int | None:
+        """GPUs of `capacity` bytes that fully sharded data parallelism (FSDP: weights, gradients and optimizer
+        states split over the GPUs; each keeps its own activations) would need, with the settings' activations
+        or (`checkpointed`) those with or without checkpointing; None when the activations alone exceed one
+        GPU (a smaller micro-batch is needed whatever the number of GPUs)."""
+        activations = self.activations if checkpointed is None else \
+            self.activations_checkpointed if checkpointed else self.activations_full
+        room = capacity - activations
+        return None if room <= 0 else max(1, math.ceil(self.fixed / room))
+
+    def activations_at(self, batch: int, checkpointed: bool | None = None) -> float:
+        """Planned activations at another micro-batch: linear between the traces at 1 and at the settings'."""
+        if checkpointed is None:
+            checkpointed = self.settings.gradient_checkpointing
+        at_one, at_batch = (self.activations_one_checkpointed, self.activations_checkpointed) if checkpointed \
+            else (self.activations_one_full, self.activations_full)
+        if self.settings.batch_size == 1:
+            return at_batch * batch
+        return at_one + (at_batch - at_one) * (batch - 1) / (self.settings.batch_size - 1)
+
+    def largest_micro_batch(self, capacity: float, checkpointed: bool | None = None) -> int:
+        """The largest micro-batch up to the settings' that fits `capacity`; 0 if none."""
+        return next((b for b in range(self.settings.batch_size, 0, -1)
+                     if self.fixed + self.activations_at(b, checkpointed) <= capacity), 0)
+
+
+class UntraceableError(UserError):
+    """The traced forward pass failed: the method does not run on the model at this shape."""
+
+
+def _check(settings: MemorySettings) -> None:
+    for flag, value in (("--batch-size", settings.batch_size), ("--seq-len", settings.seq_len),
+                        ("--target-len", settings.target_len)):
+        if value < 1:
+            raise UserError(f"{flag} {value} is too small; use at least 1")
+    if settings.weights_dtype not in DTYPES:
+        raise UserError(f"weights dtype '{settings.weights_dtype}' is unknown; use {' or '.join(DTYPES)}")
+
+
+def _to_fake(model: nn.Module, mode, dtype: torch.dtype) -> None:
+    """Swap every meta parameter and buffer for a CPU fake tensor (shape, dtype, no data), ties kept.
+    Floating-point parameters take the master-weight dtype, as load_model casts them."""
+    converter, made = mode.fake_tensor_converter, {}
+
+    def fake(tensor: torch.Tensor) -> torch.Tensor:
+        if id(tensor) not in made:
+            meta = tensor.detach().to(dtype) if tensor.is_floating_point() and isinstance(tensor, nn.Parameter) \
+                else tensor.detach()
+            faked = converter.from_meta_and_device(mode, meta, torch.device("cpu"))
+            made[id(tensor)] = nn.Parameter(faked, requires_grad=tensor.requires_grad) \
+                if isinstance(tensor, nn.Parameter) else faked
+        return made[id(tensor)]
+
+    for module in model.modules():
+        for slots in (module._parameters, module._buffers):
+            for key, tensor in slots.items():
+                if tensor is not None:
+                    slots[key] = fake(tensor)
+
+
+def _layer_modules(model: nn.Module) -> list[nn.Module]:
+    """The transformer layers a checkpoint wraps (architectures.STACKS), found by their path suffix."""
+    from peftbench.architectures import STACKS
+
+    kind = getattr(getattr(model, "config", None), "model_type", None)
+    stacks = STACKS.get(kind, ())
+    found = []
+    for name, module in model.named_modules():
+        parent, _, index = name.rpartition(".")
+        if index.isdigit() and any(parent == s or parent.endswith("." + s) for s in stacks):
+            found.append(module)
+    return found
+
+
+def _synthetic_batch(family: str, settings: MemorySettings) -> dict[str, torch.Tensor]:
+    """A training batch of the settings' shape. Its attention mask pads one position of the first row, as
+    padded batches do: a mask of all ones lets transformers skip the mask on real tensors (a data-dependent
+    shortcut the fake trace cannot take), and a planned peak should hold for padded batches."""
+    batch, length = settings.batch_size, settings.seq_len
+    total = length + (settings.target_len if family == "decoder" else 0)
+    mask = torch.ones(batch, total, dtype=torch.long)
+    mask[0, -1] = 0
+    inputs = {"input_ids": torch.zeros(batch, total, dtype=torch.long), "attention_mask": mask}
+    if family == "encoder":
+        return {**inputs, "labels": torch.zeros(batch, dtype=torch.long)}
+    if family == "seq2seq":
+        return {**inputs, "labels": torch.zeros(batch, settings.target_len, dtype=torch.long)}
+    return {**inputs, "labels": torch.zeros(batch, total, dtype=torch.long)}
+
+
+def saved_tensor_bytes(model: nn.Module, backbone: nn.Module, family: str, settings: MemorySettings,
+                       mode=None) -> tuple[int, list[int], list[int], int]:
+    """(saved bytes outside the layers, saved bytes per layer, input bytes per layer, saved bytes after the last
+    layer: the output layer's and the loss's) of one training forward
+    pass with the loss at the settings' shape, each storage counted once and parameters left out; `backbone`
+    holds the layers (the model, or an encoder's under its head). Under `mode` (a FakeTensorMode, whose
+    tensors the model holds) nothing is computed; without one the model's real tensors run, which is how the
+    tests hold the fake trace to the real one."""
+    from peftbench.evaluate import TaskModel, batch_loss
+
+    model.train()
+    layers = _layer_modules(backbone)
+    index_of = {id(module): position for position, module in enumerate(layers)}
+    parameter_storages = {p.untyped_storage()._cdata for p in model.parameters()}
+    seen: set[int] = set()
+    outside, per_layer, inputs, current = [0], [0] * len(layers), [0] * len(layers), [None]
+    tail = [0]  # saved after the last layer so far: at the end, the output layer's and the loss's
+
+    def pack(tensor: torch.Tensor) -> torch.Tensor:
+        storage = tensor.untyped_storage()
+        key = storage._cdata
+        if key not in parameter_storages and key not in seen:
+            seen.add(key)
+            if current[0] is None:
+                outside[0] += storage.nbytes()
+                tail[0] += storage.nbytes()
+            else:
+                per_layer[current[0]] += storage.nbytes()
+        return tensor
+
+    def enter(module, args, kwargs):
+        position = index_of[id(module)]
+        current[0] = position
+        hidden = args[0] if args else kwargs.get("hidden_states")
+        inputs[position] = hidden.untyped_storage().nbytes() if isinstance(hidden, torch.Tensor) else 0
+
+    def leave(module, args, output):
+        current[0], tail[0] = None, 0
+
+    hooks = [m.register_forward_pre_hook(enter, with_kwargs=True) for m in layers]
+    hooks += [m.register_forward_hook(leave) for m in layers]
+    task_model = TaskModel(model=model, encoder=None, uses_head=family == "encoder")
+    try:
+        with mode or contextlib.nullcontext(), torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor), \
+                torch.autocast("cpu", dtype=torch.bfloat16, enabled=settings.autocast):
+            batch_loss(task_model, _synthetic_batch(family, settings))
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return outside[0], per_layer, inputs, tail[0]
+
+
+def _activations(model: nn.Module, backbone: nn.Module, family: str, settings: MemorySettings,
+                 mode) -> tuple[int, int, int]:
+    """(activations without checkpointing, with it, transformer layers) traced at the settings' shape."""
+    try:
+        outside, per_layer, inputs, tail = saved_tensor_bytes(model, backbone, family, settings, mode)
+    except Exception as error:  # the forward pass itself fails: a run of this method on this model would too
+        first = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        raise UntraceableError(f"cannot plan the memory of {settings.model} · {settings.method}: its training"
+                               f" forward pass fails ({type(error).__name__}: {first[:200]}); a run would fail"
+                               " the same way, so check the method's options for this model") from None
+    # The backward pass through a layer (or through the output layer and the loss, which over a large
+    # vocabulary can outweigh any layer) holds the gradients of its intermediate tensors, about as large as
+    # what it saved: the largest of those on top, with or without checkpointing.
+    working = max([*per_layer, tail])
+    full = outside + sum(per_layer) + working
+    checkpointed = outside + sum(inputs) + max(per_layer, default=0) + working
+    return full, checkpointed, len(per_layer)
+
+
+def plan_memory(settings: MemorySettings) -> MemoryPlan:
+    """The memory plan of one training run; raises UserError for a bad setting or a method that does not fit
+    the model. Seconds even for T5-11B: nothing is allocated."""
+    from peftbench.accounting import adapted_meta_model
+    from peftbench.heads import MeanPoolClassifier
+
+    _check(settings)
+    adapted, family, base, _ = adapted_meta_model(settings.model, settings.method)
+    base_ids = {id(p) for _, p in base}
+    element = DTYPES[settings.weights_dtype].itemsize
+    parameters = list(adapted.parameters())
+    total = sum(p.numel() for _, p in base)
+    trainable = sum(p.numel() for p in parameters if p.requires_grad)
+    added = sum(p.numel() for p in parameters if id(p) not in base_ids)
+    model = adapted
+    if family == "encoder":  # the mean-pooling head a run puts on an encoder, trained by every method
+        with torch.device("meta"):
+            model = MeanPoolClassifier(adapted, adapted.config.hidden_size, 2)
+        head = sum(p.numel() for p in model.head.parameters())
+        added, trainable = added + head, trainable + head
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    mode = FakeTensorMode(allow_non_fake_inputs=True)
+    _to_fake(model, mode, DTYPES[settings.weights_dtype])
+    full, checkpointed, layers = _activations(model, adapted, family, settings, mode)
+    one_full, one_checkpointed, _ = (full, checkpointed, layers) if settings.batch_size == 1 else \
+        _activations(model, adapted, family, dataclasses.replace(settings, batch_size=1), mode)
+    notes = []
+    if not layers:
+        notes.append("no transformer layers recognised: checkpointing is planned as saving nothing")
+    return MemoryPlan(settings=settings, family=family, total_params=total, trainable_params=trainable,
+                      weights=total * element, method_tensors=added * element, gradients=trainable * element,
+                      optimizer=ADAMW_STATES * trainable * element,
+                      activations=checkpointed if settings.gradient_checkpointing else full,
+                      activations_full=full, activations_checkpointed=checkpointed, layers=layers,
+                      activations_one_full=one_full, activations_one_checkpointed=one_checkpointed, notes=notes)
+
+
+def gb(value: float) -> str:
+    return f"{value / GB:,.1f} GB" if value >= GB else f"{value / 1e6:,.1f} MB"
+
+
+def fit_options(plan: MemoryPlan, capacity: float, peft: MemoryPlan | None = None, grad_accum: int = 1) -> list[str]:
+    """What would make a run that does not fit `capacity` bytes fit, each with its planned peak: a PEFT method
+    (`peft`, planned at the same shape), a smaller micro-batch with more gradient accumulation (the same
+    effective batch), gradient checkpointing, or sharding over several GPUs of this size."""
+    options = []
+    if peft is not None and peft.total <= capacity:
+        options.append(f"a PEFT method ({peft.settings.method}: {gb(peft.total)})")
+    batch, effective = plan.settings.batch_size, plan.settings.batch_size * grad_accum
+    # The largest micro-batch that fits and divides the effective batch, so that the effective batch stays.
+    micro = next((m for m in range(min(plan.largest_micro_batch(capacity), batch - 1), 0, -1) if effective % m == 0), 0)
+    if micro:
+        accum = effective // micro
+        options.append(f"micro-batch {micro} with gradient accumulation {accum}"
+                       f" ({gb(plan.fixed + plan.activations_at(micro))})")
+    if not plan.settings.gradient_checkpointing and plan.fixed + plan.activations_checkpointed <= capacity:
+        options.append(f"gradient checkpointing ({gb(plan.fixed + plan.activations_checkpointed)})")
+    shards = plan.shards_needed(capacity)
+    if shards and shards > 1:
+        options.append(f"sharding weights, gradients and optimizer states over {shards} GPUs of this size"
+                       f" (FSDP: {gb(plan.fixed / shards + plan.activations)} each; peftbench does not shard yet)")
+    with_checkpoints = None if plan.settings.gradient_checkpointing else plan.shards_needed(capacity, True)
+    if with_checkpoints and with_checkpoints > 1 and (shards is None or with_checkpoints < shards):
+        options.append(f"gradient checkpointing and sharding over {with_checkpoints} GPUs of this size (FSDP:"
+                       f" {gb(plan.fixed / with_checkpoints + plan.activations_checkpointed)} each;"
+                       " peftbench does not shard yet)")
+    return options
+
+
+# ----------------------------------------------------------------------------------------------- grids
+
+@dataclass(frozen=True)
+class Target:
+    """What a grid is planned for: the device kind (its autocast rules) and its memory in bytes."""
+
+    kind: str  # cuda | cpu
+    capacity: float
+    label: str  # with its size: "a GPU of 80 GB (--gpu-memory-gb)", "NVIDIA H100 (85.0 GB)", "this machine (25.3 GB)"
+
+
+def device_target(device: torch.device, gpu_memory_gb: float | None = None) -> Target:
+    """`--gpu-memory-gb X`: a CUDA GPU of X GB (planning for another machine); otherwise this device's
+    memory (a CUDA device's total, or the host's physical memory for the CPU)."""
+    if gpu_memory_gb is not None:
+        if not (gpu_memory_gb > 0 and math.isfinite(gpu_memory_gb)):
+            raise UserError("--gpu-memory-gb must be a positive number of GB, e.g. --gpu-memory-gb 80")
+        return Target("cuda", gpu_memory_gb * GB, f"a GPU of {gpu_memory_gb:g} GB (--gpu-memory-gb)")
+    if device.type == "cuda":
+        properties = torch.cuda.get_device_properties(device)
+        return Target("cuda", properties.total_memory, f"{properties.name} ({gb(properties.total_memory)})")
+    pages, size = os.sysconf("SC_PHYS_PAGES"), os.sysconf("SC_PAGE_SIZE")
+    return Target("cpu", pages * size, f"this machine ({gb(pages * size)})")
+
+
+def run_settings(spec: dict, target: Target) -> MemorySettings:
+    """The memory settings of a planned training run (a runner.Run's spec) on `target`."""
+    from peftbench.precision import autocast_dtype
+
+    autocasts = autocast_dtype(torch.device(target.kind), spec.get("bf16_autocast", True),
+                               spec.get("cpu_bf16", "off")) is not None
+    return MemorySettings(model=spec["model"], method=spec["method_spec"], batch_size=spec["batch_size"],
+                          seq_len=spec["max_input_length"], target_len=spec["max_target_length"],
+                          weights_dtype=spec.get("weights_dtype", "float32"), autocast=autocasts,
+                          gradient_checkpointing=spec.get("gradient_checkpointing", False))
+
+
+planned = functools.cache(plan_memory)  # a grid repeats each shape over tasks, scales and seeds
+
+
+def _training_specs(grid) -> list[dict | None]:
+    """The spec of every run of a runner.Plan (None for baselines, which do not train), then of every seed that
+    waits for its sweep, in the order of the dry run's list."""
+    specs = [run.spec if run.kind == "train" else None for run in grid.runs]
+    return specs + [follow.template for follow in grid.follow_ups for _ in follow.sweep["seeds"][1:]]
+
+
+@functools.cache
+def _plan_or_reason(settings: MemorySettings) -> MemoryPlan | str:
+    try:
+        return planned(settings)
+    except UntraceableError as error:
+        return str(error)
+
+
+def grid_memory(grid, target: Target) -> list[MemoryPlan | str | None]:
+    """The memory plan of each run of `_training_specs(grid)` on `target`: None for baselines, and for a run
+    whose forward pass cannot be traced the reason (its run is not refused for memory; it fails on its own)."""
+    return [None if spec is None else _plan_or_reason(run_settings(spec, target)) for spec in _training_specs(grid)]
+
+
+def refuse_unfit(grid, target: Target) -> None:
+    """Raise UserError naming the first training run that will not fit `target`, how many do not, and the
+    options that would make it fit; before any weights load or the store opens."""
+    unfit = [(spec, plan) for spec, plan in zip(_training_specs(grid), grid_memory(grid, target))
+             if isinstance(plan, MemoryPlan) and plan.total > target.capacity]
+    if not unfit:
+        return
+    spec, plan = unfit[0]
+    peft = None
+    if plan.trainable_params > plan.total_params / 100:
+        peft = planned(MemorySettings(**{**asdict(plan.settings), "method": "lora"}))
+    options = fit_options(plan, target.capacity, peft, spec.get("grad_accum", 1))
+    shown = [o.replace("gradient checkpointing (", "gradient_checkpointing: true (").replace(
+        "micro-batch ", "batch_size ").replace(" with gradient accumulation ", " with grad_accum ") for o in options]
+    others = f" ({len(unfit)} of the grid's runs do not fit)" if len(unfit) > 1 else ""
+    raise UserError(f"{spec['model']} · {spec['method_spec']} at micro-batch {plan.settings.batch_size} needs about"
+                    f" {gb(plan.total)} to train, more than {target.label}{others}; options: "
+                    + ("; ".join(shown) or "none at this shape (shorten max_input_length)")
+                    + " (see `peftbench memory`)")
