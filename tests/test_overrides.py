@@ -135,3 +135,25 @@ def test_cpu_bf16_on_and_off_read_as_written_though_yaml_calls_them_booleans(tmp
     path = tmp_path / "s.yaml"
     path.write_text(f"name: s\nmodels: [config:tiny-bert]\ntasks: [bbc_topic]\nmethods: [lora]\ncpu_bf16: {written}\n")
     assert load_suite(str(path)).cpu_bf16 == expected
+
+
+def test_method_overrides_replace_a_spec_on_the_models_named(tmp_path):
+    """A paper that ran a method differently on one size (lialin2024's MAM on T5-11B): the replacement
+    runs on that model only, and `--method` leaves nothing to replace without an error."""
+    suite = write_suite(tmp_path / "s.json", models=["config:tiny-bert", "config:tiny-t5"], methods=["lora", "ia3"],
+                        method_overrides={"config:tiny-t5": {"lora": "lora[r=4]"}})
+    store = ["--store", tmp_path / "none.db"]
+    ran = {(run["model"], run["method_spec"]) for run in dry(suite, *store)["runs"] if run["kind"] == "train"}
+    assert ran == {("config:tiny-bert", "lora"), ("config:tiny-bert", "ia3"),
+                   ("config:tiny-t5", "lora[r=4]"), ("config:tiny-t5", "ia3")}
+    ran = {(run["model"], run["method_spec"]) for run in dry(suite, "--method", "ia3", *store)["runs"]
+           if run["kind"] == "train"}
+    assert ran == {("config:tiny-bert", "ia3"), ("config:tiny-t5", "ia3")}
+
+
+def test_a_method_override_of_a_spec_the_suite_lacks_is_refused(tmp_path):
+    suite = write_suite(tmp_path / "s.json", method_overrides={"config:tiny-bert": {"ia3": "ia3[layout=tfew]"}})
+    code, out, err = run_cli("run", suite, "--store", tmp_path / "r.db")
+    assert code == 2 and out == "" and len(err.strip().splitlines()) == 1
+    assert "method_overrides for config:tiny-bert replaces ia3, which is not among the suite's methods (lora)" in err
+    assert not (tmp_path / "r.db").exists()

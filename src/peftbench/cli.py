@@ -480,7 +480,7 @@ def params(
 
     specs = list(method or [])
     if suite:
-        specs += load_suite(suite).methods
+        specs += load_suite(suite).methods_for(model)
     if not specs:
         raise UserError("name at least one method (--method lora) or a suite (--suite pu2023)")
     rows = [count(model, spec, seed).as_row() for spec in dict.fromkeys(specs)]

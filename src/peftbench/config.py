@@ -136,6 +136,9 @@ class Suite(BaseModel):
     models: list[str] = Field(min_length=1)
     tasks: list[str | FileTask] = Field(min_length=1)
     methods: list[str] = Field(min_length=1)
+    # A method spec replaced on named models, where a paper ran a method differently at one size:
+    # {model: {spec as in methods: spec on that model}} (lialin2024: MAM's prefix MLP on T5-11B).
+    method_overrides: dict[str, dict[str, str]] = {}
     scales: list[str | int] = Field(default_factory=lambda: ["low"])
     epochs: dict[str, int] | int = Field(default_factory=lambda: dict(DEFAULT_EPOCHS))
     seeds: list[Seed] = Field(default_factory=lambda: [0])
@@ -212,6 +215,21 @@ class Suite(BaseModel):
     def _parse_methods(cls, methods: list[str]) -> list[str]:
         return [str(MethodSpec.parse(text)) for text in methods]
 
+    @field_validator("method_overrides")
+    @classmethod
+    def _parse_overrides(cls, overrides: dict[str, dict[str, str]]) -> dict[str, dict[str, str]]:
+        return {model: {str(MethodSpec.parse(old)): str(MethodSpec.parse(new)) for old, new in replace.items()}
+                for model, replace in overrides.items()}
+
+    @model_validator(mode="after")
+    def _overrides_name_methods(self) -> "Suite":
+        for model, replace in self.method_overrides.items():
+            unknown = sorted(set(replace) - set(self.methods))
+            if unknown:
+                raise ValueError(f"method_overrides for {model} replaces {', '.join(unknown)}, which is not among"
+                                 f" the suite's methods ({', '.join(self.methods)})")
+        return self
+
     @field_validator("scales")
     @classmethod
     def _check_scales(cls, scales: list[str | int]) -> list[str | int]:
@@ -222,8 +240,13 @@ class Suite(BaseModel):
                 raise ValueError(f"scale {scale} must be a positive number of examples")
         return scales
 
-    def method_specs(self) -> list[MethodSpec]:
-        return [MethodSpec.parse(text) for text in self.methods]
+    def methods_for(self, model: str) -> list[str]:
+        """The method specs run on one model: the suite's, with that model's method_overrides applied."""
+        replace = self.method_overrides.get(model, {})
+        return [replace.get(spec, spec) for spec in self.methods]
+
+    def method_specs(self, model: str) -> list[MethodSpec]:
+        return [MethodSpec.parse(text) for text in self.methods_for(model)]
 
     def training_size(self, scale: str | int, pool: int, task: str) -> int:
         """Examples a scale trains on, given the task's training pool."""

@@ -80,6 +80,10 @@ def _apply_overrides(suite: Suite, overrides: Overrides) -> Suite:
     for axis in ("models", "tasks", "methods", "seeds"):
         if getattr(overrides, axis):
             changes[axis] = getattr(overrides, axis)
+    if "methods" in changes:  # replacements of methods no longer in the grid have nothing to replace
+        kept = {str(MethodSpec.parse(text)) for text in changes["methods"]}
+        changes["method_overrides"] = {model: {old: new for old, new in replace.items() if old in kept}
+                                       for model, replace in suite.method_overrides.items()}
     if suite.sweep and overrides.seeds:  # a sweep owns the seeds: the first sweeps, the others follow
         changes["sweep"] = {**suite.sweep.model_dump(), "then_seeds": changes.pop("seeds")}
     if overrides.scales:
@@ -123,12 +127,12 @@ def _check_positions(model_name: str, family: str, spec: MethodSpec, method, opt
                         f" has {limit}; lower max_input_length" + (" or the method's tokens" if virtual else ""))
 
 
-def _canonical_methods(suite: Suite) -> tuple[list[tuple[MethodSpec, Method]], dict[str, list[str]]]:
-    """The suite's methods in their canonical spelling (Method.canonical), each once, and the spellings the
-    suite wrote for each (a `learning_rates` key may use any of them)."""
+def _canonical_methods(suite: Suite, model: str) -> tuple[list[tuple[MethodSpec, Method]], dict[str, list[str]]]:
+    """The methods run on one model in their canonical spelling (Method.canonical), each once, and the
+    spellings the suite wrote for each (a `learning_rates` key may use any of them)."""
     written: dict[str, list[str]] = {}
     methods = []
-    for spec in suite.method_specs():
+    for spec in suite.method_specs(model):
         method = METHODS.get(spec.name)
         canonical = method.canonical(spec)
         if str(canonical) not in written:
@@ -145,9 +149,9 @@ def plan(suite: Suite, overrides: Overrides = Overrides(), load_data: bool = Tru
     their runs show the scale's nominal size, and their ids are not final."""
     suite = _apply_overrides(suite, overrides)
     families = {name: model_family(resolve(name)) for name in suite.models}
-    methods, written = _canonical_methods(suite)
-    options = {str(spec): method.parse_options(spec) for spec, method in methods}
-    for model_name in suite.models:
+    by_model = {name: _canonical_methods(suite, name) for name in suite.models}
+    options = {str(spec): method.parse_options(spec) for methods, _ in by_model.values() for spec, method in methods}
+    for model_name, (methods, _) in by_model.items():
         for spec, method in methods:
             count(model_name, str(spec))  # a method that does not fit the architecture fails here, not mid-grid
             _check_positions(model_name, families[model_name], spec, method, options[str(spec)], suite)
@@ -183,6 +187,7 @@ def plan(suite: Suite, overrides: Overrides = Overrides(), load_data: bool = Tru
                         continue  # an untrained classification head is chance, not zero-shot ability
                     result.runs.append(Run({**common, "method": baseline, "method_spec": baseline,
                                             "method_options": {}, "seed": suite.seeds[0]}, kind="baseline"))
+                methods, written = by_model[model_name]
                 for spec, method in methods:
                     template = {
                         **common, "method": spec.name, "method_spec": str(spec),
