@@ -100,7 +100,8 @@ def test_fit_options_name_what_would_fit():
     assert plan.activations_at(1, checkpointed=True) == one.activations_checkpointed
     assert f"micro-batch {micro} with gradient accumulation {8 // micro} " in " ".join(options)
     assert plan.shards_needed(fixed / 2 + plan.activations + 1) == 2
-    assert plan.shards_needed(plan.activations / 2) is None
+    # However many GPUs, each holds FSDP's gathered units and at least one sequence's activations.
+    assert plan.shards_needed(plan.gathered + plan.activations_of(1)) is None
 
 
 def test_acceptance_t5_11b_full_needs_sharding_and_lora_fits_80_gb():
