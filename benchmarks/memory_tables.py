@@ -12,11 +12,10 @@ Prints Markdown."""
 
 import argparse
 import json
-import math
 import sys
 from pathlib import Path
 
-from peftbench.memory import GB, MemorySettings, Target, planned, run_settings
+from peftbench.memory import GB, MAX_PROCESSES, MemorySettings, Target, planned, run_settings
 
 # (model, profile flags): CPU shapes small enough to measure on 2 cores, every family peftbench trains.
 CPU_CASES = [
@@ -112,13 +111,13 @@ def _cheapest(plan, capacity: float) -> str:
         if micro:
             return f"{label}micro-batch {micro}"
     for checkpointed, label in ((False, ""), (True, "checkpointing + ")):
-        shards = plan.shards_needed(capacity, checkpointed)
-        if shards:
+        shards = plan.shards_needed(capacity, checkpointed)  # the suite's micro-batch split between the GPUs
+        if shards and shards <= batch:
             return f"{label}{shards} GPUs (FSDP)"
-    room = capacity - plan.activations_at(1, True)  # one sequence per GPU, checkpointed
-    if room > 0:
-        return f"checkpointing + micro-batch 1 + {math.ceil(plan.fixed / room)} GPUs (FSDP)"
-    return "no"
+    # Fewer GPUs than that, each running one sequence at a time, with gradient accumulation over the batch.
+    shards = next((n for n in range(2, MAX_PROCESSES + 1)
+                   if plan.fixed_on(n) + plan.activations_of(1, True) <= capacity), None)
+    return f"checkpointing + micro-batch 1 + {shards} GPUs (FSDP)" if shards else "no"
 
 
 def fits_table() -> str:
