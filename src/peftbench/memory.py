@@ -18,8 +18,9 @@ The plan adds up, per device:
   bf16 copies of frozen weights that matrix products keep for the backward pass are saved tensors too, and
   count (a real cost of autocast over fp32 weights).
   To those saved tensors the plan adds the **backward working set**: while the backward pass runs through a
-  layer, or through the output layer and the loss, it holds the gradients of their intermediate tensors,
-  about as large as what they saved, so the largest of those saved amounts once more.
+  layer it holds the gradients of its intermediate tensors, about as large as what it saved; through the loss
+  it holds the incoming and outgoing vocabulary-wide gradients beside the saved log-softmax, twice the largest
+  tensor the loss saved. The larger of the two.
 - **with gradient checkpointing** (HF's, per transformer layer): the saved tensors outside the layers, plus
   each layer's input hidden states (what a checkpoint keeps), plus the largest single layer's saved tensors
   (recomputed one layer at a time during the backward pass), plus the same working set.
@@ -27,9 +28,11 @@ The plan adds up, per device:
   weights, method tensors, gradients and AdamW states divided by N, plus what FSDP gathers whole (the root
   unit, two layers, one layer's gradients), and activations traced at that GPU's part of the micro-batch.
 
-The peak is taken as the sum of the parts. That overstates the gradients' share (they grow while activations
-are freed during the backward pass) but is no upper bound: tensors never saved (the loss's vocabulary-wide
-temporaries, one op's workspace) count only through the working set. The trace runs on CPU fake tensors:
+The peak is weights + method tensors + AdamW states + the larger of the activations (the start of the backward
+pass) and the gradients with a layer's working set (its end): gradients appear as activations are freed and
+are cleared at each optimizer step. With gradient accumulation both count (earlier micro-batches' gradients
+are alive beside the next one's activations). It is no upper bound: one op's workspace and the allocator's
+overhead are not counted. The trace runs on CPU fake tensors:
 attention there takes PyTorch's CPU kernels, so on CUDA, where flash / memory-efficient attention keeps no
 attention matrix, the activation term of BERT-, Llama- and OPT-style models is pessimistic; T5's attention
 is eager everywhere. docs/memory.md compares the plan with measured peaks and with Lialin et al. Table 5."""
@@ -65,6 +68,9 @@ class MemorySettings:
     # FSDP over this many GPUs (the suite's sharding.processes, peftbench.sharding): weights, gradients and AdamW
     # states are split between them and so is each micro-batch; the plan is then one GPU's.
     processes: int = 1
+    # Micro-batches per optimizer step: with more than one, gradients of the earlier ones are alive while a
+    # later one's activations are.
+    grad_accum: int = 1
 
     @property
     def rows(self) -> int:
@@ -97,6 +103,7 @@ class MemoryPlan:
     # forward and backward passes, two layers' parameters (the running one and the next, prefetched) and one
     # layer's gradients before they are reduced and scattered.
     gathered: int = 0
+    working: int = 0  # the backward working set (part of the activations): gradients in flight inside a layer
     notes: list[str] = field(default_factory=list)
 
     def fixed_on(self, processes: int) -> float:
@@ -109,9 +116,21 @@ class MemoryPlan:
     def fixed(self) -> float:
         return self.fixed_on(self.settings.processes)
 
+    def peak_on(self, processes: int, activations: float) -> float:
+        """One of `processes` GPUs' peak with these activations. Gradients appear as the backward pass frees
+        the activations and are cleared at every optimizer step, so with one micro-batch per step the peak is
+        at the start of the backward pass (every activation, no gradient yet) or at its end (every gradient,
+        and the working set of the first layer's backward pass): the larger of the two. With gradient
+        accumulation the earlier micro-batches' gradients stay alive while the next one's activations are."""
+        gradients = self.gradients / processes
+        rest = self.fixed_on(processes) - gradients
+        both = gradients + activations if self.settings.grad_accum > 1 else \
+            max(gradients + self.working, activations)
+        return rest + both
+
     @property
     def total(self) -> float:
-        return self.fixed + self.activations
+        return self.peak_on(self.settings.processes, self.activations)
 
     def parts(self) -> dict[str, int]:
         """One device's bytes by part."""
@@ -153,7 +172,7 @@ class MemoryPlan:
         without checkpointing; 1 if it fits one; None if no number up to MAX_PROCESSES does."""
         batch = self.settings.batch_size
         return next((n for n in range(1, MAX_PROCESSES + 1)
-                     if self.fixed_on(n) + self.activations_of(math.ceil(batch / n), checkpointed) <= capacity), None)
+                     if self.peak_on(n, self.activations_of(math.ceil(batch / n), checkpointed)) <= capacity), None)
 
     def largest_micro_batch(self, capacity: float, checkpointed: bool | None = None) -> int:
         """The largest micro-batch up to the settings' that fits `capacity`; 0 if none."""
@@ -212,9 +231,9 @@ def _synthetic_batch(family: str, settings: MemorySettings) -> dict[str, torch.T
 
 
 def saved_tensor_bytes(model: nn.Module, backbone: nn.Module, family: str, settings: MemorySettings,
-                       mode=None) -> tuple[int, list[int], list[int], int]:
+                       mode=None) -> tuple[int, list[int], list[int], int, int]:
     """(saved bytes outside the layers, saved bytes per layer, input bytes per layer, saved bytes after the last
-    layer: the output layer's and the loss's) of one training forward
+    layer: the output layer's and the loss's, the largest single tensor of those) of one training forward
     pass with the loss at the settings' shape, each storage counted once and parameters left out; `backbone`
     holds the layers (the model, or an encoder's under its head). Under `mode` (a FakeTensorMode, whose
     tensors the model holds) nothing is computed; without one the model's real tensors run, which is how the
@@ -227,7 +246,7 @@ def saved_tensor_bytes(model: nn.Module, backbone: nn.Module, family: str, setti
     parameter_storages = {p.untyped_storage()._cdata for p in model.parameters()}
     seen: set[int] = set()
     outside, per_layer, inputs, current = [0], [0] * len(layers), [0] * len(layers), [None]
-    tail = [0]  # saved after the last layer so far: at the end, the output layer's and the loss's
+    tail, largest = [0], [0]  # saved after the last layer so far (the output layer's and the loss's), its largest
 
     def pack(tensor: torch.Tensor) -> torch.Tensor:
         storage = tensor.untyped_storage()
@@ -237,6 +256,7 @@ def saved_tensor_bytes(model: nn.Module, backbone: nn.Module, family: str, setti
             if current[0] is None:
                 outside[0] += storage.nbytes()
                 tail[0] += storage.nbytes()
+                largest[0] = max(largest[0], storage.nbytes())
             else:
                 per_layer[current[0]] += storage.nbytes()
         return tensor
@@ -248,7 +268,7 @@ def saved_tensor_bytes(model: nn.Module, backbone: nn.Module, family: str, setti
         inputs[position] = hidden.untyped_storage().nbytes() if isinstance(hidden, torch.Tensor) else 0
 
     def leave(module, args, output):
-        current[0], tail[0] = None, 0
+        current[0], tail[0], largest[0] = None, 0, 0
 
     hooks = [m.register_forward_pre_hook(enter, with_kwargs=True) for m in layers]
     hooks += [m.register_forward_hook(leave) for m in layers]
@@ -260,26 +280,29 @@ def saved_tensor_bytes(model: nn.Module, backbone: nn.Module, family: str, setti
     finally:
         for hook in hooks:
             hook.remove()
-    return outside[0], per_layer, inputs, tail[0]
+    return outside[0], per_layer, inputs, tail[0], largest[0]
 
 
 def _activations(model: nn.Module, backbone: nn.Module, family: str, settings: MemorySettings,
-                 mode) -> tuple[int, int, int]:
-    """(activations without checkpointing, with it, transformer layers) traced at the settings' shape."""
+                 mode) -> tuple[int, int, int, int]:
+    """(activations without checkpointing, with it, transformer layers, the backward working set) traced at the
+    settings' shape."""
     try:
-        outside, per_layer, inputs, tail = saved_tensor_bytes(model, backbone, family, settings, mode)
+        outside, per_layer, inputs, _, tail_largest = saved_tensor_bytes(model, backbone, family, settings, mode)
     except Exception as error:  # the forward pass itself fails: a run of this method on this model would too
         first = (str(error).strip().splitlines() or [type(error).__name__])[0]
         raise UntraceableError(f"cannot plan the memory of {settings.model} · {settings.method}: its training"
                                f" forward pass fails ({type(error).__name__}: {first[:200]}); a run would fail"
                                " the same way, so check the method's options for this model") from None
-    # The backward pass through a layer (or through the output layer and the loss, which over a large
-    # vocabulary can outweigh any layer) holds the gradients of its intermediate tensors, about as large as
-    # what it saved: the largest of those on top, with or without checkpointing.
-    working = max([*per_layer, tail])
+    # The backward pass through a layer holds the gradients of its intermediate tensors, about as large as what
+    # it saved. Through the loss it holds two tensors as large as the largest it saved, on top of it: the
+    # log-softmax's output stays saved while the gradient coming in (from the NLL) and the one going out (to
+    # the logits) are alive, all vocabulary-wide, which over a large vocabulary outweighs any layer. The
+    # larger of the two on top, with or without checkpointing.
+    working = max([*per_layer, 2 * tail_largest])
     full = outside + sum(per_layer) + working
     checkpointed = outside + sum(inputs) + max(per_layer, default=0) + working
-    return full, checkpointed, len(per_layer)
+    return full, checkpointed, len(per_layer), working
 
 
 def plan_memory(settings: MemorySettings) -> MemoryPlan:
@@ -308,8 +331,8 @@ def plan_memory(settings: MemorySettings) -> MemoryPlan:
     _to_fake(model, mode, DTYPES[settings.weights_dtype])
     # One device's part of the micro-batch is traced: all of it unless sharded.
     traced = dataclasses.replace(settings, batch_size=settings.rows, processes=1)
-    full, checkpointed, layers = _activations(model, adapted, family, traced, mode)
-    one_full, one_checkpointed, _ = (full, checkpointed, layers) if traced.batch_size == 1 else \
+    full, checkpointed, layers, working = _activations(model, adapted, family, traced, mode)
+    one_full, one_checkpointed, _, _ = (full, checkpointed, layers, working) if traced.batch_size == 1 else \
         _activations(model, adapted, family, dataclasses.replace(traced, batch_size=1), mode)
     notes = []
     if not layers:
@@ -320,7 +343,7 @@ def plan_memory(settings: MemorySettings) -> MemoryPlan:
                       activations=checkpointed if settings.gradient_checkpointing else full,
                       activations_full=full, activations_checkpointed=checkpointed, layers=layers,
                       activations_one_full=one_full, activations_one_checkpointed=one_checkpointed,
-                      gathered=_gathered(model, adapted) * element, notes=notes)
+                      gathered=_gathered(model, adapted) * element, working=working, notes=notes)
 
 
 def _gathered(model: nn.Module, backbone: nn.Module) -> int:
@@ -352,11 +375,12 @@ def fit_options(plan: MemoryPlan, capacity: float, peft: MemoryPlan | None = Non
         accum = effective // micro
         options.append(f"micro-batch {micro} with gradient accumulation {accum}"
                        f" ({gb(plan.fixed + plan.activations_at(micro))})")
-    if not plan.settings.gradient_checkpointing and plan.fixed + plan.activations_checkpointed <= capacity:
-        options.append(f"gradient checkpointing ({gb(plan.fixed + plan.activations_checkpointed)})")
+    with_checkpointing = plan.peak_on(plan.settings.processes, plan.activations_checkpointed)
+    if not plan.settings.gradient_checkpointing and with_checkpointing <= capacity:
+        options.append(f"gradient checkpointing ({gb(with_checkpointing)})")
     def on_each(processes: int, checkpointed: bool) -> str:
         batch = plan.settings.batch_size
-        return gb(plan.fixed_on(processes) + plan.activations_of(math.ceil(batch / processes), checkpointed))
+        return gb(plan.peak_on(processes, plan.activations_of(math.ceil(batch / processes), checkpointed)))
 
     checkpointing = plan.settings.gradient_checkpointing
     shards = plan.shards_needed(capacity)
@@ -406,7 +430,7 @@ def run_settings(spec: dict, target: Target) -> MemorySettings:
                           seq_len=spec["max_input_length"], target_len=spec["max_target_length"],
                           weights_dtype=spec.get("weights_dtype", "float32"), autocast=autocasts,
                           gradient_checkpointing=spec.get("gradient_checkpointing", False),
-                          processes=processes(spec))
+                          processes=processes(spec), grad_accum=spec.get("grad_accum", 1))
 
 
 planned = functools.cache(plan_memory)  # a grid repeats each shape over tasks, scales and seeds

@@ -209,11 +209,12 @@ def memory_view(plans: list, capacities_gb: tuple[float, ...] = GPU_SIZES_GB) ->
     rows.append(["total (peak)"] + [f"{plan.total / GB:,.2f}" for plan in plans])
     other = "with" if not plans[0].settings.gradient_checkpointing else "without"
     rows.append([f"total {other} checkpointing"]
-                + [f"{(plan.fixed + (plan.activations_checkpointed if other == 'with' else plan.activations_full)) / GB:,.2f}"
+                + [f"{plan.peak_on(plan.settings.processes, plan.activations_checkpointed if other == 'with' else plan.activations_full) / GB:,.2f}"
                    for plan in plans])
     rows.append(["trainable parameters"] + [f"{plan.trainable_params:,}" for plan in plans])
-    notes = ["peak = weights + method tensors + gradients + AdamW states + activations (saved for the backward"
-             " pass, traced on fake tensors); docs/memory.md says how close it comes to measured peaks."]
+    notes = ["peak = weights + method tensors + AdamW states + the larger of gradients and activations (saved for"
+             " the backward pass, traced on fake tensors; both with gradient accumulation); docs/memory.md says how"
+             " close it comes to measured peaks."]
     if plans[0].settings.processes > 1:
         notes.append(f"per GPU of {plans[0].settings.processes}: the first four parts divided between them, plus the"
                      " units FSDP gathers whole; activations of each GPU's part of the micro-batch.")
