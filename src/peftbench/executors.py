@@ -101,7 +101,7 @@ class RayExecutor:
 
         self.device_choice, self.cpus_per_run, self.gpus_per_run = device_choice, cpus_per_run, gpus_per_run
         # max_retries=0: a retry is started here, so that it is claimed and counted in the store.
-        self.task = ray.remote(execute_on_worker).options(max_retries=0)
+        self.task = ray.remote(max_retries=0)(execute_on_worker)  # a RemoteFunction: each run sets its resources
 
     def run(self, runs, plan, claim, stop, on_step):
         import ray
