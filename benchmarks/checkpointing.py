@@ -28,7 +28,7 @@ def main(models: list[str]) -> None:
             measured.append(entry.get("peak_memory_bytes"))
             plan = planned(MemorySettings(model=model, method=METHOD, gradient_checkpointing=checkpointing, **SHAPE))
             cuda = entry.get("peak_memory_kind") == "cuda_max_memory_allocated"
-            plans.append(plan.total if cuda else plan.gradients + plan.optimizer + plan.activations)
+            plans.append(plan.total if cuda else plan.total - plan.weights - plan.method_tensors)
         cells = [f"{value / 1e6:,.0f}" if value else "failed" for value in measured + plans]
         print(f"| {model} | {METHOD} | " + " | ".join(cells) + " |")
 

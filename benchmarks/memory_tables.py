@@ -12,11 +12,10 @@ Prints Markdown."""
 
 import argparse
 import json
-import math
 import sys
 from pathlib import Path
 
-from peftbench.memory import GB, MemorySettings, Target, planned, run_settings
+from peftbench.memory import GB, MAX_PROCESSES, MemorySettings, Target, planned, run_settings
 
 # (model, profile flags): CPU shapes small enough to measure on 2 cores, every family peftbench trains.
 CPU_CASES = [
@@ -77,7 +76,7 @@ def cpu_table(source: Path | None) -> str:
                 lines.append(f"| {model} | {entry['method']} | | {entry['status']} | | |")
                 continue
             plan = planned(MemorySettings(model=model, method=entry["method"], **shape))
-            estimate = plan.gradients + plan.optimizer + plan.activations
+            estimate = plan.total - plan.weights - plan.method_tensors  # what grows above the built model
             measured = entry["peak_memory_bytes"]
             lines.append(f"| {model} | {entry['method']} | {shape['batch_size']} × {shape['seq_len']}"
                          f"{'' if plan.family == 'encoder' else ' + ' + str(shape['target_len'])} | {measured / 1e6:,.0f}"
@@ -103,7 +102,7 @@ def _cheapest(plan, capacity: float) -> str:
     (dividing the suite's), both, sharding, checkpointing and sharding, all three at micro-batch 1."""
     if plan.total <= capacity:
         return "fits"
-    if plan.fixed + plan.activations_checkpointed <= capacity:
+    if plan.peak_on(1, plan.activations_checkpointed) <= capacity:
         return "checkpointing"
     batch = plan.settings.batch_size
     for checkpointed, label in ((False, ""), (True, "checkpointing + ")):
@@ -112,13 +111,13 @@ def _cheapest(plan, capacity: float) -> str:
         if micro:
             return f"{label}micro-batch {micro}"
     for checkpointed, label in ((False, ""), (True, "checkpointing + ")):
-        shards = plan.shards_needed(capacity, checkpointed)
-        if shards:
+        shards = plan.shards_needed(capacity, checkpointed)  # the suite's micro-batch split between the GPUs
+        if shards and shards <= batch:
             return f"{label}{shards} GPUs (FSDP)"
-    room = capacity - plan.activations_at(1, True)  # one sequence per GPU, checkpointed
-    if room > 0:
-        return f"checkpointing + micro-batch 1 + {math.ceil(plan.fixed / room)} GPUs (FSDP)"
-    return "no"
+    # Fewer GPUs than that, each running one sequence at a time, with gradient accumulation over the batch.
+    shards = next((n for n in range(2, MAX_PROCESSES + 1)
+                   if plan.peak_on(n, plan.activations_of(1, True)) <= capacity), None)
+    return f"checkpointing + micro-batch 1 + {shards} GPUs (FSDP)" if shards else "no"
 
 
 def fits_table() -> str:
@@ -141,7 +140,7 @@ def fits_table() -> str:
                                         Target("cuda", 0, "planning"))
                 plan = planned(settings)
                 cells = [_cheapest(plan, size * GB) for size in GPU_SIZES]
-                out.append(f"| `{spec}` | {plan.total / GB:,.1f} | {(plan.fixed + plan.activations_checkpointed) / GB:,.1f}"
+                out.append(f"| `{spec}` | {plan.total / GB:,.1f} | {plan.peak_on(1, plan.activations_checkpointed) / GB:,.1f}"
                            f" | " + " | ".join(cells) + " |")
     return "\n".join(out)
 

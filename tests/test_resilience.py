@@ -169,7 +169,7 @@ def test_a_ray_run_whose_worker_dies_is_retried_once(tmp_path):
     store = Store(tmp_path / "r.db")
     steps = Steps()
     with ray_executor(None, "cpu", cpus_per_run=1, gpus_per_run=0) as executor:
-        executor.task = ray.remote(die_first).options(num_cpus=1, max_retries=0)
+        executor.task = ray.remote(max_retries=0)(die_first)  # submit sets each run's resources
         counts = execute(grid, store, executor, steps)
     total = grid.runs[0].spec["epochs"] * 2  # 16 examples in batches of 8, per epoch
     assert (total, total) in {(done, all_) for done, all_, _ in steps.seen["lora"]}  # its last step arrived

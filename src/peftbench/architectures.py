@@ -34,6 +34,19 @@ STACKS["roberta"] = STACKS["bert"]
 MODULE_GROUPS = ("self_attn", "cross_attn", "attn_qo", "attn_kv", "ffn")
 
 
+def layer_modules(model: nn.Module) -> list[nn.Module]:
+    """The transformer layers of a model (its STACKS), found by their path suffix, so also under a wrapper:
+    the units a gradient checkpoint recomputes and FSDP shards one at a time."""
+    kind = getattr(getattr(model, "config", None), "model_type", None)
+    stacks = STACKS.get(kind, ())
+    found = []
+    for name, module in model.named_modules():
+        parent, _, index = name.rpartition(".")
+        if index.isdigit() and any(parent == s or parent.endswith("." + s) for s in stacks):
+            found.append(module)
+    return found
+
+
 @dataclass(frozen=True)
 class LinearRole:
     name: str  # full module path in the model as given

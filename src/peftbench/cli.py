@@ -149,6 +149,7 @@ def run(
     from peftbench.interrupts import exit_code, ignore_further_signals
     from peftbench.memory import device_target, refuse_unfit
     from peftbench.progress import GridProgress
+    from peftbench.sharding import refuse_unplaceable
     from peftbench.report import summary_markdown
     from peftbench.execution import pick_device
     from peftbench.planning import Overrides, plan
@@ -175,6 +176,8 @@ def run(
         return
     if target.kind == "cuda":  # a run that cannot fit is refused before any weights load or the store opens
         refuse_unfit(grid, target)
+    if executor == ExecutorKind.local:
+        refuse_unplaceable(grid, chosen_device)
     if ray_address and executor != ExecutorKind.ray:
         raise UserError("--ray-address needs --executor ray")
     if executor == ExecutorKind.ray:
@@ -233,7 +236,8 @@ RESULT_FIELDS = ("run_id", "kind", "suite", "model", "task", "method", "method_s
                  "infer_tokens_per_s", "wall_s", "train_seconds", "best_epoch", "best_val_loss", "seconds_to_best",
                  "stopped_by", "steps", "cost_usd", "budget", "sweep", "val_score", "curve", "cpu_bf16", "precision",
                  "flops", "train_flops_per_s", "infer_flops_per_s", "train_mfu", "infer_mfu", "peak_flops_per_s",
-                 "peak_source", "family", "weights", "weights_skipped", "random_weights", "schema_version", "provenance")
+                 "peak_source", "family", "weights", "weights_skipped", "random_weights", "gradient_checkpointing", "sharding",
+                 "ranks", "schema_version", "provenance")
 
 
 def _result_json(row: dict) -> dict:
@@ -516,6 +520,8 @@ def memory(
                                                         " suite key weights_dtype)")] = WeightsDType.float32,
     gpu_memory_gb: Annotated[list[float] | None, typer.Option(
         "--gpu-memory-gb", help="GPU sizes to check, repeatable (default 24, 40, 80, 141)")] = None,
+    processes: Annotated[int, typer.Option("--processes", help="plan one GPU of a run sharded over this many with"
+                                           " FSDP (the suite key sharding: {processes: N})")] = 1,
     wide: WideFlag = False,
     as_json: JsonFlag = False,
 ) -> None:
@@ -530,7 +536,7 @@ def memory(
     specs = list(dict.fromkeys(method or ["full"]))
     common = dict(model=model, batch_size=batch_size, seq_len=seq_len, target_len=target_len,
                   weights_dtype=weights_dtype.value, autocast=dtype == DType.bf16,
-                  gradient_checkpointing=gradient_checkpointing)
+                  gradient_checkpointing=gradient_checkpointing, processes=processes)
     plans = [plan_memory(MemorySettings(method=spec, **common)) for spec in specs]
     # A PEFT alternative for methods that train everything, planned at the same shape.
     peft = next((p for p in plans if p.trainable_params < p.total_params / 100), None)
@@ -547,7 +553,9 @@ def memory(
     targets = "" if plans[0].family == "encoder" else f" + {target_len} target"
     out.print(f"{model} · micro-batch {batch_size} × {seq_len} input{targets} tokens · {weights_dtype.value}"
               f" weights · {'bf16 autocast' if dtype == DType.bf16 else 'fp32 compute'} · AdamW"
-              f"{' · gradient checkpointing' if gradient_checkpointing else ''}", markup=False, highlight=False)
+              f"{' · gradient checkpointing' if gradient_checkpointing else ''}"
+              f"{f' · sharded over {processes} GPUs (FSDP), per GPU' if processes > 1 else ''}",
+              markup=False, highlight=False)
     _show(f"planned peak training memory of {model}", memory_view(plans), wide)
     for plan in plans:
         out.print(f"{plan.settings.method}:", markup=False, highlight=False)

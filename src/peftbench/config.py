@@ -129,6 +129,15 @@ class Budget(BaseModel):
     gpu: str | None = None
 
 
+class Sharding(BaseModel):
+    """One run trained over `processes` devices of a machine with PyTorch FSDP (peftbench.sharding): weights,
+    gradients and AdamW states sharded, each micro-batch split between the processes."""
+
+    model_config = STRICT
+    strategy: Literal["fsdp"] = "fsdp"
+    processes: int = Field(ge=2, le=1024)
+
+
 class Suite(BaseModel):
     model_config = STRICT
     name: str
@@ -167,6 +176,7 @@ class Suite(BaseModel):
     # Recompute each transformer layer's activations in the backward pass instead of keeping them (HF's
     # gradient checkpointing, non-reentrant): much less activation memory for about a third more compute.
     gradient_checkpointing: bool = False
+    sharding: Sharding | None = None  # e.g. {strategy: fsdp, processes: 2}; one process per GPU (or CPU rank)
     # What each finished run keeps beside the store (peftbench.artifacts): methods = every PEFT run's tensors,
     # all = full tuning's whole model too, none = nothing. Not part of a run's identity.
     save: Literal["none", "methods", "all"] = "methods"
@@ -337,7 +347,7 @@ def _explain(error: ValidationError, source: str) -> str:
     where = ".".join(str(part) for part in first["loc"]) or "suite"
     if first["type"] == "extra_forbidden":
         key = str(first["loc"][-1])
-        nested = {"schedule": Schedule, "sweep": Sweep, "budget": Budget}
+        nested = {"schedule": Schedule, "sweep": Sweep, "budget": Budget, "sharding": Sharding}
         parent = Suite if len(first["loc"]) == 1 else nested.get(str(first["loc"][0]), FileTask)
         hint = did_you_mean(key, list(parent.model_fields))
         return f"{source}: unknown key '{where}'.{hint} Remove or rename it."

@@ -27,6 +27,7 @@ from peftbench.methods.base import Context, freeze, keep_model, merged_copy
 from peftbench.models import load_model
 from peftbench.planning import Run
 from peftbench.precision import describe
+from peftbench.sharding import processes, train_sharded
 from peftbench.tasks import TaskSpec
 from peftbench.train import TrainSettings, train
 
@@ -125,21 +126,29 @@ def _kept_tensors(task_model: TaskModel, method_name: str, save: SavePolicy) -> 
     return trained_tensors(task_model.model, task_model.base_parameter_ids), None
 
 
-def execute_train(spec: dict, task: TaskSpec, splits: Splits, device: torch.device,
-                  on_step: Callable[[int, int, float | None], None] | None = None, save: SavePolicy = "none") -> dict:
-    started = time.perf_counter()
+def _train_here(spec: dict, task: TaskSpec, splits: Splits, device: torch.device, on_step) -> tuple:
+    """Train in this process: (the trained task model, its encoded training examples, the training result, its
+    peak memory)."""
     memory = PeakMemory(device)
     memory.reset()
     task_model = build_task_model(spec, task, spec["method"])
-    counts = parameter_counts(task_model.model)
     task_model.model.to(device)
     encode = task_model.encoder.encode
     train_examples = [encode(row) for row in splits.train_at(spec["n_train"])]
     val_examples = [encode(row) for row in splits.val]
-    settings = TrainSettings.of_run(spec)
-    trained = train(task_model, train_examples, val_examples, settings, on_step=on_step)
+    trained = train(task_model, train_examples, val_examples, TrainSettings.of_run(spec), on_step=on_step)
     # The training peak (Lialin et al. Table 5), read before evaluation: a merged copy must not count in it.
     peak, peak_kind = memory.peak_bytes()
+    return task_model, train_examples, trained, {"peak_memory_bytes": peak, "peak_memory_kind": peak_kind}
+
+
+def execute_train(spec: dict, task: TaskSpec, splits: Splits, device: torch.device,
+                  on_step: Callable[[int, int, float | None], None] | None = None, save: SavePolicy = "none") -> dict:
+    started = time.perf_counter()
+    # A sharded run (the suite's `sharding`) trains in processes of its own and comes back unsharded.
+    trains = train_sharded if processes(spec) > 1 else _train_here
+    task_model, train_examples, trained, measured = trains(spec, task, splits, device, on_step)
+    counts = parameter_counts(task_model.model)
     tensors, not_kept = _kept_tensors(task_model, spec["method"], save)  # the best epoch's, as evaluated
     evaluated = merged_for_eval(task_model, spec["method"]) if spec["merge_for_eval"] else task_model
     selection = {}
@@ -152,7 +161,7 @@ def execute_train(spec: dict, task: TaskSpec, splits: Splits, device: torch.devi
     lengths = _mean_lengths(train_examples, task_model.encoder.family)
     flops = flops_per_token(spec["model"], spec["method_spec"], *lengths, seed=spec["seed"])
     return {
-        **evaluation, **counts, "peak_memory_bytes": peak, "peak_memory_kind": peak_kind,
+        **evaluation, **counts, **measured,
         "flops": flops, **utilisation(flops, train_tokens_per_s, evaluation["infer_tokens_per_s"],
                                       peak_flops(device, task_model.autocast_dtype)),
         "precision": describe(device, spec["bf16_autocast"], spec.get("cpu_bf16", "off"),

@@ -17,6 +17,7 @@ from peftbench.errors import UserError
 from peftbench.interrupts import check_stop
 from peftbench.execution import Outcome, execute_one, pick_device
 from peftbench.planning import Plan, Run
+from peftbench.sharding import resources
 
 Claim = Callable[[Run], bool]
 OnStep = Callable[[Run, int, int | None, float | None], None]  # run, steps done, steps in all, loss
@@ -91,16 +92,16 @@ def execute_on_worker(run: Run, task_data: tuple, device_choice: str) -> Outcome
 
 
 class RayExecutor:
-    """Each run is a Ray task holding `cpus_per_run` CPUs and `gpus_per_run` GPUs. A task whose worker
-    died (killed, out of host memory, node lost) is claimed and started once more before it counts as failed."""
+    """Each run is a Ray task holding `cpus_per_run` CPUs and `gpus_per_run` GPUs (a sharded run at least one
+    GPU, or CPU, per process). A task whose worker died (killed, out of host memory, node lost) is claimed and
+    started once more before it counts as failed."""
 
     def __init__(self, device_choice: str, cpus_per_run: float, gpus_per_run: float):
         import ray
 
-        self.device_choice = device_choice
+        self.device_choice, self.cpus_per_run, self.gpus_per_run = device_choice, cpus_per_run, gpus_per_run
         # max_retries=0: a retry is started here, so that it is claimed and counted in the store.
-        self.task = ray.remote(execute_on_worker).options(num_cpus=cpus_per_run, num_gpus=gpus_per_run,
-                                                           max_retries=0)
+        self.task = ray.remote(max_retries=0)(execute_on_worker)  # a RemoteFunction: each run sets its resources
 
     def run(self, runs, plan, claim, stop, on_step):
         import ray
@@ -109,7 +110,9 @@ class RayExecutor:
         data = {name: ray.put((plan.tasks[name], plan.splits[name])) for name in plan.tasks}
 
         def submit(run: Run):
-            return self.task.remote(run, data[run.spec["task"]], self.device_choice)
+            # A sharded run holds a GPU (or CPU) per process (peftbench.sharding).
+            request = resources(run.spec, self.cpus_per_run, self.gpus_per_run)
+            return self.task.options(**request).remote(run, data[run.spec["task"]], self.device_choice)
 
         box = ray.remote(num_cpus=0)(ProgressBox).options(name=PROGRESS_ACTOR).remote()
         in_flight = {submit(run): run for run in runs if not stop.is_set() and claim(run)}

@@ -18,15 +18,21 @@ The plan adds up, per device:
   bf16 copies of frozen weights that matrix products keep for the backward pass are saved tensors too, and
   count (a real cost of autocast over fp32 weights).
   To those saved tensors the plan adds the **backward working set**: while the backward pass runs through a
-  layer, or through the output layer and the loss, it holds the gradients of their intermediate tensors,
-  about as large as what they saved, so the largest of those saved amounts once more.
+  layer it holds the gradients of its intermediate tensors, about as large as what it saved; through the loss
+  it holds the incoming and outgoing vocabulary-wide gradients beside the saved log-softmax, twice the largest
+  tensor the loss saved. The larger of the two.
 - **with gradient checkpointing** (HF's, per transformer layer): the saved tensors outside the layers, plus
   each layer's input hidden states (what a checkpoint keeps), plus the largest single layer's saved tensors
   (recomputed one layer at a time during the backward pass), plus the same working set.
+- **sharded** over N GPUs (suite key `sharding: {processes: N}`, peftbench.sharding): one GPU's plan, with
+  weights, method tensors, gradients and AdamW states divided by N, plus what FSDP gathers whole (the root
+  unit, two layers, one layer's gradients), and activations traced at that GPU's part of the micro-batch.
 
-The peak is taken as the sum of the parts. That overstates the gradients' share (they grow while activations
-are freed during the backward pass) but is no upper bound: tensors never saved (the loss's vocabulary-wide
-temporaries, one op's workspace) count only through the working set. The trace runs on CPU fake tensors:
+The peak is weights + method tensors + AdamW states + the larger of the activations (the start of the backward
+pass) and the gradients with a layer's working set (its end): gradients appear as activations are freed and
+are cleared at each optimizer step. With gradient accumulation both count (earlier micro-batches' gradients
+are alive beside the next one's activations). It is no upper bound: one op's workspace and the allocator's
+overhead are not counted. The trace runs on CPU fake tensors:
 attention there takes PyTorch's CPU kernels, so on CUDA, where flash / memory-efficient attention keeps no
 attention matrix, the activation term of BERT-, Llama- and OPT-style models is pessimistic; T5's attention
 is eager everywhere. docs/memory.md compares the plan with measured peaks and with Lialin et al. Table 5."""
@@ -41,6 +47,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 from torch import nn
 
+from peftbench.architectures import layer_modules
 from peftbench.errors import UserError
 
 GB = 1e9
@@ -58,6 +65,20 @@ class MemorySettings:
     weights_dtype: str = "float32"
     autocast: bool = False  # bf16 autocast over the weights, as `run` trains on CUDA
     gradient_checkpointing: bool = False
+    # FSDP over this many GPUs (the suite's sharding.processes, peftbench.sharding): weights, gradients and AdamW
+    # states are split between them and so is each micro-batch; the plan is then one GPU's.
+    processes: int = 1
+    # Micro-batches per optimizer step: with more than one, gradients of the earlier ones are alive while a
+    # later one's activations are.
+    grad_accum: int = 1
+
+    @property
+    def rows(self) -> int:
+        """Sequences one device runs of each micro-batch."""
+        return math.ceil(self.batch_size / self.processes)
+
+
+MAX_PROCESSES = 1024  # the most GPUs a plan looks for when it suggests sharding
 
 
 @dataclass
@@ -66,32 +87,60 @@ class MemoryPlan:
     family: str
     total_params: int
     trainable_params: int
-    weights: int  # bytes of the base model's parameters
+    weights: int  # bytes of the base model's parameters (the whole model's, sharded or not)
     method_tensors: int  # bytes of the parameters the method adds
     gradients: int
     optimizer: int
-    activations: int  # with or without checkpointing, as the settings ask
+    activations: int  # on one device, with or without checkpointing, as the settings ask
     activations_full: int  # without gradient checkpointing
     activations_checkpointed: int  # with it
     layers: int
-    # Both at micro-batch 1: activations are not proportional to the batch (autocast's weight copies and T5's
+    # Both at one sequence: activations are not proportional to the batch (autocast's weight copies and T5's
     # position bias do not grow with it), so a smaller micro-batch is planned between the two traces.
     activations_one_full: int = 0
     activations_one_checkpointed: int = 0
+    # What FSDP holds whole on each GPU: the root unit's parameters (all outside the layers) through the
+    # forward and backward passes, two layers' parameters (the running one and the next, prefetched) and one
+    # layer's gradients before they are reduced and scattered.
+    gathered: int = 0
+    working: int = 0  # the backward working set (part of the activations): gradients in flight inside a layer
     notes: list[str] = field(default_factory=list)
 
-    @property
-    def fixed(self) -> int:
-        """What does not depend on the micro-batch: weights, method tensors, gradients, optimizer states."""
-        return self.weights + self.method_tensors + self.gradients + self.optimizer
+    def fixed_on(self, processes: int) -> float:
+        """What does not depend on the micro-batch, on one of `processes` GPUs: weights, method tensors,
+        gradients and optimizer states (split between them when sharded, plus FSDP's gathered units)."""
+        whole = self.weights + self.method_tensors + self.gradients + self.optimizer
+        return whole if processes == 1 else whole / processes + self.gathered
 
     @property
-    def total(self) -> int:
-        return self.fixed + self.activations
+    def fixed(self) -> float:
+        return self.fixed_on(self.settings.processes)
+
+    def peak_on(self, processes: int, activations: float) -> float:
+        """One of `processes` GPUs' peak with these activations. Gradients appear as the backward pass frees
+        the activations and are cleared at every optimizer step, so with one micro-batch per step the peak is
+        at the start of the backward pass (every activation, no gradient yet) or at its end (every gradient,
+        and the working set of the first layer's backward pass): the larger of the two. With gradient
+        accumulation the earlier micro-batches' gradients stay alive while the next one's activations are."""
+        gradients = self.gradients / processes
+        rest = self.fixed_on(processes) - gradients
+        both = gradients + activations if self.settings.grad_accum > 1 else \
+            max(gradients + self.working, activations)
+        return rest + both
+
+    @property
+    def total(self) -> float:
+        return self.peak_on(self.settings.processes, self.activations)
 
     def parts(self) -> dict[str, int]:
-        return {"weights": self.weights, "method_tensors": self.method_tensors, "gradients": self.gradients,
-                "optimizer_states": self.optimizer, "activations": self.activations}
+        """One device's bytes by part."""
+        share = self.settings.processes
+        parts = {"weights": self.weights, "method_tensors": self.method_tensors, "gradients": self.gradients,
+                 "optimizer_states": self.optimizer}
+        parts = {key: math.ceil(value / share) for key, value in parts.items()}
+        if share > 1:
+            parts["fsdp_gathered"] = self.gathered
+        return {**parts, "activations": self.activations}
 
     def as_dict(self) -> dict:
         return {"settings": asdict(self.settings), "family": self.family, "total_params": self.total_params,
@@ -100,25 +149,30 @@ class MemoryPlan:
                 "activations_with_checkpointing": self.activations_checkpointed, "layers": self.layers,
                 "notes": self.notes}
 
-    def shards_needed(self, capacity: float, checkpointed: bool | None = None) -> int | None:
-        """GPUs of `capacity` bytes that fully sharded data parallelism (FSDP: weights, gradients and optimizer
-        states split over the GPUs; each keeps its own activations) would need, with the settings' activations
-        or (`checkpointed`) those with or without checkpointing; None when the activations alone exceed one
-        GPU (a smaller micro-batch is needed whatever the number of GPUs)."""
-        activations = self.activations if checkpointed is None else \
-            self.activations_checkpointed if checkpointed else self.activations_full
-        room = capacity - activations
-        return None if room <= 0 else max(1, math.ceil(self.fixed / room))
-
-    def activations_at(self, batch: int, checkpointed: bool | None = None) -> float:
-        """Planned activations at another micro-batch: linear between the traces at 1 and at the settings'."""
+    def activations_of(self, rows: int, checkpointed: bool | None = None) -> float:
+        """Planned activations of a device running `rows` sequences: linear between the traces at one and at
+        the settings' rows."""
         if checkpointed is None:
             checkpointed = self.settings.gradient_checkpointing
-        at_one, at_batch = (self.activations_one_checkpointed, self.activations_checkpointed) if checkpointed \
+        at_one, at_rows = (self.activations_one_checkpointed, self.activations_checkpointed) if checkpointed \
             else (self.activations_one_full, self.activations_full)
-        if self.settings.batch_size == 1:
-            return at_batch * batch
-        return at_one + (at_batch - at_one) * (batch - 1) / (self.settings.batch_size - 1)
+        traced = self.settings.rows
+        if traced == 1:
+            return at_rows * rows
+        return at_one + (at_rows - at_one) * (rows - 1) / (traced - 1)
+
+    def activations_at(self, batch: int, checkpointed: bool | None = None) -> float:
+        """Planned activations of one device at another micro-batch (split between the processes)."""
+        return self.activations_of(math.ceil(batch / self.settings.processes), checkpointed)
+
+    def shards_needed(self, capacity: float, checkpointed: bool | None = None) -> int | None:
+        """The fewest GPUs of `capacity` bytes that the run fits sharded over (the suite's sharding.processes):
+        weights, gradients and optimizer states split between them, FSDP's gathered units on each, and each
+        micro-batch split between them too, with the settings' activations or (`checkpointed`) those with or
+        without checkpointing; 1 if it fits one; None if no number up to MAX_PROCESSES does."""
+        batch = self.settings.batch_size
+        return next((n for n in range(1, MAX_PROCESSES + 1)
+                     if self.peak_on(n, self.activations_of(math.ceil(batch / n), checkpointed)) <= capacity), None)
 
     def largest_micro_batch(self, capacity: float, checkpointed: bool | None = None) -> int:
         """The largest micro-batch up to the settings' that fits `capacity`; 0 if none."""
@@ -132,7 +186,7 @@ class UntraceableError(UserError):
 
 def _check(settings: MemorySettings) -> None:
     for flag, value in (("--batch-size", settings.batch_size), ("--seq-len", settings.seq_len),
-                        ("--target-len", settings.target_len)):
+                        ("--target-len", settings.target_len), ("--processes", settings.processes)):
         if value < 1:
             raise UserError(f"{flag} {value} is too small; use at least 1")
     if settings.weights_dtype not in DTYPES:
@@ -160,20 +214,6 @@ def _to_fake(model: nn.Module, mode, dtype: torch.dtype) -> None:
                     slots[key] = fake(tensor)
 
 
-def _layer_modules(model: nn.Module) -> list[nn.Module]:
-    """The transformer layers a checkpoint wraps (architectures.STACKS), found by their path suffix."""
-    from peftbench.architectures import STACKS
-
-    kind = getattr(getattr(model, "config", None), "model_type", None)
-    stacks = STACKS.get(kind, ())
-    found = []
-    for name, module in model.named_modules():
-        parent, _, index = name.rpartition(".")
-        if index.isdigit() and any(parent == s or parent.endswith("." + s) for s in stacks):
-            found.append(module)
-    return found
-
-
 def _synthetic_batch(family: str, settings: MemorySettings) -> dict[str, torch.Tensor]:
     """A training batch of the settings' shape. Its attention mask pads one position of the first row, as
     padded batches do: a mask of all ones lets transformers skip the mask on real tensors (a data-dependent
@@ -191,9 +231,9 @@ def _synthetic_batch(family: str, settings: MemorySettings) -> dict[str, torch.T
 
 
 def saved_tensor_bytes(model: nn.Module, backbone: nn.Module, family: str, settings: MemorySettings,
-                       mode=None) -> tuple[int, list[int], list[int], int]:
+                       mode=None) -> tuple[int, list[int], list[int], int, int]:
     """(saved bytes outside the layers, saved bytes per layer, input bytes per layer, saved bytes after the last
-    layer: the output layer's and the loss's) of one training forward
+    layer: the output layer's and the loss's, the largest single tensor of those) of one training forward
     pass with the loss at the settings' shape, each storage counted once and parameters left out; `backbone`
     holds the layers (the model, or an encoder's under its head). Under `mode` (a FakeTensorMode, whose
     tensors the model holds) nothing is computed; without one the model's real tensors run, which is how the
@@ -201,12 +241,12 @@ def saved_tensor_bytes(model: nn.Module, backbone: nn.Module, family: str, setti
     from peftbench.evaluate import TaskModel, batch_loss
 
     model.train()
-    layers = _layer_modules(backbone)
+    layers = layer_modules(backbone)
     index_of = {id(module): position for position, module in enumerate(layers)}
     parameter_storages = {p.untyped_storage()._cdata for p in model.parameters()}
     seen: set[int] = set()
     outside, per_layer, inputs, current = [0], [0] * len(layers), [0] * len(layers), [None]
-    tail = [0]  # saved after the last layer so far: at the end, the output layer's and the loss's
+    tail, largest = [0], [0]  # saved after the last layer so far (the output layer's and the loss's), its largest
 
     def pack(tensor: torch.Tensor) -> torch.Tensor:
         storage = tensor.untyped_storage()
@@ -216,6 +256,7 @@ def saved_tensor_bytes(model: nn.Module, backbone: nn.Module, family: str, setti
             if current[0] is None:
                 outside[0] += storage.nbytes()
                 tail[0] += storage.nbytes()
+                largest[0] = max(largest[0], storage.nbytes())
             else:
                 per_layer[current[0]] += storage.nbytes()
         return tensor
@@ -227,7 +268,7 @@ def saved_tensor_bytes(model: nn.Module, backbone: nn.Module, family: str, setti
         inputs[position] = hidden.untyped_storage().nbytes() if isinstance(hidden, torch.Tensor) else 0
 
     def leave(module, args, output):
-        current[0], tail[0] = None, 0
+        current[0], tail[0], largest[0] = None, 0, 0
 
     hooks = [m.register_forward_pre_hook(enter, with_kwargs=True) for m in layers]
     hooks += [m.register_forward_hook(leave) for m in layers]
@@ -239,26 +280,29 @@ def saved_tensor_bytes(model: nn.Module, backbone: nn.Module, family: str, setti
     finally:
         for hook in hooks:
             hook.remove()
-    return outside[0], per_layer, inputs, tail[0]
+    return outside[0], per_layer, inputs, tail[0], largest[0]
 
 
 def _activations(model: nn.Module, backbone: nn.Module, family: str, settings: MemorySettings,
-                 mode) -> tuple[int, int, int]:
-    """(activations without checkpointing, with it, transformer layers) traced at the settings' shape."""
+                 mode) -> tuple[int, int, int, int]:
+    """(activations without checkpointing, with it, transformer layers, the backward working set) traced at the
+    settings' shape."""
     try:
-        outside, per_layer, inputs, tail = saved_tensor_bytes(model, backbone, family, settings, mode)
+        outside, per_layer, inputs, _, tail_largest = saved_tensor_bytes(model, backbone, family, settings, mode)
     except Exception as error:  # the forward pass itself fails: a run of this method on this model would too
         first = (str(error).strip().splitlines() or [type(error).__name__])[0]
         raise UntraceableError(f"cannot plan the memory of {settings.model} · {settings.method}: its training"
                                f" forward pass fails ({type(error).__name__}: {first[:200]}); a run would fail"
                                " the same way, so check the method's options for this model") from None
-    # The backward pass through a layer (or through the output layer and the loss, which over a large
-    # vocabulary can outweigh any layer) holds the gradients of its intermediate tensors, about as large as
-    # what it saved: the largest of those on top, with or without checkpointing.
-    working = max([*per_layer, tail])
+    # The backward pass through a layer holds the gradients of its intermediate tensors, about as large as what
+    # it saved. Through the loss it holds two tensors as large as the largest it saved, on top of it: the
+    # log-softmax's output stays saved while the gradient coming in (from the NLL) and the one going out (to
+    # the logits) are alive, all vocabulary-wide, which over a large vocabulary outweighs any layer. The
+    # larger of the two on top, with or without checkpointing.
+    working = max([*per_layer, 2 * tail_largest])
     full = outside + sum(per_layer) + working
     checkpointed = outside + sum(inputs) + max(per_layer, default=0) + working
-    return full, checkpointed, len(per_layer)
+    return full, checkpointed, len(per_layer), working
 
 
 def plan_memory(settings: MemorySettings) -> MemoryPlan:
@@ -285,9 +329,11 @@ def plan_memory(settings: MemorySettings) -> MemoryPlan:
 
     mode = FakeTensorMode(allow_non_fake_inputs=True)
     _to_fake(model, mode, DTYPES[settings.weights_dtype])
-    full, checkpointed, layers = _activations(model, adapted, family, settings, mode)
-    one_full, one_checkpointed, _ = (full, checkpointed, layers) if settings.batch_size == 1 else \
-        _activations(model, adapted, family, dataclasses.replace(settings, batch_size=1), mode)
+    # One device's part of the micro-batch is traced: all of it unless sharded.
+    traced = dataclasses.replace(settings, batch_size=settings.rows, processes=1)
+    full, checkpointed, layers, working = _activations(model, adapted, family, traced, mode)
+    one_full, one_checkpointed, _, _ = (full, checkpointed, layers, working) if traced.batch_size == 1 else \
+        _activations(model, adapted, family, dataclasses.replace(traced, batch_size=1), mode)
     notes = []
     if not layers:
         notes.append("no transformer layers recognised: checkpointing is planned as saving nothing")
@@ -296,7 +342,19 @@ def plan_memory(settings: MemorySettings) -> MemoryPlan:
                       optimizer=ADAMW_STATES * trainable * element,
                       activations=checkpointed if settings.gradient_checkpointing else full,
                       activations_full=full, activations_checkpointed=checkpointed, layers=layers,
-                      activations_one_full=one_full, activations_one_checkpointed=one_checkpointed, notes=notes)
+                      activations_one_full=one_full, activations_one_checkpointed=one_checkpointed,
+                      gathered=_gathered(model, adapted) * element, working=working, notes=notes)
+
+
+def _gathered(model: nn.Module, backbone: nn.Module) -> int:
+    """Parameters FSDP holds whole on each GPU (peftbench.sharding's units): the root unit's (everything
+    outside the layers) for the whole pass, two layers' (the running one and the next, prefetched), and
+    one layer's trainable ones for its gradients before they are reduced and scattered."""
+    layers = [list(layer.parameters()) for layer in layer_modules(backbone)]
+    in_layers = sum(p.numel() for layer in layers for p in layer)
+    largest = max((sum(p.numel() for p in layer) for layer in layers), default=0)
+    trained = max((sum(p.numel() for p in layer if p.requires_grad) for layer in layers), default=0)
+    return sum(p.numel() for p in model.parameters()) - in_layers + 2 * largest + trained
 
 
 def gb(value: float) -> str:
@@ -317,17 +375,22 @@ def fit_options(plan: MemoryPlan, capacity: float, peft: MemoryPlan | None = Non
         accum = effective // micro
         options.append(f"micro-batch {micro} with gradient accumulation {accum}"
                        f" ({gb(plan.fixed + plan.activations_at(micro))})")
-    if not plan.settings.gradient_checkpointing and plan.fixed + plan.activations_checkpointed <= capacity:
-        options.append(f"gradient checkpointing ({gb(plan.fixed + plan.activations_checkpointed)})")
+    with_checkpointing = plan.peak_on(plan.settings.processes, plan.activations_checkpointed)
+    if not plan.settings.gradient_checkpointing and with_checkpointing <= capacity:
+        options.append(f"gradient checkpointing ({gb(with_checkpointing)})")
+    def on_each(processes: int, checkpointed: bool) -> str:
+        batch = plan.settings.batch_size
+        return gb(plan.peak_on(processes, plan.activations_of(math.ceil(batch / processes), checkpointed)))
+
+    checkpointing = plan.settings.gradient_checkpointing
     shards = plan.shards_needed(capacity)
     if shards and shards > 1:
-        options.append(f"sharding weights, gradients and optimizer states over {shards} GPUs of this size"
-                       f" (FSDP: {gb(plan.fixed / shards + plan.activations)} each; peftbench does not shard yet)")
-    with_checkpoints = None if plan.settings.gradient_checkpointing else plan.shards_needed(capacity, True)
+        options.append(f"sharding over {shards} GPUs of this size (sharding: {{processes: {shards}}}; FSDP:"
+                       f" {on_each(shards, checkpointing)} each)")
+    with_checkpoints = None if checkpointing else plan.shards_needed(capacity, True)
     if with_checkpoints and with_checkpoints > 1 and (shards is None or with_checkpoints < shards):
-        options.append(f"gradient checkpointing and sharding over {with_checkpoints} GPUs of this size (FSDP:"
-                       f" {gb(plan.fixed / with_checkpoints + plan.activations_checkpointed)} each;"
-                       " peftbench does not shard yet)")
+        options.append(f"gradient checkpointing and sharding over {with_checkpoints} GPUs of this size (sharding:"
+                       f" {{processes: {with_checkpoints}}}; FSDP: {on_each(with_checkpoints, True)} each)")
     return options
 
 
@@ -359,13 +422,15 @@ def device_target(device: torch.device, gpu_memory_gb: float | None = None) -> T
 def run_settings(spec: dict, target: Target) -> MemorySettings:
     """The memory settings of a planned training run (a runner.Run's spec) on `target`."""
     from peftbench.precision import autocast_dtype
+    from peftbench.sharding import processes
 
     autocasts = autocast_dtype(torch.device(target.kind), spec.get("bf16_autocast", True),
                                spec.get("cpu_bf16", "off")) is not None
     return MemorySettings(model=spec["model"], method=spec["method_spec"], batch_size=spec["batch_size"],
                           seq_len=spec["max_input_length"], target_len=spec["max_target_length"],
                           weights_dtype=spec.get("weights_dtype", "float32"), autocast=autocasts,
-                          gradient_checkpointing=spec.get("gradient_checkpointing", False))
+                          gradient_checkpointing=spec.get("gradient_checkpointing", False),
+                          processes=processes(spec), grad_accum=spec.get("grad_accum", 1))
 
 
 planned = functools.cache(plan_memory)  # a grid repeats each shape over tasks, scales and seeds
@@ -407,7 +472,8 @@ def refuse_unfit(grid, target: Target) -> None:
     shown = [o.replace("gradient checkpointing (", "gradient_checkpointing: true (").replace(
         "micro-batch ", "batch_size ").replace(" with gradient accumulation ", " with grad_accum ") for o in options]
     others = f" ({len(unfit)} of the grid's runs do not fit)" if len(unfit) > 1 else ""
+    each = f" on each of its {plan.settings.processes} GPUs" if plan.settings.processes > 1 else ""
     raise UserError(f"{spec['model']} · {spec['method_spec']} at micro-batch {plan.settings.batch_size} needs about"
-                    f" {gb(plan.total)} to train, more than {target.label}{others}; options: "
+                    f" {gb(plan.total)}{each} to train, more than {target.label}{others}; options: "
                     + ("; ".join(shown) or "none at this shape (shorten max_input_length)")
                     + " (see `peftbench memory`)")

@@ -14,6 +14,7 @@ from peftbench.methods import METHODS
 from peftbench.methods.base import Method
 from peftbench.models import model_family, resolve
 from peftbench.prices import usd_per_hour
+from peftbench.sharding import refuse_unshardable
 from peftbench.sweep import select_lr
 from peftbench.tasks import TaskSpec, get_task
 
@@ -155,6 +156,8 @@ def plan(suite: Suite, overrides: Overrides = Overrides(), load_data: bool = Tru
         for spec, method in methods:
             count(model_name, str(spec))  # a method that does not fit the architecture fails here, not mid-grid
             _check_positions(model_name, families[model_name], spec, method, options[str(spec)], suite)
+            if suite.sharding:
+                refuse_unshardable(str(spec), method)
     budget = _budget(suite)
     price = usd_per_hour(suite.price) if suite.price is not None else budget["usd_per_hour"] if budget else None
     result = Plan(suite=suite, runs=[], usd_per_hour=price)
@@ -202,6 +205,7 @@ def plan(suite: Suite, overrides: Overrides = Overrides(), load_data: bool = Tru
                         "fused_adamw": suite.fused_adamw, **({"budget": budget} if budget else {}),
                         # Only when on, so that the ids of runs stored before the key existed stay the same.
                         **({"gradient_checkpointing": True} if suite.gradient_checkpointing else {}),
+                        **({"sharding": suite.sharding.model_dump()} if suite.sharding else {}),
                     }
                     if suite.sweep:
                         sweep = {"lrs": suite.sweep.lr, "select_by": suite.sweep.select_by, "seeds": suite.seeds}

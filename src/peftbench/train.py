@@ -6,12 +6,16 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import torch
 
 from peftbench.config import steps_per_epoch
 from peftbench.data import batch_order, collate, count_tokens
 from peftbench.evaluate import TaskModel, autocast, batch_loss, mean_loss, to_device
+
+if TYPE_CHECKING:
+    from peftbench.sharding import Ranks
 
 
 class DivergedError(RuntimeError):
@@ -86,9 +90,16 @@ def _synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def _own(tensor: torch.Tensor) -> torch.Tensor:
+    """What this process holds of a parameter: its shard when sharded (a DTensor), else the tensor itself."""
+    return tensor.to_local() if hasattr(tensor, "to_local") else tensor
+
+
 def train(task_model: TaskModel, train_examples: list[dict], val_examples: list[dict], settings: TrainSettings,
-          on_step: Callable[[int, int, float | None], None] | None = None) -> TrainResult:
-    """`on_step(steps done, steps in all, the epoch's mean training loss so far)` after each optimizer step."""
+          on_step: Callable[[int, int, float | None], None] | None = None, ranks: "Ranks | None" = None) -> TrainResult:
+    """`on_step(steps done, steps in all, the epoch's mean training loss so far)` after each optimizer step.
+    `ranks` (peftbench.sharding): this process is one of several training the run sharded; each takes its part
+    of every batch, weighted so that the summed gradients and losses are the whole batch's."""
     model, device = task_model.model, task_model.device
     family = task_model.encoder.family
     trainable = {name: p for name, p in model.named_parameters() if p.requires_grad}
@@ -117,13 +128,15 @@ def train(task_model: TaskModel, train_examples: list[dict], val_examples: list[
         for index, indices in enumerate(batches):
             cpu_batch = collate([train_examples[i] for i in indices], task_model.pad_id)
             result.train_tokens += count_tokens(cpu_batch, family)
+            cpu_batch, share = ranks.part(cpu_batch, family) if ranks else (cpu_batch, 1.0)
             batch = to_device(cpu_batch, device)
             with autocast(task_model):
-                loss = batch_loss(task_model, batch)
+                loss = batch_loss(task_model, batch) * share
             (loss / settings.grad_accum).backward()
             epoch_loss += loss.detach().float()
             if (index + 1) % FINITE_CHECK_EVERY == 0 or index + 1 == len(batches):
-                running_loss = _check_finite(epoch_loss, epoch, result.steps) / (index + 1)
+                summed = ranks.total(epoch_loss) if ranks else epoch_loss  # every rank decides alike
+                running_loss = _check_finite(summed, epoch, result.steps) / (index + 1)
             if (index + 1) % settings.grad_accum == 0 or index + 1 == len(batches):
                 if settings.max_grad_norm:
                     torch.nn.utils.clip_grad_norm_(trainable.values(), settings.max_grad_norm)
@@ -135,20 +148,24 @@ def train(task_model: TaskModel, train_examples: list[dict], val_examples: list[
                 optimizer.zero_grad(set_to_none=True)
                 if on_step:  # the loss as last read: reading it every step would stall a GPU
                     on_step(result.steps, total_steps, running_loss)
-            if time.perf_counter() > deadline:
+            past = time.perf_counter() > deadline
+            if ranks and math.isfinite(caps[cap]):
+                past = ranks.any(past)  # all stop at the same batch, or the others would wait for it forever
+            if past:
                 result.stopped_by = cap
                 break
         _synchronize(device)
         # Training time excludes validation passes, so train tokens/s measures the training steps alone.
         result.train_seconds += time.perf_counter() - epoch_started
         val_loss = mean_loss(task_model, val_examples, settings.batch_size)
+        epoch_loss = ranks.total(epoch_loss) if ranks else epoch_loss
         result.curve.append({"epoch": epoch, "train_loss": float(epoch_loss) / (index + 1), "val_loss": val_loss,
                              "seconds": time.perf_counter() - started})
         if val_loss < result.best_val_loss:
             result.best_val_loss, stale = val_loss, 0
             result.best_epoch, result.seconds_to_best = epoch, time.perf_counter() - started
             # Kept on the CPU so the copy does not add a model's worth of GPU memory to the peak.
-            best_state = {name: p.detach().to("cpu", copy=True) for name, p in trainable.items()}
+            best_state = {name: _own(p.detach()).to("cpu", copy=True) for name, p in trainable.items()}
         else:
             stale += 1
         if result.stopped_by in ("time", "budget"):
@@ -159,5 +176,5 @@ def train(task_model: TaskModel, train_examples: list[dict], val_examples: list[
     if best_state is not None:
         with torch.no_grad():
             for name, parameter in trainable.items():
-                parameter.copy_(best_state[name])
+                _own(parameter).copy_(best_state[name])
     return result

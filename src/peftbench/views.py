@@ -139,7 +139,8 @@ def dry_run_view(grid, stored: list[dict], device, target) -> tuple[dict, list[s
             return {"peak_bytes": None, "fits": None, "not_planned": plan}
         return None if plan is None else {"peak_bytes": plan.total, "fits": plan.total <= target.capacity,
                                           "parts": plan.parts(), "autocast": plan.settings.autocast,
-                                          "gradient_checkpointing": plan.settings.gradient_checkpointing}
+                                          "gradient_checkpointing": plan.settings.gradient_checkpointing,
+                                          "processes": plan.settings.processes}
 
     runs = [{"run_id": r.run_id if r.spec["task"] in grid.splits else None, "kind": r.kind, **r.spec,
              "peak_lr": r.spec["lr"] * r.spec["peak_factor"] if "lr" in r.spec else None,
@@ -160,7 +161,8 @@ def dry_run_view(grid, stored: list[dict], device, target) -> tuple[dict, list[s
             return ""
         if plan["peak_bytes"] is None:
             return " · memory not planned (its forward pass fails: see `peftbench memory`)"
-        return f" · memory {plan['peak_bytes'] / GB:,.1f} GB" + ("" if plan["fits"] else " DOES NOT FIT")
+        each = f" on each of {plan['processes']} GPUs (FSDP)" if plan["processes"] > 1 else ""
+        return f" · memory {plan['peak_bytes'] / GB:,.1f} GB{each}" + ("" if plan["fits"] else " DOES NOT FIT")
 
     lines = []
     for r, entry in zip(grid.runs, runs):
@@ -200,16 +202,22 @@ def memory_view(plans: list, capacities_gb: tuple[float, ...] = GPU_SIZES_GB) ->
 
     labels = [("weights", "weights"), ("method tensors", "method_tensors"), ("gradients", "gradients"),
               ("AdamW states", "optimizer_states"), ("activations", "activations")]
+    if plans[0].settings.processes > 1:  # one GPU of a sharded run: what FSDP gathers whole comes on top
+        labels.insert(4, ("FSDP gathered units", "fsdp_gathered"))
     cols = [Col("GB", "name")] + [Col(plan.settings.method, "number") for plan in plans]
     rows = [[label] + [f"{plan.parts()[key] / GB:,.2f}" for plan in plans] for label, key in labels]
     rows.append(["total (peak)"] + [f"{plan.total / GB:,.2f}" for plan in plans])
     other = "with" if not plans[0].settings.gradient_checkpointing else "without"
     rows.append([f"total {other} checkpointing"]
-                + [f"{(plan.fixed + (plan.activations_checkpointed if other == 'with' else plan.activations_full)) / GB:,.2f}"
+                + [f"{plan.peak_on(plan.settings.processes, plan.activations_checkpointed if other == 'with' else plan.activations_full) / GB:,.2f}"
                    for plan in plans])
     rows.append(["trainable parameters"] + [f"{plan.trainable_params:,}" for plan in plans])
-    notes = ["peak = weights + method tensors + gradients + AdamW states + activations (saved for the backward"
-             " pass, traced on fake tensors); docs/memory.md says how close it comes to measured peaks."]
+    notes = ["peak = weights + method tensors + AdamW states + the larger of gradients and activations (saved for"
+             " the backward pass, traced on fake tensors; both with gradient accumulation); docs/memory.md says how"
+             " close it comes to measured peaks."]
+    if plans[0].settings.processes > 1:
+        notes.append(f"per GPU of {plans[0].settings.processes}: the first four parts divided between them, plus the"
+                     " units FSDP gathers whole; activations of each GPU's part of the micro-batch.")
     return cols, rows, notes
 
 
@@ -226,8 +234,8 @@ def fit_lines(plan, capacities_gb: tuple[float, ...], peft=None) -> list[str]:
         if plan.fixed > size * GB:
             instead = "bfloat16 weights" if plan.trainable_params < plan.total_params / 100 else "a PEFT method"
             lines.append(f"  {size:g} GB GPU: does not fit: weights, gradients and AdamW states alone take"
-                         f" {plan.fixed / GB:,.1f} GB, so it needs sharding over several GPUs or {instead};"
-                         f" options: {options}")
+                         f" {plan.fixed / GB:,.1f} GB, so it needs sharding over several GPUs (the suite key"
+                         f" sharding: {{processes: N}}) or {instead}; options: {options}")
         else:
             lines.append(f"  {size:g} GB GPU: does not fit; options: {options}")
     return lines
