@@ -152,6 +152,7 @@ def run(
     from peftbench.report import summary_markdown
     from peftbench.execution import pick_device
     from peftbench.planning import Overrides, plan
+    from peftbench.recording import read_results
     from peftbench.runner import GridInterrupted, lease_seconds
     from peftbench.store import Store, read_rows
 
@@ -195,7 +196,7 @@ def run(
         opened.close()
     counts, rows = done.counts, done.rows
     ids = {r.run_id for r in grid.runs}
-    suite_rows = [row for row in read_rows(store) if row["suite"] == filed_as or row["run_id"] in ids]
+    suite_rows = [row for row in read_results(store) if row["suite"] == filed_as or row["run_id"] in ids]
     summary = summary_path(out or store.parent, filed_as, store)
     try:
         summary.parent.mkdir(parents=True, exist_ok=True)
@@ -204,7 +205,7 @@ def run(
         raise UserError(f"the runs are stored, but the summary '{summary}' cannot be written ({error.strerror});"
                         " free space or pass --out FOLDER, then run the same command again") from None
     if as_json:
-        from peftbench.report.configs import random_weights
+        from peftbench.configurations import random_weights
 
         _print_json({"suite": filed_as, "counts": counts, "store": str(store), "summary": str(summary),
                      "runs": [{**row, "random_weights": random_weights(row["model"])} for row in rows]})
@@ -238,7 +239,7 @@ RESULT_FIELDS = ("run_id", "kind", "suite", "model", "task", "method", "method_s
 
 def _result_json(row: dict) -> dict:
     """A stored run as `results --json` gives it: with the peak learning rate and the random-weights flag."""
-    from peftbench.report.configs import random_weights
+    from peftbench.configurations import random_weights
 
     lr, peak = row.get("lr"), row.get("peak_factor")
     extra = {"peak_lr": lr * peak if lr is not None and peak is not None else None,
@@ -278,11 +279,12 @@ def report(
     evidence and a chart), then tables (scores, statistics, ablations, convergence, per-parameter and
     per-minute scores, efficiency, cost, predictions) and plots, from the runs in a store."""
     from peftbench import report as report_
-    from peftbench.store import read_rows, require_store
+    from peftbench.recording import read_results
+    from peftbench.store import require_store
 
     chosen = report_.parse_formats(formats)
     require_store(store)
-    rows = [row for row in read_rows(store) if suite is None or row["suite"] == suite]
+    rows = [row for row in read_results(store) if suite is None or row["suite"] == suite]
     if not rows:
         raise UserError(f"the store '{store}' holds no runs" + (f" of suite '{suite}'" if suite else "")
                         + "; check --suite against `peftbench results`")
@@ -317,7 +319,7 @@ def show(
 ) -> None:
     """One run: its spec, metrics, loss curve and saved files."""
     from peftbench.api import find_run
-    from peftbench.report.configs import fmt_lr, random_weights
+    from peftbench.configurations import fmt_lr, random_weights
 
     row = find_run(run_id, store)
     weights = row.get("weights")
@@ -408,9 +410,9 @@ def recommend(
     otherwise from the papers' findings, each cited."""
     from peftbench.recommend import Limits
     from peftbench.recommend import recommend as rank
-    from peftbench.store import read_rows
+    from peftbench.recording import read_results
 
-    answer = rank(read_rows(store), task_type.value, train_samples, priority.value,
+    answer = rank(read_results(store), task_type.value, train_samples, priority.value,
                   Limits(max_memory_gb, max_minutes, max_usd))
     if as_json:
         _print_json(answer.as_dict())

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 from peftbench.accounting import count, learned_positions
 from peftbench.artifacts import SavePolicy
+from peftbench.baselines import BASELINES, Baseline
 from peftbench.config import ALL, NAMED_SCALES, MethodSpec, Suite
 from peftbench.data import Splits, make_splits
 from peftbench.errors import UserError
@@ -29,6 +30,11 @@ class Run:
     @property
     def run_id(self) -> str:
         return spec_hash(self.spec)
+
+    @property
+    def procedure(self) -> Method | Baseline:
+        """The method it trains, or the baseline it evaluates."""
+        return BASELINES.get(self.spec["method"]) if self.kind == "baseline" else METHODS.get(self.spec["method"])
 
     @property
     def label(self) -> str:
@@ -176,13 +182,10 @@ def plan(suite: Suite, overrides: Overrides = Overrides(), load_data: bool = Tru
                           "max_input_length": suite.max_input_length, "max_target_length": suite.max_target_length,
                           "merge_for_eval": suite.merge_for_eval, "bf16_autocast": suite.bf16_autocast,
                           "cpu_bf16": suite.cpu_bf16, "weights_dtype": suite.weights_dtype}
-                for baseline in suite.baselines:
-                    if baseline == "majority" and task.kind == "generation":
-                        continue  # no majority answer for free text
-                    if baseline == "zero_shot" and family == "encoder":
-                        continue  # an untrained classification head is chance, not zero-shot ability
-                    result.runs.append(Run({**common, "method": baseline, "method_spec": baseline,
-                                            "method_options": {}, "seed": suite.seeds[0]}, kind="baseline"))
+                for baseline in map(BASELINES.get, suite.baselines):
+                    if baseline.applies(task.kind, family):
+                        result.runs.append(Run({**common, "method": baseline.name, "method_spec": baseline.name,
+                                                "method_options": {}, "seed": suite.seeds[0]}, kind="baseline"))
                 for spec, method in methods:
                     template = {
                         **common, "method": spec.name, "method_spec": str(spec),

@@ -7,8 +7,8 @@ import math
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field
 
-from peftbench.report.stats import summarise
-from peftbench.report.configs import Config, configs
+from peftbench.configurations import Config, configs
+from peftbench.stats import summarise
 
 NEARBY_FACTOR = 3  # evidence counts when its training size is within this factor of the asked one
 PRIORITIES = ("performance", "memory", "time", "inference")

@@ -1,7 +1,7 @@
 """The terminal views of the listing commands (methods, tasks, params, prices, profile, suites) and of a dry
 run: columns typed for peftbench.terminal, so that at 80 columns no number or name is cut."""
 
-from peftbench.report.configs import fmt_lr as lr_text
+from peftbench.configurations import fmt_lr as lr_text
 from peftbench.terminal import Col
 
 

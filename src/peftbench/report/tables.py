@@ -5,10 +5,11 @@ Highlights mark the best trained method of a column only where "best" means some
 from collections import defaultdict
 from dataclasses import dataclass
 
-from peftbench.report.configs import (RANDOM_WEIGHTS, Cell, Config, Table, configs, fmt, fmt_count, labels,
-                                      mark_best, model_title, random_weights, range_cell, scale_name, slug,
+from peftbench.configurations import RANDOM_WEIGHTS, Config, configs, labels, random_weights
+from peftbench.report.configs import (Cell, Table, fmt, fmt_count, mark_best, model_title, range_cell, scale_name, slug,
                                       stat_cell)
-from peftbench.report.stats import Paired, paired_bootstrap, summarise
+from peftbench.stats import Paired, paired_bootstrap, summarise
+from peftbench.results import OTHER
 
 ABLATION_OPTIONS = {"layers": "all", "modules": "", "drop": ""}  # option: the value that ablates nothing
 
@@ -196,8 +197,6 @@ def significance_table(comparisons: list[Comparison]) -> Table:
 
 def ablation_tables(items: list[Config]) -> list[Table]:
     """Pu et al. Tables 2-3: the families that have ablated variants, their scores and parameter counts."""
-    from peftbench.accounting import count
-
     tables = []
     for (model, scale), block in _blocks(items).items():
         families = {c.runs[0]["method"] for c in block if is_ablation(c.runs[0].get("method_options") or {})}
@@ -209,11 +208,7 @@ def ablation_tables(items: list[Config]) -> list[Table]:
         for label in labels(chosen):
             found = {c.task: c for c in chosen if c.label == label}
             config = next(iter(found.values()))
-            try:
-                counted = count(model, config.method_spec, config.runs[0]["seed"])
-                added, changed = counted.added, counted.changed
-            except Exception:  # a model whose config cannot be read here: stored trainable counts only
-                added = changed = None
+            added, changed = config.first("added_params"), config.first("changed_params")
             trainable = config.first("trainable_params")
             rows.append([Cell(label, label), *[stat_cell(found[t].score()) if t in found else Cell("–")
                                                for t in tasks],
@@ -250,15 +245,15 @@ def convergence_tables(items: list[Config]) -> list[Table]:
                 epoch = found.summary(lambda r: r.get("best_epoch")) if found else None
                 to_best = found.summary(lambda r: r.get("seconds_to_best")) if found else None
                 if to_best:
-                    seconds[task][label] = (found.method_spec, to_best.mean)
+                    seconds[task][label] = (found.is_reference, to_best.mean)
                 cells += [stat_cell(epoch, 1, count=True), stat_cell(to_best, 2)]
             rows.append(cells)
         for column in range(2, 2 * len(tasks) + 1, 2):  # an earlier best epoch is not better: no highlight
             mark_best(rows, column, higher=False, separated=True)
         speedup = [Cell("full tuning speed-up", "full tuning speed-up")]
         for task in tasks:
-            full = [s for spec, s in seconds[task].values() if spec == "full"]
-            peft = [s for spec, s in seconds[task].values() if spec != "full"]
+            full = [s for reference, s in seconds[task].values() if reference]
+            peft = [s for reference, s in seconds[task].values() if not reference]
             value = 1 - full[0] / (sum(peft) / len(peft)) if full and peft else None
             speedup += [Cell(""), Cell("–" if value is None else f"{value:.0%}", value)]
         rows.append(speedup)
@@ -324,7 +319,7 @@ def efficiency_tables(items: list[Config]) -> list[Table]:
         if config.kind == "train":
             by_model[config.model].append(config)
     for model, trained in by_model.items():
-        full = {(c.task, c.n_train): c for c in trained if c.method_spec == "full"}
+        full = {(c.task, c.n_train): c for c in trained if c.is_reference}
         rows = []
         for label in labels(trained):
             mine = [c for c in trained if c.label == label]
@@ -337,7 +332,8 @@ def efficiency_tables(items: list[Config]) -> list[Table]:
                          range_cell(shares, 3), stat_cell(memory, 2),
                          *[_throughput_ratio(mine, full, key) for key in ("train_tokens_per_s", "infer_tokens_per_s")],
                          stat_cell(mfu, 2)])
-        not_reference = [row[0].value != "full" for row in rows]  # full tuning's 100% is the yardstick
+        references = {c.label for c in trained if c.is_reference}
+        not_reference = [row[0].value not in references for row in rows]  # full tuning's 100% is the yardstick
         mark_best(rows, 3, higher=False, separated=True)
         mark_best(rows, 4, eligible=not_reference, separated=True)
         mark_best(rows, 5, eligible=not_reference, separated=True)
@@ -376,9 +372,10 @@ def prediction_tables(items: list[Config]) -> list[Table]:
     predicted, for classification by a text-to-text model (which can answer outside the labels)."""
     tables = []
     blocks: dict[tuple, list[Config]] = defaultdict(list)
+    generative = _generative(items)
     for c in items:
         counts = c.runs[0].get("metrics", {}).get("prediction_counts")
-        if counts and _generative(c.model):
+        if counts and c.model in generative:
             blocks[(c.model, c.task, c.scale)].append(c)
     for (model, task, scale), block in blocks.items():
         answers = answer_order(block[0].runs[0]["metrics"]["prediction_counts"])
@@ -401,18 +398,15 @@ def prediction_tables(items: list[Config]) -> list[Table]:
 
 def answer_order(counts: dict) -> list[str]:
     """The labels, then '<other>' last (the store keeps them sorted, which puts '<other>' first)."""
-    from peftbench.evaluate import OTHER
-
     return [*(answer for answer in counts if answer != OTHER), *([OTHER] if OTHER in counts else [])]
 
 
-def _generative(model: str) -> bool:
-    from peftbench.models import model_family, resolve
-
-    try:
-        return model_family(resolve(model)) != "encoder"
-    except Exception:  # config not readable here (e.g. offline, uncached hub model): show its counts anyway
-        return True
+def _generative(items: list[Config]) -> set[str]:
+    """The models whose runs recorded a family that generates (decoder, seq2seq), or recorded none."""
+    families: dict[str, set] = defaultdict(set)
+    for config in items:
+        families[config.model] |= {run.get("family") for run in config.runs}
+    return {model for model, found in families.items() if found - {None} != {"encoder"}}
 
 
 def all_tables(rows: list[dict]) -> tuple[list[Table], list[Config], list[Comparison]]:
