@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from peftbench.configurations import RANDOM_WEIGHTS, Config, random_weights
 from peftbench.recommend import PRIORITIES, Limits, from_measurements, noise, task_type
 from peftbench.report.configs import fmt, model_title, scale_name, slug
-from peftbench.report.tables import Comparison
+from peftbench.report.scores import Comparison
 
 UNITS = {"performance": "score", "memory": "lowest peak memory", "time": "shortest run",
          "inference": "fastest inference"}
