@@ -7,13 +7,15 @@ trained method of a column only where "best" means something (mark_best)."""
 from collections import defaultdict
 
 from peftbench.configurations import RANDOM_WEIGHTS, Config, configs, labels, random_weights
-from peftbench.report.configs import Cell, Table, fmt, fmt_count, mark_best, model_title, range_cell, scale_name, slug, stat_cell
+from peftbench.report.configs import (Cell, Table, fmt, fmt_count, mark_best, model_title, range_cell, scale_name, slug,
+                                      stat_cell)
 from peftbench.report.scores import (Comparison, compare_top_two, find_config, model_scale_blocks, scores_tables,
                                      seed_note, significance_table, statistics_table)
-from peftbench.stats import summarise
 from peftbench.results import OTHER
+from peftbench.stats import summarise
 
 ABLATION_OPTIONS = {"layers": "all", "modules": "", "drop": ""}  # option: the value that ablates nothing
+
 
 def per_100k(run: dict) -> float | None:
     """Score per 100k trainable parameters (Pu et al. Table 5)."""
