@@ -52,7 +52,8 @@ def run(
 ) -> None:
     """Train, evaluate and store every run of a suite (the offline quickstart by default)."""
     from peftbench.api import run_plan
-    from peftbench.config import check_name, derived_name, file_task_flags, load_suite, within
+    from peftbench.config import load_suite
+    from peftbench.flag_grids import check_name, derived_name, file_task_flags, within
     from peftbench.executors import LocalExecutor, ray_executor
     from peftbench.interrupts import exit_code, ignore_further_signals
     from peftbench.memory import device_target, refuse_unfit
