@@ -125,7 +125,8 @@ def dry_run_view(grid, stored: list[dict], device, target) -> tuple[dict, list[s
     their sweep, and the estimated time on this device. Hub tasks are not downloaded for it, so their runs
     show the scale's nominal size (n<=N) and no final id."""
     from peftbench.estimate import estimate
-    from peftbench.memory import GB, grid_memory
+    from peftbench.memory import GB
+    from peftbench.memory_grids import grid_memory
     from peftbench.terminal import clock
 
     finished = {row["run_id"] for row in stored if row.get("status") == "finished"}

@@ -56,7 +56,7 @@ def run(
     from peftbench.flag_grids import check_name, derived_name, file_task_flags, within
     from peftbench.executors import LocalExecutor, ray_executor
     from peftbench.interrupts import exit_code, ignore_further_signals
-    from peftbench.memory import device_target, refuse_unfit
+    from peftbench.memory_grids import device_target, refuse_unfit
     from peftbench.progress import GridProgress
     from peftbench.report import summary_markdown
     from peftbench.execution import pick_device
