@@ -61,7 +61,7 @@ def run(
     from peftbench.report import summary_markdown
     from peftbench.execution import pick_device
     from peftbench.planning import Overrides, plan
-    from peftbench.recording import read_results
+    from peftbench.recording import complete
     from peftbench.runner import GridInterrupted, lease_seconds
     from peftbench.store import Store, read_rows
 
@@ -105,7 +105,7 @@ def run(
         opened.close()
     counts, rows = done.counts, done.rows
     ids = {r.run_id for r in grid.runs}
-    suite_rows = [row for row in read_results(store) if row["suite"] == filed_as or row["run_id"] in ids]
+    suite_rows = complete([row for row in read_rows(store) if row["suite"] == filed_as or row["run_id"] in ids])
     summary = summary_path(out or store.parent, filed_as, store)
     try:
         summary.parent.mkdir(parents=True, exist_ok=True)

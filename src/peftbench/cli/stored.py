@@ -63,12 +63,12 @@ def report(
     evidence and a chart), then tables (scores, statistics, ablations, convergence, per-parameter and
     per-minute scores, efficiency, cost, predictions) and plots, from the runs in a store."""
     from peftbench import report as report_
-    from peftbench.recording import read_results
-    from peftbench.store import require_store
+    from peftbench.recording import complete
+    from peftbench.store import read_rows, require_store
 
     chosen = report_.parse_formats(formats)
     require_store(store)
-    rows = [row for row in read_results(store) if suite is None or row["suite"] == suite]
+    rows = complete([row for row in read_rows(store) if suite is None or row["suite"] == suite])
     if not rows:
         raise UserError(f"the store '{store}' holds no runs" + (f" of suite '{suite}'" if suite else "")
                         + "; check --suite against `peftbench results`")
