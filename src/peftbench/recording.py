@@ -4,17 +4,22 @@ the store is read for the report or `recommend` (`read_results`), as the report 
 
 import functools
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from peftbench.accounting import count
-from peftbench.methods import METHODS
-from peftbench.models import model_family
-from peftbench.planning import Run
 from peftbench.results import RunFacts
 from peftbench.store import read_rows
 
+if TYPE_CHECKING:
+    from peftbench.planning import Run
 
-def facts_of_run(run: Run, result: dict) -> dict:
+# accounting, methods and models (torch, transformers, PEFT) are imported where a fact has to be made, so that
+# reading a store whose rows all hold their facts (a report, recommend) loads none of them.
+
+
+def facts_of_run(run: "Run", result: dict) -> dict:
     """The facts of a run that has just ended with `result`, as the row's fields."""
+    from peftbench.accounting import count
+
     procedure, spec = run.procedure, run.spec
     added = changed = None
     if procedure.trains:  # counted on the meta device, after the run, so nothing of it can move the run's RNG
@@ -27,6 +32,8 @@ def facts_of_run(run: Run, result: dict) -> dict:
 
 @functools.cache
 def _family(model: str) -> str | None:
+    from peftbench.models import model_family
+
     try:
         return model_family(model)
     except Exception:  # an old row's model that cannot be read here (offline, uncached hub model): not known
@@ -35,6 +42,8 @@ def _family(model: str) -> str | None:
 
 @functools.cache
 def _added_and_changed(model: str, method_spec: str, seed: int) -> tuple[int | None, int | None]:
+    from peftbench.accounting import count
+
     try:
         counted = count(model, method_spec, seed)
     except Exception:  # as _family; or a method spec this version no longer takes
@@ -46,6 +55,10 @@ def complete(rows: list[dict]) -> list[dict]:
     """The rows, each finished one stored without its facts given them: the family that another row of its
     model recorded (or its config says), whether it trains and is the reference (its method's declaration),
     and its added and changed counts from `peftbench params`' accounting. Rows with their facts are kept."""
+    if all(row.get("status") != "finished" or RunFacts.of_row(row) is not None for row in rows):
+        return rows
+    from peftbench.methods import METHODS
+
     families = {row["model"]: row["family"] for row in rows if row.get("family")}
     completed = []
     for row in rows:
