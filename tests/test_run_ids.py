@@ -22,9 +22,40 @@ OPTIONAL = {**SUITE, "name": "pinned-optional", "models": ["config:tiny-llama"],
             "budget": {"usd": 1.0, "gpu_usd_per_hour": 2.0}, "gradient_checkpointing": True,
             "sweep": {"lr": [1e-3, 1e-4], "then_seeds": [0, 1]}, "baselines": ["zero_shot"]}
 OPTIONAL.pop("seeds")
-PINNED = {}
-PINNED_OPTIONAL = {}
-PINNED_FOLLOW_UPS = {}
+PINNED = {
+    "config:tiny-bert · bbc_topic · full · n=8 · seed 0": "e5e0ee3991519550",
+    "config:tiny-bert · bbc_topic · full · n=8 · seed 1": "6515dd338ca70265",
+    "config:tiny-bert · bbc_topic · ia3 · n=8 · seed 0": "d4f1cc48d69eed1c",
+    "config:tiny-bert · bbc_topic · ia3 · n=8 · seed 1": "543b334a987d0084",
+    "config:tiny-bert · bbc_topic · lora · n=8 · seed 0": "84aa2afbed77cce4",
+    "config:tiny-bert · bbc_topic · lora · n=8 · seed 1": "61915a25ac74cb44",
+    "config:tiny-bert · bbc_topic · lora[alpha=32,r=16] · n=8 · seed 0": "69e8f3164a8ae3bb",
+    "config:tiny-bert · bbc_topic · lora[alpha=32,r=16] · n=8 · seed 1": "1ee88cad31a09484",
+    "config:tiny-bert · bbc_topic · majority · n=8 · seed 0": "2b23a493351f9078",
+    "config:tiny-t5 · bbc_topic · full · n=8 · seed 0": "e6e595fc9c310515",
+    "config:tiny-t5 · bbc_topic · full · n=8 · seed 1": "8aa6f2cc43f9c37a",
+    "config:tiny-t5 · bbc_topic · ia3 · n=8 · seed 0": "fb8bcf4fc80b866f",
+    "config:tiny-t5 · bbc_topic · ia3 · n=8 · seed 1": "d6620b6946641a6e",
+    "config:tiny-t5 · bbc_topic · lora · n=8 · seed 0": "5654906c78927fe3",
+    "config:tiny-t5 · bbc_topic · lora · n=8 · seed 1": "915d09fd96bd41a3",
+    "config:tiny-t5 · bbc_topic · lora[alpha=32,r=16] · n=8 · seed 0": "3e94f45550670d7d",
+    "config:tiny-t5 · bbc_topic · lora[alpha=32,r=16] · n=8 · seed 1": "85f26457980b02bd",
+    "config:tiny-t5 · bbc_topic · majority · n=8 · seed 0": "d35d5ab69a4900fb",
+    "config:tiny-t5 · bbc_topic · zero_shot · n=8 · seed 0": "c68fab11185fb724",
+}
+PINNED_OPTIONAL = {
+    "config:tiny-llama · bbc_topic · ia3 · n=8 · seed 0 lr 0.0001": "759aa426cbca4123",
+    "config:tiny-llama · bbc_topic · ia3 · n=8 · seed 0 lr 0.001": "b045a9e1f07891b6",
+    "config:tiny-llama · bbc_topic · lora · n=8 · seed 0 lr 0.0001": "c43b19b2f08cdfd2",
+    "config:tiny-llama · bbc_topic · lora · n=8 · seed 0 lr 0.001": "58593d81af5a4570",
+    "config:tiny-llama · bbc_topic · zero_shot · n=8 · seed 0 lr None": "95692f72e34abf6f",
+}
+PINNED_FOLLOW_UPS = {
+    "ia3 lr 0.0001": ["0912267b68827b21"],
+    "ia3 lr 0.001": ["28eed3467ab6854c"],
+    "lora lr 0.0001": ["f7255c709c827459"],
+    "lora lr 0.001": ["b137274bc72d57da"],
+}
 
 
 def _plan(tmp_path, suite: dict):
