@@ -9,7 +9,8 @@ growth is measured above the built model; the whole plan on CUDA) without and wi
 
 import sys
 
-from peftbench.memory import MemorySettings, planned
+from peftbench.memory import MemorySettings
+from peftbench.memory_grids import planned
 from peftbench.profile import ProfileSettings, profile
 
 SHAPE = dict(batch_size=16, seq_len=128, target_len=8)

@@ -15,7 +15,8 @@ import json
 import sys
 from pathlib import Path
 
-from peftbench.memory import GB, MAX_PROCESSES, MemorySettings, Target, planned, run_settings
+from peftbench.memory import GB, MAX_PROCESSES, MemorySettings
+from peftbench.memory_grids import Target, planned, run_settings
 
 # (model, profile flags): CPU shapes small enough to measure on 2 cores, every family peftbench trains.
 CPU_CASES = [

@@ -118,7 +118,7 @@ def expected_report(rows: list[dict]) -> tuple[set[str], set[str]]:
                if any((row.get("method_options") or {}).get(key, "") not in ("", "all") for key in
                       ("layers", "modules", "drop"))}
     labelled = [row for row in done if (row.get("metrics") or {}).get("prediction_counts")]
-    generative = {row["model"] for row in done if row.get("family") in ("decoder", "seq2seq")}  # baselines: none
+    generative = {row["model"] for row in done if row.get("family") in ("decoder", "seq2seq")}
     tables = {f"{kind}-{block(row)}" for row in done for kind in ("scores", "convergence", "ratios")} \
         | {f"ablations-{name}" for name in ablated} | {f"efficiency-{slug(row['model'])}" for row in done} \
         | {f"predictions-{where(row)}" for row in labelled if row["model"] in generative} \

@@ -68,7 +68,7 @@ def test_settings_apply_over_the_file_and_name_their_flag_when_wrong():
 
 
 def test_derived_names_describe_the_axes():
-    from peftbench.config import derived_name, within
+    from peftbench.flag_grids import derived_name, within
 
     base = load_suite("quickstart")
     mine = base.model_copy(update={"tasks": ["file:data/my reviews.jsonl"], "methods": ["lora", "ia3[layout=tfew]"]})

@@ -8,7 +8,7 @@ import pytest
 from conftest import run_json, write_suite
 
 from peftbench.config import load_suite
-from peftbench.report.configs import configs
+from peftbench.configurations import configs
 from peftbench.planning import plan
 from peftbench.store import SCHEMA_VERSION, Store, read_rows
 

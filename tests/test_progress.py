@@ -12,8 +12,8 @@ from peftbench.planning import Run
 
 
 def _run(method: str, seed: int = 0, kind: str = "train") -> Run:
-    return Run({"model": "config:tiny-bert", "task": "bbc_topic", "method_spec": method, "n_train": 8, "seed": seed},
-               kind=kind)
+    return Run({"model": "config:tiny-bert", "task": "bbc_topic", "method": method.split("[")[0], "method_spec": method,
+                "n_train": 8, "seed": seed}, kind=kind)
 
 
 def _progress() -> tuple[GridProgress, io.StringIO]:

@@ -134,7 +134,7 @@ def test_ties_are_explained():
                   "seed": seed}  # what the store's spec holds; the report groups seeds by it
         return {"run_id": f"{spec}{seed}", "kind": "train", "status": "finished", **stored, "spec": stored,
                 "primary_metric": "accuracy", "score": score, "peak_memory_bytes": peak, "wall_s": 10.0,
-                "infer_tokens_per_s": 100.0}
+                "infer_tokens_per_s": 100.0, "is_reference": spec == "full"}  # a fact the row records
 
     rows = [run("lora", s, 0.80, 1e9) for s in (0, 1)] + [run("ia3", s, 0.90, 1e9) for s in (0, 1)] + \
         [run("full", s, 0.90, 2e9) for s in (0, 1)]

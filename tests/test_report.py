@@ -11,9 +11,9 @@ import pytest
 from conftest import GRID_METHODS, GRID_SCALES, GRID_SEEDS, expected_report, run_cli, run_json
 
 from peftbench import report
-from peftbench.report.configs import fmt_lr
+from peftbench.configurations import fmt_lr
 from peftbench.report.plots import pareto_front
-from peftbench.report.stats import paired_bootstrap
+from peftbench.stats import paired_bootstrap
 from peftbench.store import read_rows
 
 T_975_ONE_DF = 12.706204736174698  # Student's t, 97.5% quantile, 1 degree of freedom (two seeds)
@@ -105,7 +105,7 @@ def test_intervals_stay_within_the_metrics_range_and_the_rows_are_sorted(written
 
 
 def test_summarise_clips_its_interval_to_the_bounds():
-    from peftbench.report.stats import summarise
+    from peftbench.stats import summarise
 
     free, clipped = summarise([0.9, 1.0]), summarise([0.9, 1.0], (0.0, 1.0))
     assert free.high > 1 and clipped.high == 1.0 and clipped.low == free.low > 0

@@ -150,7 +150,7 @@ def estimate(grid, stored: list[dict], device: torch.device) -> Estimate:
 
     pairs = []
     for run in grid.runs:
-        pairs.append((0.0, 0.0) if run.spec["method"] == "majority" else seconds(run.spec, run.kind == "train"))
+        pairs.append(seconds(run.spec, run.procedure.trains) if run.procedure.uses_model else (0.0, 0.0))
     for follow_up in grid.follow_ups:
         pairs += [seconds(follow_up.template, True)] * (len(follow_up.sweep["seeds"]) - 1)
     return Estimate([a for a, _ in pairs], [t for _, t in pairs], [basis.describe(kind) for basis in bases.values()])

@@ -11,11 +11,8 @@ from torch import nn
 from peftbench.data import IGNORE, Encoder, batch_order, collate, input_groups
 from peftbench.interrupts import check_stop
 from peftbench.precision import CpuBf16, autocast_dtype
+from peftbench.results import OTHER
 from peftbench.tasks import Row
-
-# A generated answer that names no label: Hamilton & Mueller's "other". Bracketed so that it can never
-# collide with a real label word (fine-food's labels are "great" and "other").
-OTHER = "<other>"
 
 
 @dataclass

@@ -7,26 +7,27 @@ import functools
 import math
 import time
 import traceback
-from collections import Counter
 from collections.abc import Callable
 from importlib.metadata import version
 
 import torch
 
 from peftbench.artifacts import SavePolicy, trained_tensors
+from peftbench.baselines import BASELINES
 from peftbench.config import MethodSpec, steps_per_epoch
 from peftbench.data import IGNORE, Encoder, Splits, rows_digest, split_sizes
 from peftbench.errors import UserError
-from peftbench.evaluate import TaskModel, classification_metrics, evaluate
+from peftbench.evaluate import TaskModel, evaluate
 from peftbench.flops import flops_per_token, peak_flops, utilisation
 from peftbench.heads import MeanPoolClassifier
 from peftbench.interrupts import RunInterrupted
 from peftbench.measure import PeakMemory, parameter_counts, provenance
 from peftbench.methods import METHODS
 from peftbench.methods.base import Context, freeze, keep_model, merged_copy
-from peftbench.models import load_model
+from peftbench.models import load_model, model_family
 from peftbench.planning import Run
 from peftbench.precision import describe
+from peftbench.recording import facts_of_run
 from peftbench.sharding import processes, train_sharded
 from peftbench.tasks import TaskSpec
 from peftbench.train import TrainSettings, train
@@ -178,27 +179,25 @@ def execute_train(spec: dict, task: TaskSpec, splits: Splits, device: torch.devi
 
 def execute_baseline(spec: dict, task: TaskSpec, splits: Splits, device: torch.device) -> dict:
     started = time.perf_counter()
-    if spec["method"] == "majority":
-        train_labels = [task.target(row) for row in splits.train_at(spec["n_train"])]
-        majority = Counter(train_labels).most_common(1)[0][0]
-        golds = [task.target(row) for row in splits.test]
-        result = {"metrics": {**classification_metrics(golds, [majority] * len(golds), task.labels),
-                              "majority_label": majority}}
-    else:
+    baseline = BASELINES.get(spec["method"])
+    if baseline.uses_model:
         task_model = build_task_model(spec, task, method_name=None)
         task_model.model.to(device)
         result = {**_evaluate_timed(task_model, splits.test, spec, batch_size=16),
-                  **parameter_counts(task_model.model)}
+                  **parameter_counts(task_model.model), "family": task_model.encoder.family}
+    else:
+        result = {"metrics": baseline.score_without_model(task, splits.train_at(spec["n_train"]), splits.test),
+                  "family": model_family(spec["model"])}
     return {**result, "wall_s": time.perf_counter() - started}
 
 
-def _finish(result: dict, task: TaskSpec, splits: Splits, spec: dict, device: torch.device) -> dict:
-    primary = task.primary_metric
+def _finish(result: dict, task: TaskSpec, splits: Splits, run: Run, device: torch.device) -> dict:
+    primary, spec = task.primary_metric, run.spec
     data_digest = {"train": rows_digest(splits.train_at(spec["n_train"])),
                    "val": rows_digest(splits.val), "test": rows_digest(splits.test)}
     return {**result, "primary_metric": primary, "score": result["metrics"].get(primary),
             "data_digest": data_digest, "data_sizes": split_sizes(task, splits, spec["n_train"]),
-            "provenance": provenance(device, spec)}
+            "provenance": provenance(device, spec), **facts_of_run(run, result)}
 
 
 Outcome = tuple[str, dict, str | None]  # status (finished | failed | interrupted), result, error
@@ -213,7 +212,7 @@ def execute_one(run: Run, task: TaskSpec, splits: Splits, device: torch.device,
             result = execute_baseline(run.spec, task, splits, device)
         else:
             result = execute_train(run.spec, task, splits, device, on_step, run.save)
-        return "finished", _finish(result, task, splits, run.spec, device), None
+        return "finished", _finish(result, task, splits, run, device), None
     except UserError:
         raise
     except RunInterrupted as stop:

@@ -1,11 +1,13 @@
 """Planning a grid: a suite (with any command-line overrides) expanded into its runs, every input checked
 before anything is written: names resolved, data read, scales checked, methods fitted to each architecture.
-Each run's spec is what its id hashes (peftbench.identity); an LR sweep's other seeds wait as follow-ups."""
+Each run is a typed RunSpec (peftbench.runspec) whose canonical dump is the spec its id hashes
+(peftbench.identity); an LR sweep's other seeds wait as follow-ups."""
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from peftbench.accounting import count, learned_positions
 from peftbench.artifacts import SavePolicy
+from peftbench.baselines import BASELINES, Baseline
 from peftbench.config import ALL, NAMED_SCALES, MethodSpec, Suite
 from peftbench.data import Splits, make_splits
 from peftbench.errors import UserError
@@ -14,6 +16,7 @@ from peftbench.methods import METHODS
 from peftbench.methods.base import Method
 from peftbench.models import model_family, resolve
 from peftbench.prices import usd_per_hour
+from peftbench.runspec import DataPart, EvalPart, MethodPart, ModelPart, RunSpec, TrainPart
 from peftbench.sharding import refuse_unshardable
 from peftbench.sweep import select_lr
 from peftbench.tasks import TaskSpec, get_task
@@ -30,6 +33,11 @@ class Run:
     @property
     def run_id(self) -> str:
         return spec_hash(self.spec)
+
+    @property
+    def procedure(self) -> Method | Baseline:
+        """The method it trains, or the baseline it evaluates."""
+        return BASELINES.get(self.spec["method"]) if self.kind == "baseline" else METHODS.get(self.spec["method"])
 
     @property
     def label(self) -> str:
@@ -177,47 +185,41 @@ def plan(suite: Suite, overrides: Overrides = Overrides(), load_data: bool = Tru
                 continue  # another model of the suite generates for this task; an encoder cannot
             for scale in suite.scales:
                 n_train = suite.training_size(scale, len(splits.train), name) if splits else _nominal_size(suite, scale)
-                common = {"model": model_name, "task": name, "task_source": task.source, "scale": scale,
-                          "n_train": n_train, "split_seed": suite.split_seed, "val_cap": suite.val_cap,
-                          "test_cap": suite.test_cap, "eval": suite.eval, "group_by_length": suite.group_by_length,
-                          "max_input_length": suite.max_input_length, "max_target_length": suite.max_target_length,
-                          "merge_for_eval": suite.merge_for_eval, "bf16_autocast": suite.bf16_autocast,
-                          "cpu_bf16": suite.cpu_bf16, "weights_dtype": suite.weights_dtype}
-                for baseline in suite.baselines:
-                    if baseline == "majority" and task.kind == "generation":
-                        continue  # no majority answer for free text
-                    if baseline == "zero_shot" and family == "encoder":
-                        continue  # an untrained classification head is chance, not zero-shot ability
-                    result.runs.append(Run({**common, "method": baseline, "method_spec": baseline,
-                                            "method_options": {}, "seed": suite.seeds[0]}, kind="baseline"))
+                model = ModelPart(model_name, suite.weights_dtype, suite.bf16_autocast, suite.cpu_bf16)
+                data = DataPart(name, task.source, scale, n_train, suite.split_seed, suite.val_cap, suite.test_cap,
+                                suite.max_input_length, suite.max_target_length, suite.group_by_length)
+                evaluation = EvalPart(suite.eval, suite.merge_for_eval)
+                for baseline in map(BASELINES.get, suite.baselines):
+                    if baseline.applies(task.kind, family):
+                        untrained = RunSpec(model, data, MethodPart(baseline.name, baseline.name, None), evaluation,
+                                            seed=suite.seeds[0])
+                        result.runs.append(Run(untrained.dump(), kind="baseline"))
                 methods, written = by_model[model_name]
                 for spec, method in methods:
-                    template = {
-                        **common, "method": spec.name, "method_spec": str(spec),
-                        "method_options": options[str(spec)].model_dump(),
-                        "peak_factor": suite.schedule.peak_factor or method.peak_factor,
-                        "final_factor": suite.schedule.final_factor if suite.schedule.final_factor is not None
-                        else method.final_factor,
-                        "warmup_ratio": suite.schedule.warmup_ratio, "epochs": suite.epochs_for(scale, n_train or 0),
-                        "batch_size": suite.batch_size, "grad_accum": suite.grad_accum,
-                        "patience": suite.patience, "max_minutes": suite.max_minutes,
-                        "weight_decay": suite.weight_decay, "max_grad_norm": suite.max_grad_norm,
-                        "fused_adamw": suite.fused_adamw, **({"budget": budget} if budget else {}),
-                        # Only when on, so that the ids of runs stored before the key existed stay the same.
-                        **({"gradient_checkpointing": True} if suite.gradient_checkpointing else {}),
-                        **({"sharding": suite.sharding.model_dump()} if suite.sharding else {}),
-                    }
+                    schedule = suite.schedule
+                    train = TrainPart(
+                        lr=None, peak_factor=schedule.peak_factor or method.peak_factor,
+                        final_factor=schedule.final_factor if schedule.final_factor is not None else method.final_factor,
+                        warmup_ratio=schedule.warmup_ratio, epochs=suite.epochs_for(scale, n_train or 0),
+                        batch_size=suite.batch_size, grad_accum=suite.grad_accum, patience=suite.patience,
+                        max_minutes=suite.max_minutes, weight_decay=suite.weight_decay,
+                        max_grad_norm=suite.max_grad_norm, fused_adamw=suite.fused_adamw, budget=budget,
+                        gradient_checkpointing=suite.gradient_checkpointing,
+                        sharding=suite.sharding.model_dump() if suite.sharding else None)
+                    template = RunSpec(model, data, MethodPart(spec.name, str(spec), options[str(spec)]), evaluation,
+                                       seed=None, train=train)
                     if suite.sweep:
                         sweep = {"lrs": suite.sweep.lr, "select_by": suite.sweep.select_by, "seeds": suite.seeds}
-                        template["sweep"] = {**sweep, "group": spec_hash({**template, "sweep": sweep})}
-                        result.runs += [Run({**template, "lr": lr, "seed": suite.seeds[0]}, kind="train",
-                                            save=suite.save) for lr in suite.sweep.lr]
+                        group = replace(template, train=replace(train, sweep=sweep)).run_id
+                        template = replace(template, train=replace(train, sweep={**sweep, "group": group}))
+                        result.runs += [Run(template.at(lr, suite.seeds[0]).dump(), kind="train", save=suite.save)
+                                        for lr in suite.sweep.lr]
                         if len(suite.seeds) > 1:
-                            result.follow_ups.append(FollowUp(template, template["sweep"], suite.save))
+                            result.follow_ups.append(FollowUp(template.dump(), template.train.sweep, suite.save))
                         continue
                     lr = next((suite.learning_rates[key] for key in (*written[str(spec)], str(spec), spec.name)
                                if key in suite.learning_rates), method.default_lr)
-                    result.runs += [Run({**template, "lr": lr, "seed": seed}, kind="train", save=suite.save)
+                    result.runs += [Run(template.at(lr, seed).dump(), kind="train", save=suite.save)
                                     for seed in suite.seeds]
     return result
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TextColumn
 
-from peftbench.report.configs import random_weights
+from peftbench.configurations import random_weights
 from peftbench.terminal import clock
 
 
@@ -126,7 +126,7 @@ class GridProgress:
             return f"✗ {head}: {status}" + (f" ({error})" if error else "")
         score = result.get("score")
         metric = result.get("primary_metric", "score")
-        weights = " (random weights)" if random_weights(spec["model"]) and spec["method_spec"] != "majority" else ""
+        weights = " (random weights)" if random_weights(spec["model"]) and run.procedure.uses_model else ""
         score_text = "–" if score is None else f"{score:.3f}"
         return f"✓ {head}: {metric} {score_text}{weights} in {clock(result.get('wall_s'))}"
 

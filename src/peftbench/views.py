@@ -1,7 +1,7 @@
 """The terminal views of the listing commands (methods, tasks, params, prices, profile, suites) and of a dry
 run: columns typed for peftbench.terminal, so that at 80 columns no number or name is cut."""
 
-from peftbench.report.configs import fmt_lr as lr_text
+from peftbench.configurations import fmt_lr as lr_text
 from peftbench.terminal import Col
 
 
@@ -125,7 +125,8 @@ def dry_run_view(grid, stored: list[dict], device, target) -> tuple[dict, list[s
     their sweep, and the estimated time on this device. Hub tasks are not downloaded for it, so their runs
     show the scale's nominal size (n<=N) and no final id."""
     from peftbench.estimate import estimate
-    from peftbench.memory import GB, grid_memory
+    from peftbench.memory import GB
+    from peftbench.memory_grids import grid_memory
     from peftbench.terminal import clock
 
     finished = {row["run_id"] for row in stored if row.get("status") == "finished"}

@@ -84,6 +84,9 @@ class Method:
     # The method trains the whole model (full tuning): its checkpoint is a model's worth of weights, kept only
     # when a suite asks for `save: all`.
     checkpoint_is_model: bool = False
+    # The method the others are measured against where a table gives shares of one (full tuning's throughput
+    # is 100%, its convergence the speed-up's yardstick); the report reads it from each run's row.
+    is_reference: bool = False
     # Called with (adapted model, context, step) after each optimizer step, before gradients are cleared
     # (AdaLoRA's rank allocation reads them); what it records in context.record goes into the run's row.
     on_optimizer_step: Callable[[nn.Module, Context, int], None] | None = None
@@ -91,6 +94,8 @@ class Method:
     # prune during training (AdaLoRA: from init_r to target_r singular values per layer on average).
     trainable_at_budget: Callable[[nn.Module, Options], int] | None = None
     source: str = "peftbench"
+    trains = True  # shared with the baselines (peftbench.baselines), which are evaluated untrained
+    uses_model = True
 
     @property
     def mergeable(self) -> bool:

@@ -10,7 +10,8 @@ from pathlib import Path
 
 from peftbench.errors import UserError
 from peftbench.report import render
-from peftbench.report.configs import Config, Table
+from peftbench.configurations import Config
+from peftbench.report.configs import Table
 from peftbench.report.summary import Block, blocks
 from peftbench.report.tables import all_tables
 
@@ -94,7 +95,8 @@ def write(report: Report, out: Path, formats: list[str],
         from peftbench.report.plots import labels_in_order
 
         on_progress(f"drawing the figures of {len(report.summary)} model × task × data size block(s)")
-        figures = make_figures(report.summary, labels_in_order(report.configs))
+        figures = make_figures(report.summary, labels_in_order(report.configs),
+                               labels_in_order(report.configs, "baseline"))
     images = {}
     if figures and "md" in formats:
         (out / "plots").mkdir(exist_ok=True)

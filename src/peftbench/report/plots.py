@@ -9,15 +9,17 @@ overlap points or each other), and files are named by what they show: `pareto-pa
 import io
 from dataclasses import dataclass
 
-from peftbench.report.configs import Config, model_title, scale_name
-from peftbench.report.stats import METRIC_RANGES
+from peftbench.configurations import Config
+from peftbench.report.configs import model_title, scale_name
+from peftbench.stats import METRIC_RANGES
 from peftbench.report.summary import Block
 from peftbench.report.tables import answer_order
 
 # 20 colours that differ from each other (tab20's dark halves, then its light halves), and markers
 # that cycle at another period: a (colour, marker) pair repeats only after 220 methods.
 MARKERS = ["o", "s", "^", "D", "v", "P", "X", "<", ">", "*", "h"]
-BASELINE_LINES = {"majority": ("--", "#555555"), "zero_shot": (":", "#8c2d04")}
+# Baselines are lines across the axes, one style each in the order the report first shows them.
+BASELINE_LINES = [("--", "#555555"), (":", "#8c2d04"), ("-.", "#777777")]
 WIDTH = 7.5  # inches of axes; the legend is added beside them
 
 
@@ -70,12 +72,17 @@ def _legend(axis) -> None:
                     frameon=False)
 
 
-def _baselines(axis, block: Block, vertical: bool) -> None:
+def baseline_styles(labels: list[str]) -> dict[str, tuple[str, str]]:
+    """baseline label -> (line style, colour), fixed for the whole report; the last style repeats."""
+    return {label: BASELINE_LINES[min(i, len(BASELINE_LINES) - 1)] for i, label in enumerate(labels)}
+
+
+def _baselines(axis, block: Block, vertical: bool, lines: dict[str, tuple[str, str]]) -> None:
     for config in block.baselines:
         summary = config.score()
         if summary is None:
             continue
-        style, colour = BASELINE_LINES.get(config.method_spec, ("-.", "#777777"))
+        style, colour = lines[config.label]
         draw = axis.axvline if vertical else axis.axhline
         draw(summary.mean, linestyle=style, color=colour, linewidth=1.2, label=f"{config.label} {summary.mean:.3f}")
 
@@ -96,7 +103,7 @@ def _score_panel(axis, block: Block, ranked: list[Config], style: dict, span: tu
         axis.scatter(seeds, [row] * len(seeds), s=14, color=colour, alpha=0.55, zorder=2)
         axis.errorbar(summary.mean, row, xerr=summary.std if summary.std else None, fmt=marker, color=colour,
                       markersize=8, capsize=4, elinewidth=1.5, zorder=3)
-    _baselines(axis, block, vertical=True)
+    _baselines(axis, block, vertical=True, lines=style)
     axis.set_xlim(*span)
     axis.set_ylim(-0.6, len(ranked) - 0.4)
     axis.grid(axis="x", alpha=0.3)
@@ -162,7 +169,7 @@ def _tradeoff(plt, block: Block, style: dict, cost, xlabel: str, log: bool, note
         return None
     front = pareto_front(points)
     axis.plot(*zip(*front), "-", color="#333333", alpha=0.6, linewidth=1.2, zorder=1, label="Pareto front")
-    _baselines(axis, block, vertical=False)
+    _baselines(axis, block, vertical=False, lines=style)
     if log:
         axis.set_xscale("log")
     else:
@@ -228,14 +235,14 @@ def _prediction_bars(plt, block: Block, style: dict) -> bytes | None:
     return _png(figure)
 
 
-def figures(summary: list[Block], all_labels: list[str]) -> list[Figure]:
+def figures(summary: list[Block], all_labels: list[str], baseline_labels: list[str]) -> list[Figure]:
     """Every figure of the report, block by block."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    style = styles(all_labels)
+    style = {**styles(all_labels), **baseline_styles(baseline_labels)}
     result = []
 
     def add(kind: str, block: Block, caption: str, png: bytes | None) -> None:
@@ -260,5 +267,5 @@ def figures(summary: list[Block], all_labels: list[str]) -> list[Figure]:
     return result
 
 
-def labels_in_order(items: list[Config]) -> list[str]:
-    return list(dict.fromkeys(c.label for c in items if c.kind == "train"))
+def labels_in_order(items: list[Config], kind: str = "train") -> list[str]:
+    return list(dict.fromkeys(c.label for c in items if c.kind == kind))

@@ -1,7 +1,8 @@
 """One line per stored run: the report's `runs` table, and the terminal view of `peftbench run` and
 `peftbench results`, which keeps what a person decides from within the terminal's width."""
 
-from peftbench.report.configs import RANDOM_WEIGHTS, Cell, Table, fmt, fmt_count, fmt_lr, random_weights
+from peftbench.configurations import RANDOM_WEIGHTS, fmt_lr, random_weights
+from peftbench.report.configs import Cell, Table, fmt, fmt_count
 from peftbench.terminal import Col, clock
 
 # Column -> its terminal column. Optional ones are left out, last first, when the table does not fit.

@@ -4,8 +4,10 @@ reasoning, including when the lead is within noise or a tie. The paper tables fo
 
 from dataclasses import dataclass, field
 
-from peftbench.report.configs import RANDOM_WEIGHTS, Config, fmt, model_title, random_weights, scale_name, slug
-from peftbench.report.tables import Comparison
+from peftbench.configurations import RANDOM_WEIGHTS, Config, random_weights
+from peftbench.recommend import PRIORITIES, Limits, from_measurements, noise, task_type
+from peftbench.report.configs import fmt, model_title, scale_name, slug
+from peftbench.report.scores import Comparison
 
 UNITS = {"performance": "score", "memory": "lowest peak memory", "time": "shortest run",
          "inference": "fastest inference"}
@@ -111,8 +113,6 @@ def _why(priority: str, ranked: list[Config], tie: str | None, comparison: Compa
 
 def blocks(rows: list[dict], items: list[Config], comparisons: list[Comparison]) -> list[Block]:
     """One block per model, task and data size that trained something, sorted by those."""
-    from peftbench.recommend import PRIORITIES, Limits, from_measurements, noise, task_type  # it imports the report
-
     found: dict[tuple, Block] = {}
     for config in items:
         key = (config.model, config.task, config.n_train)

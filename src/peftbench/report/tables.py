@@ -1,18 +1,20 @@
-"""The report's tables, computed from stored configurations in the layouts of the papers. Each table is
-plain data (cells with their raw value and the text shown), so every output format renders the same numbers.
-Highlights mark the best trained method of a column only where "best" means something (mark_best)."""
+"""The report's tables, computed from stored configurations in the layouts of the papers: scores and their
+statistics (peftbench.report.scores), ablations, convergence, per-parameter and per-minute scores, efficiency,
+cost and predictions here, and `all_tables` in the report's order. Each table is plain data (cells with their
+raw value and the text shown), so every output format renders the same numbers. Highlights mark the best
+trained method of a column only where "best" means something (mark_best)."""
 
 from collections import defaultdict
-from dataclasses import dataclass
 
-from peftbench.report.configs import (RANDOM_WEIGHTS, Cell, Config, Table, configs, fmt, fmt_count, labels,
-                                      mark_best, model_title, random_weights, range_cell, scale_name, slug,
+from peftbench.configurations import RANDOM_WEIGHTS, Config, configs, labels, random_weights
+from peftbench.report.configs import (Cell, Table, fmt, fmt_count, mark_best, model_title, range_cell, scale_name, slug,
                                       stat_cell)
-from peftbench.report.stats import Paired, paired_bootstrap, summarise
+from peftbench.report.scores import (Comparison, compare_top_two, find_config, model_scale_blocks, scores_tables,
+                                     seed_note, significance_table, statistics_table)
+from peftbench.results import OTHER
+from peftbench.stats import summarise
 
 ABLATION_OPTIONS = {"layers": "all", "modules": "", "drop": ""}  # option: the value that ablates nothing
-
-__all__ = ["Cell", "Config", "Table", "configs", "all_tables", "compare_top_two", "scale_name"]
 
 
 def per_100k(run: dict) -> float | None:
@@ -31,175 +33,10 @@ def is_ablation(options: dict) -> bool:
     return any(str(options.get(key, default) or "") != default for key, default in ABLATION_OPTIONS.items())
 
 
-def _blocks(items: list[Config]) -> dict[tuple[str, object], list[Config]]:
-    """Pu et al.'s layout: one block per model and data scale."""
-    blocks: dict[tuple[str, object], list[Config]] = defaultdict(list)
-    for config in items:
-        blocks[(config.model, config.scale)].append(config)
-    return blocks
-
-
-def seed_note(items: list[Config]) -> str:
-    seeds = sorted({config.seeds for config in items if config.kind == "train"})
-    if seeds == [1]:
-        return ("One seed per configuration: no std or interval can be given, and a difference between"
-                " methods may be seed noise.")
-    return f"Mean ± sample std over seeds ({'/'.join(map(str, seeds))} per configuration); 95% intervals in" \
-           " the statistics table."
-
-
-def lr_note(items: list[Config]) -> str | None:
-    """The learning rates as they act: `lr` is where warm-up starts, and it climbs to lr x peak_factor."""
-    texts = {c.label: c.lr_text() for c in items if c.kind == "train" and c.lr_text()}
-    if not texts:
-        return None
-    return "Learning rate (start → peak after warm-up): " + "; ".join(f"{label} {text}" for label, text in texts.items()) + "."
-
-
-def per_example(config: Config) -> list[float] | None:
-    """Per-test-row score averaged over the configuration's seeds; None if a run lacks it or the runs
-    were not tested on the same rows (their data digests differ)."""
-    records = [run.get("metrics", {}).get("per_example") for run in config.runs]
-    digests = {(run.get("data_digest") or {}).get("test") for run in config.runs}
-    if any(record is None for record in records) or len(digests) != 1 or len({len(r) for r in records}) != 1:
-        return None
-    return [sum(values) / len(values) for values in zip(*records)]
-
-
-@dataclass
-class Comparison:
-    model: str
-    scale: object
-    task: str
-    first: Config
-    second: Config
-    paired: Paired | None
-    reason: str = ""
-
-    @property
-    def verdict(self) -> str:
-        if self.paired is None:
-            return f"no paired test: {self.reason}"
-        return "significantly different" if self.paired.significant else "not significantly different"
-
-
-def compare_top_two(items: list[Config]) -> list[Comparison]:
-    """For each block and task, the two trained configurations with the best mean score, compared by a
-    paired bootstrap on their shared test rows. Random-weight models get no test: nothing about the
-    methods could follow from it."""
-    comparisons = []
-    for (model, scale), block in _blocks(items).items():
-        for task in dict.fromkeys(config.task for config in block):
-            ranked = sorted((c for c in block if c.task == task and c.kind == "train" and c.score()),
-                            key=lambda c: -c.score().mean)
-            if len(ranked) < 2:
-                continue
-            first, second = ranked[:2]
-            a, b = per_example(first), per_example(second)
-            digest = lambda c: (c.runs[0].get("data_digest") or {}).get("test")  # noqa: E731
-            if random_weights(model):
-                comparisons.append(Comparison(model, scale, task, first, second, None, "random-weight model"))
-            elif a is None or b is None:
-                comparisons.append(Comparison(model, scale, task, first, second, None,
-                                              "runs stored without per-example results"))
-            elif digest(first) != digest(second) or len(a) != len(b):
-                comparisons.append(Comparison(model, scale, task, first, second, None, "test rows differ"))
-            else:
-                comparisons.append(Comparison(model, scale, task, first, second, paired_bootstrap(a, b)))
-    return comparisons
-
-
-def _find(items: list[Config], label: str, task: str) -> Config | None:
-    return next((c for c in items if c.label == label and c.task == task), None)
-
-
-def _trained(rows: list[list[Cell]], block: list[Config]) -> list[bool]:
-    """Per table row (one per label): whether it is a trained method, the only candidates for "best"."""
-    kinds = {c.label: c.kind for c in block}
-    return [kinds.get(row[0].value) == "train" for row in rows]
-
-
-def scores_tables(items: list[Config], comparisons: list[Comparison]) -> list[Table]:
-    """Pu et al. Table 1: score per method x task, one block per model and data scale."""
-    tables = []
-    for (model, scale), block in _blocks(items).items():
-        tasks = list(dict.fromkeys(config.task for config in block))
-        metric = {c.task: c.metric for c in block}
-        rows = []
-        for label in labels(block):
-            cells = [Cell(label, label)]
-            for task in tasks:
-                found = _find(block, label, task)
-                cells.append(stat_cell(found.score()) if found else Cell("–"))
-            rows.append(cells)
-        for column in range(1, len(tasks) + 1):
-            mark_best(rows, column, eligible=_trained(rows, block))
-        notes = [seed_note(block), "Best trained method per column in bold (baselines are references, not"
-                 " candidates). Metric: " + ", ".join(f"{task} {metric[task]}" for task in tasks) + "."]
-        notes += [RANDOM_WEIGHTS] if random_weights(model) else []
-        notes += [n for n in [lr_note(block)] if n]
-        notes += [comparison_sentence(c) for c in comparisons if (c.model, c.scale) == (model, scale)]
-        tables.append(Table(f"scores-{slug(model)}-{slug(scale_name(scale))}",
-                            f"Scores: {model_title(model)}, {scale_name(scale)}", ["method", *tasks], rows, notes))
-    return tables
-
-
-def comparison_sentence(comparison: Comparison) -> str:
-    first, second, paired = comparison.first.label, comparison.second.label, comparison.paired
-    head = f"{comparison.task}: top two {first} vs {second}"
-    if paired is None:
-        return f"{head}: {comparison.verdict}."
-    one_seed = " With one seed this covers the test rows' sampling, not seed-to-seed variation." \
-        if comparison.first.seeds == 1 or comparison.second.seeds == 1 else ""
-    return (f"{head}: {comparison.verdict} (paired bootstrap over {paired.n_rows} test rows: difference"
-            f" {paired.difference:+.3f}, 95% interval [{paired.low:+.3f}, {paired.high:+.3f}],"
-            f" p = {paired.p_value:.3f}).{one_seed}")
-
-
-def statistics_table(items: list[Config]) -> Table:
-    """Every configuration's score over seeds, sorted by model, task and data size, best first."""
-    rows = []
-    scored = [(c, c.score()) for c in items if c.score() is not None]
-    scored.sort(key=lambda pair: (pair[0].model, pair[0].task, pair[0].n_train, pair[0].kind != "baseline",
-                                  -pair[1].mean))
-    for config, summary in scored:
-        rows.append([Cell(config.model, config.model), Cell(config.task, config.task),
-                     Cell(scale_name(config.scale), str(config.scale)), Cell(config.label, config.label),
-                     Cell(fmt_count(config.n_train), config.n_train), Cell(str(summary.n), summary.n),
-                     Cell(fmt(summary.mean), summary.mean), Cell(fmt(summary.std), summary.std),
-                     Cell(fmt(summary.low), summary.low), Cell(fmt(summary.high), summary.high)])
-    notes = ["Std is the sample standard deviation; the 95% interval is Student's t over seeds, clipped to the"
-             " metric's range (accuracy, F1 and ROUGE lie in [0, 1], MCC in [-1, 1]). Both need at least two"
-             " seeds (– otherwise)."]
-    randoms = sorted({c.model for c in items if random_weights(c.model)})
-    if randoms:
-        notes.append(f"{', '.join(randoms)}: {RANDOM_WEIGHTS}")
-    return Table("statistics", "Statistics over seeds", ["model", "task", "scale", "method", "n_train", "seeds",
-                 "mean", "std", "95% low", "95% high"], rows, notes)
-
-
-def significance_table(comparisons: list[Comparison]) -> Table:
-    rows = []
-    for c in comparisons:
-        p = c.paired
-        rows.append([Cell(c.model, c.model), Cell(scale_name(c.scale), str(c.scale)), Cell(c.task, c.task),
-                     Cell(c.first.label, c.first.label), Cell(c.second.label, c.second.label),
-                     Cell(fmt(p and p.difference), p and p.difference), Cell(fmt(p and p.low), p and p.low),
-                     Cell(fmt(p and p.high), p and p.high), Cell(fmt(p and p.p_value), p and p.p_value),
-                     Cell(c.verdict, c.verdict)])
-    return Table("significance", "Top two per block: paired bootstrap", ["model", "scale", "task", "first",
-                 "second", "difference", "95% low", "95% high", "p", "verdict"], rows,
-                 ["Resampling the shared test rows (per row: 0/1 correct for classification, ROUGE-L for"
-                  " generation, averaged over seeds) gives the interval of the difference in mean; where it"
-                  " contains 0 the two are not significantly different. Random-weight models are not tested."])
-
-
 def ablation_tables(items: list[Config]) -> list[Table]:
     """Pu et al. Tables 2-3: the families that have ablated variants, their scores and parameter counts."""
-    from peftbench.accounting import count
-
     tables = []
-    for (model, scale), block in _blocks(items).items():
+    for (model, scale), block in model_scale_blocks(items).items():
         families = {c.runs[0]["method"] for c in block if is_ablation(c.runs[0].get("method_options") or {})}
         chosen = [c for c in block if c.runs[0]["method"] in families]
         if not chosen:
@@ -209,11 +46,7 @@ def ablation_tables(items: list[Config]) -> list[Table]:
         for label in labels(chosen):
             found = {c.task: c for c in chosen if c.label == label}
             config = next(iter(found.values()))
-            try:
-                counted = count(model, config.method_spec, config.runs[0]["seed"])
-                added, changed = counted.added, counted.changed
-            except Exception:  # a model whose config cannot be read here: stored trainable counts only
-                added = changed = None
+            added, changed = config.first("added_params"), config.first("changed_params")
             trainable = config.first("trainable_params")
             rows.append([Cell(label, label), *[stat_cell(found[t].score()) if t in found else Cell("–")
                                                for t in tasks],
@@ -230,9 +63,9 @@ def ablation_tables(items: list[Config]) -> list[Table]:
     return tables
 
 
-def _trained_blocks(items: list[Config]):
+def _trainedmodel_scale_blocks(items: list[Config]):
     """(model, scale, trained configurations, their tasks) for each block that trained anything."""
-    for (model, scale), block in _blocks(items).items():
+    for (model, scale), block in model_scale_blocks(items).items():
         trained = [c for c in block if c.kind == "train"]
         if trained:
             yield model, scale, trained, list(dict.fromkeys(c.task for c in trained))
@@ -241,24 +74,24 @@ def _trained_blocks(items: list[Config]):
 def convergence_tables(items: list[Config]) -> list[Table]:
     """Pu et al. Table 4: best epoch and seconds to it, and full tuning's speed-up over the PEFT methods."""
     tables = []
-    for model, scale, trained, tasks in _trained_blocks(items):
+    for model, scale, trained, tasks in _trainedmodel_scale_blocks(items):
         rows, seconds = [], defaultdict(dict)
         for label in labels(trained):
             cells = [Cell(label, label)]
             for task in tasks:
-                found = _find(trained, label, task)
+                found = find_config(trained, label, task)
                 epoch = found.summary(lambda r: r.get("best_epoch")) if found else None
                 to_best = found.summary(lambda r: r.get("seconds_to_best")) if found else None
                 if to_best:
-                    seconds[task][label] = (found.method_spec, to_best.mean)
+                    seconds[task][label] = (found.is_reference, to_best.mean)
                 cells += [stat_cell(epoch, 1, count=True), stat_cell(to_best, 2)]
             rows.append(cells)
         for column in range(2, 2 * len(tasks) + 1, 2):  # an earlier best epoch is not better: no highlight
             mark_best(rows, column, higher=False, separated=True)
         speedup = [Cell("full tuning speed-up", "full tuning speed-up")]
         for task in tasks:
-            full = [s for spec, s in seconds[task].values() if spec == "full"]
-            peft = [s for spec, s in seconds[task].values() if spec != "full"]
+            full = [s for reference, s in seconds[task].values() if reference]
+            peft = [s for reference, s in seconds[task].values() if not reference]
             value = 1 - full[0] / (sum(peft) / len(peft)) if full and peft else None
             speedup += [Cell(""), Cell("–" if value is None else f"{value:.0%}", value)]
         rows.append(speedup)
@@ -274,12 +107,12 @@ def convergence_tables(items: list[Config]) -> list[Table]:
 def ratio_tables(items: list[Config]) -> list[Table]:
     """Pu et al. Tables 5-6: score per 100k trainable parameters and per minute to the best epoch."""
     tables = []
-    for model, scale, trained, tasks in _trained_blocks(items):
+    for model, scale, trained, tasks in _trainedmodel_scale_blocks(items):
         rows = []
         for label in labels(trained):
             cells = [Cell(label, label)]
             for task in tasks:
-                found = _find(trained, label, task)
+                found = find_config(trained, label, task)
                 cells += [stat_cell(found.summary(per_100k), 4), stat_cell(found.summary(per_minute), 3)] \
                     if found else [Cell("–"), Cell("–")]
             rows.append(cells)
@@ -324,7 +157,7 @@ def efficiency_tables(items: list[Config]) -> list[Table]:
         if config.kind == "train":
             by_model[config.model].append(config)
     for model, trained in by_model.items():
-        full = {(c.task, c.n_train): c for c in trained if c.method_spec == "full"}
+        full = {(c.task, c.n_train): c for c in trained if c.is_reference}
         rows = []
         for label in labels(trained):
             mine = [c for c in trained if c.label == label]
@@ -337,7 +170,8 @@ def efficiency_tables(items: list[Config]) -> list[Table]:
                          range_cell(shares, 3), stat_cell(memory, 2),
                          *[_throughput_ratio(mine, full, key) for key in ("train_tokens_per_s", "infer_tokens_per_s")],
                          stat_cell(mfu, 2)])
-        not_reference = [row[0].value != "full" for row in rows]  # full tuning's 100% is the yardstick
+        references = {c.label for c in trained if c.is_reference}
+        not_reference = [row[0].value not in references for row in rows]  # full tuning's 100% is the yardstick
         mark_best(rows, 3, higher=False, separated=True)
         mark_best(rows, 4, eligible=not_reference, separated=True)
         mark_best(rows, 5, eligible=not_reference, separated=True)
@@ -376,9 +210,10 @@ def prediction_tables(items: list[Config]) -> list[Table]:
     predicted, for classification by a text-to-text model (which can answer outside the labels)."""
     tables = []
     blocks: dict[tuple, list[Config]] = defaultdict(list)
+    generative = _generative(items)
     for c in items:
         counts = c.runs[0].get("metrics", {}).get("prediction_counts")
-        if counts and _generative(c.model):
+        if counts and c.model in generative:
             blocks[(c.model, c.task, c.scale)].append(c)
     for (model, task, scale), block in blocks.items():
         answers = answer_order(block[0].runs[0]["metrics"]["prediction_counts"])
@@ -401,18 +236,15 @@ def prediction_tables(items: list[Config]) -> list[Table]:
 
 def answer_order(counts: dict) -> list[str]:
     """The labels, then '<other>' last (the store keeps them sorted, which puts '<other>' first)."""
-    from peftbench.evaluate import OTHER
-
     return [*(answer for answer in counts if answer != OTHER), *([OTHER] if OTHER in counts else [])]
 
 
-def _generative(model: str) -> bool:
-    from peftbench.models import model_family, resolve
-
-    try:
-        return model_family(resolve(model)) != "encoder"
-    except Exception:  # config not readable here (e.g. offline, uncached hub model): show its counts anyway
-        return True
+def _generative(items: list[Config]) -> set[str]:
+    """The models whose runs recorded a family that generates (decoder, seq2seq), or recorded none."""
+    families: dict[str, set] = defaultdict(set)
+    for config in items:
+        families[config.model] |= {run.get("family") for run in config.runs}
+    return {model for model, found in families.items() if found - {None} != {"encoder"}}
 
 
 def all_tables(rows: list[dict]) -> tuple[list[Table], list[Config], list[Comparison]]:

@@ -1,0 +1,101 @@
+"""What every `peftbench` command shares: the Typer app, the common flags and choices, and the output helpers
+(tables within the terminal's width, JSON on stdout)."""
+
+import json
+import math
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from peftbench.errors import UserError
+
+HELP = """The `peftbench` command line. Every command takes --json and then prints JSON only on stdout;
+progress goes to stderr. User mistakes print one line and exit with code 2."""
+app = typer.Typer(add_completion=False, no_args_is_help=False, help=HELP)
+DEFAULT_STORE = Path("peftbench-results/results.db")
+JsonFlag = Annotated[bool, typer.Option("--json", help="print machine-readable JSON only")]
+StoreOption = Annotated[Path, typer.Option("--store", help="SQLite results store")]
+
+
+class ExecutorKind(str, Enum):
+    local = "local"
+    ray = "ray"
+
+
+class Device(str, Enum):
+    auto = "auto"
+    cpu = "cpu"
+    cuda = "cuda"
+
+
+WideFlag = Annotated[bool, typer.Option("--wide", help="every column, however wide (default: what fits)")]
+
+
+def stdout_console() -> Console:
+    """Console for tables: COLUMNS when set (piped too), else the terminal's width, else wide (a file)."""
+    from peftbench.terminal import console
+
+    return console()
+
+
+def show_view(title: str | None, view: tuple, wide: bool = False) -> None:
+    from peftbench.terminal import print_table
+
+    cols, rows, notes = view
+    print_table(title, cols, rows, wide=wide, notes=notes, out=stdout_console())
+
+
+def show_runs(title: str, rows: list[dict], wide: bool) -> None:
+    """Stored runs, one table per model and task, under a title line."""
+    from peftbench.report.runs import runs_views
+    from peftbench.terminal import print_table
+
+    out = stdout_console()
+    out.print(title, markup=False, highlight=False, style="bold")
+    views = runs_views(rows)
+    hidden = [print_table(heading, cols, lines, wide=wide, notes=notes, out=out, say_hidden=False)
+              for heading, cols, lines, notes in views]
+    for line in dict.fromkeys(line for line in hidden if line):
+        out.print(line, markup=False, highlight=False)
+    if not views:
+        out.print("no runs", markup=False, highlight=False)
+
+
+def finite(value):
+    """JSON has no Infinity or NaN: a diverged run's non-finite numbers are printed as null."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {key: finite(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite(item) for item in value]
+    return value
+
+
+def print_json(value) -> None:
+    sys.stdout.write(json.dumps(finite(value), indent=2, default=str, allow_nan=False) + "\n")
+
+
+def writable_folder(folder: Path, flag: str) -> None:
+    """Refuse an output folder that cannot be one before anything trains (not after the whole grid)."""
+    blocker = next((p for p in (folder, *folder.parents) if p.exists() and not p.is_dir()), None)
+    if blocker is not None:
+        raise UserError(f"{flag} '{folder}' cannot be a folder: '{blocker}' is a file, not a folder;"
+                        " pass a folder path")
+
+
+def summary_path(folder: Path, name: str, store: Path) -> Path:
+    """`NAME.md` beside the default store; `NAME@STORE.md` for another store, so that two stores in one
+    folder never overwrite each other's summaries (a suite name cannot contain '@')."""
+    return folder / (f"{name}.md" if store.name == DEFAULT_STORE.name else f"{name}@{store.stem}.md")
+
+
+
+
+class DType(str, Enum):
+    bf16 = "bf16"
+    fp32 = "fp32"

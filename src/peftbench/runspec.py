@@ -1,0 +1,129 @@
+"""A run's specification, typed and frozen, in the parts a run is made of: the model, the data, the method (its
+options validated by the method), the training settings (none for a baseline) and the evaluation, with the seed.
+`dump()` is its canonical form: the flat JSON-able dict that the store keeps, whose hash is the run id
+(peftbench.identity.spec_hash) and whose every field but the seed makes the configuration. The dump keeps the
+layout runs have been stored with (keys that are written only when set stay so), so that the ids of existing
+specs do not change (tests/test_run_ids.py pins them)."""
+
+from dataclasses import dataclass, replace
+
+from peftbench.config import steps_per_epoch
+from peftbench.identity import spec_hash
+from peftbench.methods.base import Options
+
+
+@dataclass(frozen=True)
+class ModelPart:
+    name: str
+    weights_dtype: str  # the master weights' dtype
+    bf16_autocast: bool  # on CUDA
+    cpu_bf16: str  # auto | on | off
+
+
+@dataclass(frozen=True)
+class DataPart:
+    task: str
+    source: str
+    scale: str | int
+    n_train: int | None  # None: a hub task's whole training set in a dry run, known once downloaded
+    split_seed: int
+    val_cap: int
+    test_cap: int
+    max_input_length: int
+    max_target_length: int
+    group_by_length: bool
+
+
+@dataclass(frozen=True)
+class MethodPart:
+    name: str
+    spec: str  # the canonical spelling (Method.canonical), or a baseline's name
+    options: Options | None  # validated by the method; None for a baseline
+
+
+@dataclass(frozen=True)
+class EvalPart:
+    mode: str  # generate | rank
+    merge_for_eval: bool
+
+
+@dataclass(frozen=True)
+class TrainPart:
+    """How a method trains (Pu et al. A.3's schedule, the budget, the sweep group), the learning rate None
+    while a sweep has still to choose it."""
+
+    lr: float | None
+    peak_factor: float
+    final_factor: float
+    warmup_ratio: float
+    epochs: int
+    batch_size: int
+    grad_accum: int
+    patience: int
+    max_minutes: float | None
+    weight_decay: float
+    max_grad_norm: float | None
+    fused_adamw: bool
+    budget: dict | None = None  # {usd, usd_per_hour, seconds}
+    gradient_checkpointing: bool = False
+    sharding: dict | None = None  # {strategy, processes} (peftbench.sharding)
+    sweep: dict | None = None  # {lrs, select_by, seeds, group}
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    model: ModelPart
+    data: DataPart
+    method: MethodPart
+    evaluation: EvalPart
+    seed: int | None  # None in a sweep's template, before its seeds are planned
+    train: TrainPart | None = None  # None: a baseline, evaluated untrained
+
+    @property
+    def steps_per_epoch(self) -> int | None:
+        """Optimizer steps per epoch (None for a baseline, or while the training size is unknown)."""
+        if self.train is None or self.data.n_train is None:
+            return None
+        return steps_per_epoch(self.data.n_train, self.train.batch_size, self.train.grad_accum)
+
+    @property
+    def total_steps(self) -> int | None:
+        return None if self.steps_per_epoch is None else self.steps_per_epoch * self.train.epochs
+
+    @property
+    def run_id(self) -> str:
+        return spec_hash(self.dump())
+
+    def at(self, lr: float, seed: int) -> "RunSpec":
+        """This training spec at a learning rate and a seed."""
+        return replace(self, seed=seed, train=replace(self.train, lr=lr))
+
+    def dump(self) -> dict:
+        """The flat spec the store keeps and the run id hashes. Optional training keys appear only when set,
+        as in every spec stored before they existed (budget, gradient_checkpointing on, sharding, sweep); the lr and the
+        seed only once chosen."""
+        model, data, method, evaluation, train = self.model, self.data, self.method, self.evaluation, self.train
+        spec = {"model": model.name, "task": data.task, "task_source": data.source, "scale": data.scale,
+                "n_train": data.n_train, "split_seed": data.split_seed, "val_cap": data.val_cap,
+                "test_cap": data.test_cap, "eval": evaluation.mode, "group_by_length": data.group_by_length,
+                "max_input_length": data.max_input_length, "max_target_length": data.max_target_length,
+                "merge_for_eval": evaluation.merge_for_eval, "bf16_autocast": model.bf16_autocast,
+                "cpu_bf16": model.cpu_bf16, "weights_dtype": model.weights_dtype, "method": method.name,
+                "method_spec": method.spec,
+                "method_options": method.options.model_dump() if method.options is not None else {}}
+        if train is not None:
+            spec.update({"peak_factor": train.peak_factor, "final_factor": train.final_factor,
+                         "warmup_ratio": train.warmup_ratio, "epochs": train.epochs, "batch_size": train.batch_size,
+                         "grad_accum": train.grad_accum, "patience": train.patience,
+                         "max_minutes": train.max_minutes, "weight_decay": train.weight_decay,
+                         "max_grad_norm": train.max_grad_norm, "fused_adamw": train.fused_adamw})
+            spec.update({key: value for key, value in (("budget", train.budget), ("sweep", train.sweep)) if value})
+            if train.gradient_checkpointing:
+                spec["gradient_checkpointing"] = True
+            if train.sharding:
+                spec["sharding"] = train.sharding
+            if train.lr is not None:
+                spec["lr"] = train.lr
+        if self.seed is not None:
+            spec["seed"] = self.seed
+        return spec
