@@ -10,7 +10,8 @@ from peftbench.artifacts import folder_of, load_tensors
 from peftbench.data import IGNORE
 from peftbench.errors import UserError
 from peftbench.memory import MemorySettings, plan_memory
-from peftbench.sharding import Ranks, resources
+from peftbench.ranks import Ranks
+from peftbench.sharding import resources
 
 # Sharded and unsharded steps differ by float32 rounding only (the gradient is summed in another order): the
 # curves agree to about 1e-6. In float32 (cpu_bf16 off): under bf16 autocast each rank's smaller matrix products

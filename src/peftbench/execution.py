@@ -147,7 +147,7 @@ def execute_train(spec: dict, task: TaskSpec, splits: Splits, device: torch.devi
                   on_step: Callable[[int, int, float | None], None] | None = None, save: SavePolicy = "none") -> dict:
     started = time.perf_counter()
     # A sharded run (the suite's `sharding`) trains in processes of its own and comes back unsharded.
-    trains = train_sharded if processes(spec) > 1 else _train_here
+    trains = functools.partial(train_sharded, build_task_model=build_task_model) if processes(spec) > 1 else _train_here
     task_model, train_examples, trained, measured = trains(spec, task, splits, device, on_step)
     counts = parameter_counts(task_model.model)
     tensors, not_kept = _kept_tensors(task_model, spec["method"], save)  # the best epoch's, as evaluated

@@ -23,10 +23,8 @@ its processes use what Ray gave it. Not sharded: evaluation (one device holds th
 (each process loads the whole model before sharding it, so host memory must hold N copies for a moment)."""
 
 import dataclasses
-import math
 import signal
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -34,7 +32,6 @@ import torch.distributed as dist
 from torch import nn
 
 from peftbench.architectures import layer_modules
-from peftbench.data import IGNORE
 from peftbench.errors import UserError
 
 RESULT_FILE = "rank0.pt"  # what rank 0 hands back: the training result, trained tensors, every rank's peak
@@ -74,46 +71,6 @@ def refuse_unplaceable(grid, device: torch.device) -> None:
                         f" set sharding.processes to at most {torch.cuda.device_count()} or run with --device cpu")
 
 
-def _loss_terms(batch: dict[str, torch.Tensor], family: str) -> int:
-    """What the batch's loss averages over: examples (a classification head), target tokens (seq2seq), or
-    target tokens after the shift to next-token prediction (a decoder's loss drops each row's first label)."""
-    if family == "encoder":
-        return len(batch["labels"])
-    labels = batch["labels"][:, 1:] if family == "decoder" else batch["labels"]
-    return int((labels != IGNORE).sum())
-
-
-@dataclass(frozen=True)
-class Ranks:
-    """This process's place among the run's processes, and the collectives the training loop needs."""
-
-    rank: int
-    size: int
-    device: torch.device
-
-    def part(self, batch: dict[str, torch.Tensor], family: str) -> tuple[dict[str, torch.Tensor], float]:
-        """This rank's consecutive rows of a collated batch (padded as the whole batch is) and its share of the
-        batch's loss terms. A rank left without rows (a last batch shorter than the ranks) runs one row
-        weighted 0: every rank must run every forward and backward pass, whose collectives the others await."""
-        rows = len(batch["input_ids"])
-        chunk = math.ceil(rows / self.size)
-        start = min(self.rank * chunk, rows)
-        stop = min(start + chunk, rows)
-        if start == stop:
-            return {key: value[:1] for key, value in batch.items()}, 0.0
-        own = {key: value[start:stop] for key, value in batch.items()}
-        return own, _loss_terms(own, family) / _loss_terms(batch, family)
-
-    def total(self, value: torch.Tensor) -> torch.Tensor:
-        """The sum of a tensor over the ranks."""
-        summed = value.detach().clone()
-        dist.all_reduce(summed)
-        return summed
-
-    def any(self, flag: bool) -> bool:
-        return bool(self.total(torch.tensor(float(flag), device=self.device)) > 0)
-
-
 def shard(model: nn.Module, backbone: nn.Module, mesh) -> None:
     """FSDP2 over `model`: each transformer layer of `backbone` its own unit (gathered while it runs), the rest
     (embeddings, output layer, a method's tensors outside the layers, a classification head) the root unit.
@@ -133,14 +90,14 @@ def _no_rows():
     raise RuntimeError("a sharded run's processes get their rows from the process that started them")
 
 
-def _worker(rank: int, size: int, spec: dict, task, train_rows: list, val_rows: list, device_type: str,
-            threads: int, folder: str, queue) -> None:
+def _worker(rank: int, size: int, spec: dict, task, build_task_model, train_rows: list, val_rows: list,
+            device_type: str, threads: int, folder: str, queue) -> None:
     """One process of a sharded run (torch.multiprocessing calls it with its rank first)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the starting process decides when a run stops, and stops us
     from torch.distributed.device_mesh import init_device_mesh
 
-    from peftbench.execution import build_task_model
     from peftbench.measure import PeakMemory
+    from peftbench.ranks import Ranks
     from peftbench.train import TrainSettings, train
 
     torch.set_num_threads(threads)
@@ -185,13 +142,13 @@ def _failure(error: Exception) -> ShardedRunError:
                            else f"a process of the sharded run failed: {last.strip()}")
 
 
-def train_sharded(spec: dict, task, splits, device: torch.device, on_step=None):
+def train_sharded(spec: dict, task, splits, device: torch.device, on_step=None, *, build_task_model):
     """Train one run over processes(spec) processes; returns (the trained task model, unsharded, on `device`;
     its encoded training examples; the training result; the peak memory summed over the ranks and each
-    rank's), as execution's unsharded training does."""
+    rank's), as execution's unsharded training does. `build_task_model(spec, task, method)` is execution's
+    (handed in, a module-level function that pickles by name, so this module stays below execution)."""
     from torch.multiprocessing import ProcessExitedException, ProcessRaisedException, get_context, start_processes
 
-    from peftbench.execution import build_task_model
     from peftbench.interrupts import check_stop
     from peftbench.train import TrainResult
 
@@ -204,7 +161,7 @@ def train_sharded(spec: dict, task, splits, device: torch.device, on_step=None):
     portable = dataclasses.replace(task, load=_no_rows)  # a task's loader need not pickle; its rows go as they are
     with tempfile.TemporaryDirectory(prefix="peftbench-fsdp-") as folder:
         queue = get_context("spawn").SimpleQueue()
-        context = start_processes(_worker, args=(size, spec, portable, *rows, device.type, threads, folder, queue),
+        context = start_processes(_worker, args=(size, spec, portable, build_task_model, *rows, device.type, threads, folder, queue),
                                   nprocs=size, join=False, daemon=True, start_method="spawn")
 
         def relay() -> None:

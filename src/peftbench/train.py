@@ -15,7 +15,7 @@ from peftbench.data import batch_order, collate, count_tokens
 from peftbench.evaluate import TaskModel, autocast, batch_loss, mean_loss, to_device
 
 if TYPE_CHECKING:
-    from peftbench.sharding import Ranks
+    from peftbench.ranks import Ranks
 
 
 class DivergedError(RuntimeError):
