@@ -120,10 +120,11 @@ def suites_view(suites: dict) -> tuple[list[Col], list[list[str]], list[str]]:
     return cols, rows, notes
 
 
-def dry_run_view(grid, stored: list[dict], device, target) -> tuple[dict, list[str]]:
+def dry_run_view(grid, stored: list[dict], device, target, plan_memory: bool = True) -> tuple[dict, list[str]]:
     """A dry run's grid as JSON and as lines: the runs (marked when already stored), the seeds that wait for
-    their sweep, and the estimated time on this device. Hub tasks are not downloaded for it, so their runs
-    show the scale's nominal size (n<=N) and no final id."""
+    their sweep, the estimated time on this device and, unless `plan_memory` is off, each training run's
+    memory plan against `target`. Hub tasks are not downloaded for it, so their runs show the scale's nominal
+    size (n<=N) and no final id."""
     from peftbench.estimate import estimate
     from peftbench.memory import GB
     from peftbench.memory_grids import grid_memory
@@ -133,7 +134,7 @@ def dry_run_view(grid, stored: list[dict], device, target) -> tuple[dict, list[s
     guess = estimate(grid, stored, device)
     waiting = [{**f.template, "lr": "chosen by sweep", "seed": seed, "kind": "train"}
                for f in grid.follow_ups for seed in f.sweep["seeds"][1:]]
-    plans = grid_memory(grid, target)
+    plans = grid_memory(grid, target) if plan_memory else [None] * (len(grid.runs) + len(waiting))
 
     def memory(plan) -> dict | None:
         if isinstance(plan, str):
@@ -152,7 +153,8 @@ def dry_run_view(grid, stored: list[dict], device, target) -> tuple[dict, list[s
     unknown = len(todo) - len(known)
     at_most, typical = sum(a for a, _ in known), sum(t for _, t in known)
     data = {"suite": grid.suite.name, "size": grid.size, "runs": runs, "after_sweep": waiting,
-            "memory_target": {"kind": target.kind, "capacity_bytes": target.capacity, "label": target.label},
+            "memory_target": {"kind": target.kind, "capacity_bytes": target.capacity, "label": target.label,
+                              "planned": plan_memory},
             "estimate": {"seconds": at_most, "typical_seconds": typical, "device": str(device), "basis": guess.basis,
                          "runs_not_estimated": unknown, "per_run_seconds": guess.at_most,
                          "per_run_typical_seconds": guess.typical}}
@@ -187,7 +189,7 @@ def dry_run_view(grid, stored: list[dict], device, target) -> tuple[dict, list[s
     unfit = sum(1 for entry in [*runs, *waiting] if entry["memory"] and entry["memory"]["fits"] is False)
     lines.append(f"memory: planned peak training memory against {target.label}"
                  + (f"; {unfit} run(s) DO NOT FIT (see `peftbench memory` for the options)" if unfit else
-                    "; every training run fits"))
+                    "; every training run fits") if plan_memory else "memory: not planned (--no-memory-plan)")
     lines.append("lr: where warm-up starts → its peak (lr × peak_factor) → where annealing ends.")
     return data, lines
 

@@ -37,6 +37,9 @@ def run(
     device: Annotated[Device, typer.Option("--device", help="where to train")] = Device.auto,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="print the expanded grid and its estimated time,"
                                           " train nothing")] = False,
+    no_memory_plan: Annotated[bool, typer.Option(
+        "--no-memory-plan", help="dry run: skip each run's memory plan (seconds per model x method on an 11B"
+                                 " model)")] = False,
     executor: Annotated[ExecutorKind, typer.Option("--executor", help="run here one at a time, or as Ray tasks")]
     = ExecutorKind.local,
     ray_address: Annotated[str | None, typer.Option(
@@ -82,7 +85,7 @@ def run(
     chosen_device = pick_device(device.value)
     target = device_target(chosen_device, gpu_memory_gb)
     if dry_run:
-        _print_grid(grid, read_rows(store), chosen_device, target, as_json)
+        _print_grid(grid, read_rows(store), chosen_device, target, as_json, plan_memory=not no_memory_plan)
         return
     if target.kind == "cuda":  # a run that cannot fit is refused before any weights load or the store opens
         refuse_unfit(grid, target)
@@ -128,10 +131,10 @@ def run(
                     f" '{filed_as}' in the store)", markup=False, highlight=False)
 
 
-def _print_grid(grid, stored: list[dict], device, target, as_json: bool) -> None:
+def _print_grid(grid, stored: list[dict], device, target, as_json: bool, plan_memory: bool) -> None:
     from peftbench.views import dry_run_view
 
-    data, lines = dry_run_view(grid, stored, device, target)
+    data, lines = dry_run_view(grid, stored, device, target, plan_memory)
     if as_json:
         print_json(data)
         return
