@@ -133,7 +133,7 @@ def fits_table() -> str:
                     " (run's CUDA defaults)\n",
                     "| method | planned peak (GB) | with checkpointing (GB) | " + " | ".join(f"{g} GB" for g in GPU_SIZES)
                     + " |", "|---|---|---|" + "---|" * len(GPU_SIZES)]
-            for spec in suite.methods:
+            for spec in suite.methods_for(model):  # with the suite's per-size method_overrides
                 settings = run_settings({"model": model, "method_spec": spec, "batch_size": suite.batch_size,
                                          "max_input_length": suite.max_input_length,
                                          "max_target_length": suite.max_target_length,
