@@ -161,7 +161,7 @@ def test_dry_run_shows_each_training_runs_plan_and_whether_it_fits(tmp_path):
     assert all(run["memory"] is None for run in planned["runs"] if run["kind"] == "baseline")
     elsewhere = run_json("run", suite, "--store", tmp_path / "r.db", "--dry-run", "--json", "--gpu-memory-gb", "0.0005")
     assert elsewhere["memory_target"] == {"kind": "cuda", "capacity_bytes": 0.0005e9,
-                                          "label": "a GPU of 0.0005 GB (--gpu-memory-gb)"}
+                                          "label": "a GPU of 0.0005 GB (--gpu-memory-gb)", "planned": True}
     assert [run["memory"]["fits"] for run in elsewhere["runs"] if run["kind"] == "train"] == [False, False]
     code, text, _ = run_cli("run", suite, "--store", tmp_path / "r.db", "--dry-run", "--gpu-memory-gb", "0.0005")
     assert code == 0 and "DOES NOT FIT" in text and "2 run(s) DO NOT FIT" in text
