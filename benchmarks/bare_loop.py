@@ -212,8 +212,10 @@ def peftbench_worker(args) -> dict:
     from peftbench.config import Suite
     from peftbench.data import Splits, collate
     from peftbench.evaluate import autocast, batch_loss, to_device
+    from peftbench.execution import build_task_model, execute_train
     from peftbench.measure import device_name
-    from peftbench.runner import Overrides, build_task_model, execute_train, plan
+    from peftbench.planning import Overrides, plan
+    from peftbench.runspec import RunSpec
 
     device = _device(args.device)
     # The spec exactly as `peftbench run` would make it for this one grid point.
@@ -234,7 +236,7 @@ def peftbench_worker(args) -> dict:
     splits = Splits(train=full.train, val=full.val[:SMALL_EVAL_ROWS], test=full.test[:SMALL_EVAL_ROWS])
 
     # One untimed warm-up step on a throw-away model, through peftbench's own model and batch code.
-    warm = build_task_model(spec, task, spec["method"])
+    warm = build_task_model(RunSpec.load(spec), task)
     warm.model.to(device).train()
     rows = splits.train[:spec["n_train"]]
     first = _epoch_batches(len(rows), spec["batch_size"], 1)[0]

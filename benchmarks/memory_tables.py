@@ -122,7 +122,7 @@ def _cheapest(plan, capacity: float) -> str:
 
 
 def fits_table() -> str:
-    from peftbench.config import load_suite
+    from peftbench.suite_files import load_suite
 
     out = []
     for suite_name, models in FIT_SUITES:

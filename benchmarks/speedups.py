@@ -38,8 +38,10 @@ EVAL_SIDES = ("per_example", "batched", "batched_merged")
 def eval_worker(args) -> dict:
     from peftbench.config import Suite
     from peftbench.evaluate import generate, match_label
+    from peftbench.execution import EVAL_BATCH_FACTOR, build_task_model, merged_for_eval, pick_device
     from peftbench.measure import device_name
-    from peftbench.runner import EVAL_BATCH_FACTOR, Overrides, build_task_model, merged_for_eval, pick_device, plan
+    from peftbench.planning import Overrides, plan
+    from peftbench.runspec import RunSpec
 
     device = pick_device(args.device)
     suite = Suite(name="speedups", models=[args.model], tasks=[args.task], methods=[args.method], scales=[16],
@@ -48,7 +50,7 @@ def eval_worker(args) -> dict:
     the_plan = plan(suite, Overrides())
     (run,) = the_plan.runs
     task, rows = the_plan.tasks[args.task], the_plan.splits[args.task].test
-    task_model = build_task_model(run.spec, task, run.spec["method"])
+    task_model = build_task_model(RunSpec.load(run.spec), task)
     task_model.model.to(device)
     if args.worker == "per_example":
         evaluated, batch_size, max_new_tokens = task_model, 1, run.spec["max_target_length"]

@@ -11,11 +11,8 @@ from peftbench.evaluate import batch_loss
 from peftbench.memory import MemorySettings, plan_memory
 from peftbench.execution import build_task_model
 from peftbench.planning import plan
+from peftbench.runspec import single_run
 from peftbench.tasks import get_task
-
-SPEC = {"seed": 0, "max_input_length": 16, "max_target_length": 4, "group_by_length": False, "bf16_autocast": False,
-        "cpu_bf16": "off", "batch_size": 4, "grad_accum": 1, "epochs": 1, "n_train": 4}
-
 
 def _suite(**fields) -> Suite:
     return Suite(name="ckpt", models=["config:tiny-t5"], tasks=["bbc_topic"], methods=["lora"], scales=[8],
@@ -34,8 +31,9 @@ def test_the_key_is_in_the_spec_only_when_on_so_stored_ids_stay():
 
 def _loss_grads_and_saved_bytes(model_name: str, method: str, checkpointing: bool):
     task = get_task("bbc_topic")
-    spec = {**SPEC, "model": model_name, "method_spec": method, "gradient_checkpointing": checkpointing}
-    task_model = build_task_model(spec, task, method.split("[")[0])
+    spec = single_run(model_name, method, n_train=4, batch_size=4, max_input_length=16, max_target_length=4,
+                      gradient_checkpointing=checkpointing)
+    task_model = build_task_model(spec, task)
     rows = [{"headline": f"Markets rise {i}", "opening": "Traders bought shares again today.", "topic": "business"}
             for i in range(4)]
     from peftbench.data import collate

@@ -1,6 +1,7 @@
 import pytest
 
-from peftbench.config import MethodSpec, Suite, load_suite, scale_bucket
+from peftbench.config import MethodSpec, Suite, scale_bucket
+from peftbench.suite_files import load_suite
 from peftbench.errors import UserError
 
 

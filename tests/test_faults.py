@@ -20,6 +20,7 @@ from peftbench.data import make_splits
 from peftbench.evaluate import evaluate
 from peftbench.interrupts import STOP, RunInterrupted
 from peftbench.execution import build_task_model
+from peftbench.runspec import single_run
 from peftbench.store import SCHEMA_VERSION
 from peftbench.tasks import get_task
 
@@ -261,9 +262,9 @@ def test_signals_while_training_store_the_run_as_interrupted(tmp_path, signals, 
 
 def test_a_stop_request_during_evaluation_interrupts_the_run():
     task = get_task("bbc_topic")
-    spec = {"model": "config:tiny-bert", "seed": 0, "method_spec": "lora", "max_input_length": 32,
-            "max_target_length": 4, "group_by_length": True, "bf16_autocast": False}
-    task_model = build_task_model(spec, task, "lora")
+    spec = single_run("config:tiny-bert", "lora", n_train=8, batch_size=4, max_input_length=32, max_target_length=4,
+                      group_by_length=True)
+    task_model = build_task_model(spec, task)
     rows = make_splits(task, task.load(), 0, 8, 8).test
     STOP.set()
     try:

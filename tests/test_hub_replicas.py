@@ -134,19 +134,17 @@ def test_adamw_over_fp16_weights_overflows():
 @pytest.mark.parametrize("name", ["opt-float16", "llama-bfloat16"])
 def test_full_tuning_of_a_half_precision_checkpoint_trains_and_moves_the_weights(checkpoints, hub_cache, name):
     from peftbench.execution import build_task_model
-    from peftbench.train import TrainSettings, train
+    from peftbench.runspec import single_run
+    from peftbench.train import train
 
     task = get_task("boolq")
     splits = make_splits(task, task.load(), split_seed=0, val_cap=8, test_cap=8)
-    spec = {"model": str(checkpoints[name]), "seed": 0, "method_spec": "full", "max_input_length": 96,
-            "max_target_length": 4, "group_by_length": True, "bf16_autocast": True, "weights_dtype": "float32",
-            "n_train": 16, "batch_size": 8, "grad_accum": 1, "epochs": 2}
-    task_model = build_task_model(spec, task, "full")
+    spec = single_run(str(checkpoints[name]), "full", n_train=16, batch_size=8, epochs=2, lr=1e-3,
+                      max_input_length=96, max_target_length=4, group_by_length=True)
+    task_model = build_task_model(spec, task)
     before = {key: value.detach().clone() for key, value in task_model.model.state_dict().items()}
     examples = [task_model.encoder.encode(row) for row in splits.train_at(16)]
-    settings = TrainSettings(lr=1e-3, peak_factor=1.0, final_factor=1.0, warmup_ratio=0.0, epochs=2, batch_size=8,
-                             grad_accum=1, patience=5, seed=0)
-    result = train(task_model, examples, [task_model.encoder.encode(row) for row in splits.val], settings)
+    result = train(task_model, examples, [task_model.encoder.encode(row) for row in splits.val], spec.train, spec.seed)
     assert all(torch.isfinite(torch.tensor(epoch["train_loss"])) for epoch in result.curve)
     after = task_model.model.state_dict()
     assert {value.dtype for value in after.values() if value.is_floating_point()} == {torch.float32}

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from conftest import run_json, write_suite
 
-from peftbench.config import load_suite
+from peftbench.suite_files import load_suite
 from peftbench.configurations import configs
 from peftbench.planning import plan
 from peftbench.store import SCHEMA_VERSION, Store, read_rows

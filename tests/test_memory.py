@@ -8,7 +8,8 @@ from conftest import run_cli, run_json, write_suite
 
 from peftbench.accounting import count
 from peftbench.heads import MeanPoolClassifier
-from peftbench.memory import GB, MemorySettings, fit_options, plan_memory, saved_tensor_bytes
+from peftbench.memory import GB, MemorySettings, fit_options, plan_memory
+from peftbench.memory_trace import saved_tensor_bytes
 from peftbench.methods import METHODS
 from peftbench.config import MethodSpec
 from peftbench.methods.base import Context
@@ -185,12 +186,12 @@ def test_a_run_that_cannot_fit_is_refused_before_anything_loads(tmp_path):
 
 
 def test_a_forward_pass_that_fails_is_one_line_in_memory_and_not_planned_in_a_dry_run(tmp_path, monkeypatch):
-    import peftbench.memory as memory
+    import peftbench.memory_trace as memory_trace
 
     def fails(*args, **kwargs):
         raise RuntimeError("Sizes of tensors must match except in dimension 1\nmore detail")
 
-    monkeypatch.setattr(memory, "saved_tensor_bytes", fails)
+    monkeypatch.setattr(memory_trace, "saved_tensor_bytes", fails)
     code, out, err = run_cli("memory", "config:tiny-opt", "--method", "lora", "--seq-len", "8")
     assert code == 2 and out == "" and len(err.strip().splitlines()) == 1
     assert "cannot plan the memory of config:tiny-opt · lora" in err and "Sizes of tensors must match" in err

@@ -1,6 +1,8 @@
 """Every method on every architecture family: exact trainable counts, only the method's parameters move,
 frozen weights stay bit-identical, and training lowers the loss."""
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -12,7 +14,8 @@ from peftbench.evaluate import mean_loss
 from peftbench.methods import METHODS
 from peftbench.execution import build_task_model
 from peftbench.tasks import get_task
-from peftbench.train import TrainSettings, train
+from peftbench.runspec import flat_schedule, single_run
+from peftbench.train import train
 
 # Exact trainable counts on the tiny configs (d=32, ffn 64, 2 layers, bbc_topic's 5 labels on BERT).
 # LoRA r=8 on a 32x32 projection adds 8*(32+32)=512; T5 has q,v in 2 encoder self-attentions and
@@ -27,18 +30,14 @@ EXPECTED_TRAINABLE = {
 }
 
 
-def _settings(**overrides) -> TrainSettings:
-    values = dict(lr=3e-3, peak_factor=1.0, final_factor=1.0, warmup_ratio=0.0, epochs=3, batch_size=4,
-                  grad_accum=1, patience=5, seed=0)
-    values.update(overrides)
-    return TrainSettings(**values)
+SETTINGS = flat_schedule(lr=3e-3, epochs=3, batch_size=4)
 
 
 def _prepared(model: str, method: str):
     task = get_task("bbc_topic")
-    spec = {"model": model, "seed": 0, "method_spec": method, "max_input_length": 32, "max_target_length": 8,
-            "group_by_length": True, "bf16_autocast": True}
-    task_model = build_task_model(spec, task, MethodSpec.parse(method).name)
+    spec = single_run(model, method, n_train=12, batch_size=SETTINGS.batch_size, epochs=SETTINGS.epochs,
+                      max_input_length=32, max_target_length=8, group_by_length=True)
+    task_model = build_task_model(spec, task)
     splits = make_splits(task, task.load(), split_seed=0, val_cap=8, test_cap=8)
     encode = task_model.encoder.encode
     return task_model, [encode(r) for r in splits.train[:12]], [encode(r) for r in splits.val]
@@ -59,7 +58,7 @@ def test_only_method_parameters_change(model, method):
         assert count == EXPECTED_TRAINABLE[(model, method)]
 
     loss_before = mean_loss(task_model, train_examples, batch_size=4)
-    train(task_model, train_examples, val_examples, _settings())
+    train(task_model, train_examples, val_examples, SETTINGS, seed=0)
     loss_after = mean_loss(task_model, train_examples, batch_size=4)
 
     after = dict(task_model.model.named_parameters())
@@ -92,7 +91,7 @@ def test_early_stopping_restores_the_best_epoch(monkeypatch):
         return next(losses)
 
     monkeypatch.setattr("peftbench.train.mean_loss", fake_val_loss)
-    result = train(task_model, train_examples, val_examples, _settings(epochs=6, patience=2))
+    result = train(task_model, train_examples, val_examples, dataclasses.replace(SETTINGS, epochs=6, patience=2), seed=0)
     assert (result.best_epoch, result.stopped_by, len(result.curve)) == (2, "early_stopping", 4)
     final = {n: p for n, p in task_model.model.named_parameters() if p.requires_grad}
     assert all(torch.equal(final[n], snapshots[1][n]) for n in final)

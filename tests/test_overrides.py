@@ -8,7 +8,7 @@ import pytest
 import yaml
 from conftest import run_cli, run_json, write_suite
 
-from peftbench.config import builtin_suites, load_suite
+from peftbench.suite_files import builtin_suites, load_suite
 
 
 def dry(*args) -> dict:

@@ -8,7 +8,8 @@ import torch
 from transformers import T5Config, T5ForConditionalGeneration
 
 from conftest import run_cli
-from peftbench.config import MethodSpec, load_suite
+from peftbench.config import MethodSpec
+from peftbench.suite_files import load_suite
 from peftbench.methods import METHODS
 from peftbench.methods.base import Context
 
@@ -104,7 +105,7 @@ def test_lialin_suites_run_the_configurations_counted(suite):
     """The suites' specs are the counted ones: LoRA with the survey's alpha 8 (not peftbench's 16), KronA as
     PEFT LoKr's defaults, the AdapterHub adapters with their defaults; the per-size specs on the hub
     checkpoints as on their configs."""
-    from peftbench.config import load_suite
+    from peftbench.suite_files import load_suite
 
     loaded = load_suite(suite)
     assert set(LIALIN_TABLE_5) <= set(loaded.methods)

@@ -6,7 +6,7 @@ import math
 import pytest
 from conftest import run_cli, run_json, write_suite
 
-from peftbench.config import builtin_suites, load_suite
+from peftbench.suite_files import builtin_suites, load_suite
 
 
 def _train_rows(store):

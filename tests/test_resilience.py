@@ -138,7 +138,7 @@ def test_ray_executor_gives_the_rows_of_the_local_one(tmp_path):
 def test_a_ray_run_whose_worker_dies_is_retried_once(tmp_path):
     import ray
 
-    from peftbench.config import load_suite
+    from peftbench.suite_files import load_suite
     from peftbench.executors import execute_on_worker, ray_executor
     from peftbench.planning import plan
     from peftbench.runner import execute

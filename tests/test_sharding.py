@@ -99,7 +99,7 @@ def test_the_key_is_typed_recorded_only_when_set_and_refused_where_it_cannot_wor
 
 def test_more_processes_than_gpus_is_refused_before_the_store_opens(tmp_path, monkeypatch):
     from peftbench.planning import plan
-    from peftbench.config import load_suite
+    from peftbench.suite_files import load_suite
     from peftbench.sharding import refuse_unplaceable
 
     grid = plan(load_suite(str(write_suite(tmp_path / "s.json", sharding={"processes": 4}))), load_data=False)

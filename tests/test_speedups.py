@@ -18,18 +18,18 @@ from peftbench.methods.base import Context, keep_model, merged_copy
 from peftbench.models import load_model
 from peftbench.execution import build_task_model, merged_for_eval
 from peftbench.tasks import get_task
-from peftbench.train import TrainSettings, train
+from peftbench.runspec import flat_schedule, single_run
+from peftbench.train import train
 
-SETTINGS = TrainSettings(lr=3e-3, peak_factor=1.0, final_factor=1.0, warmup_ratio=0.0, epochs=3, batch_size=4,
-                         grad_accum=1, patience=5, seed=0)
+SETTINGS = flat_schedule(lr=3e-3, epochs=3, batch_size=4)
 MERGE_SPECS = {"bitfit": "bitfit[add_bias=true]"}
 
 
 def _prepared(model: str, method: str, n_train: int = 24):
     task = get_task("bbc_topic")
-    spec = {"model": model, "seed": 0, "method_spec": method, "max_input_length": 48, "max_target_length": 8,
-            "group_by_length": True, "bf16_autocast": True}
-    task_model = build_task_model(spec, task, MethodSpec.parse(method).name)
+    spec = single_run(model, method, n_train=n_train, batch_size=SETTINGS.batch_size, epochs=SETTINGS.epochs,
+                      max_input_length=48, max_target_length=8, group_by_length=True)
+    task_model = build_task_model(spec, task)
     for module in task_model.model.modules():
         if isinstance(module, nn.Dropout):
             module.p = 0.0  # dropout draws depend on tensor shapes, so padding would change them
@@ -65,7 +65,7 @@ def test_length_grouping_changes_only_padding(model, monkeypatch):
 
         if wide:
             monkeypatch.setattr(train_module, "collate", wide_collate)
-        curves.append(train(task_model, train_examples, val_examples, SETTINGS).curve)
+        curves.append(train(task_model, train_examples, val_examples, SETTINGS, seed=0).curve)
         monkeypatch.undo()
     for tight, padded in zip(*curves, strict=True):
         assert abs(tight["train_loss"] - padded["train_loss"]) < 1e-3
@@ -117,7 +117,7 @@ def test_merged_copy_matches_and_leaves_the_model_untouched(name, model_name):
                                           ("config:tiny-llama", "lora")])
 def test_merged_evaluation_gives_the_same_predictions(model, method):
     task_model, train_examples, val_examples, test_rows = _prepared(model, method)
-    train(task_model, train_examples, val_examples, dataclasses.replace(SETTINGS, epochs=1))
+    train(task_model, train_examples, val_examples, dataclasses.replace(SETTINGS, epochs=1), seed=0)
     merged = merged_for_eval(task_model, method)
     assert merged is not task_model and merged.model is not task_model.model
     metrics, _ = evaluate(task_model, test_rows, 4, "generate", 8)

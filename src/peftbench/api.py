@@ -32,11 +32,11 @@ def run(suite: str | Path = "quickstart", *, store: str | Path = DEFAULT_STORE, 
     """Train, evaluate and store every run of a suite (a built-in name or a YAML path), one at a time in this
     process, skipping runs the store already holds. Raises UserError for a mistake in the suite or the
     arguments (before anything is stored) and runner.GridInterrupted after a SIGINT or SIGTERM."""
-    from peftbench.config import load_suite
-    from peftbench.executors import LocalExecutor
     from peftbench.execution import pick_device
+    from peftbench.executors import LocalExecutor
     from peftbench.planning import Overrides, plan
     from peftbench.store import Store
+    from peftbench.suite_files import load_suite
 
     grid = plan(load_suite(str(suite)), Overrides(models=models, tasks=tasks, methods=methods, scales=scales,
                                                   seeds=seeds))
@@ -122,6 +122,7 @@ def load(run: str | Path, *, store: str | Path = DEFAULT_STORE, device: str = "c
     under `<store folder>/weights/`, or one written by `peftbench export` for peftbench's own methods)."""
     from peftbench.artifacts import folder_of, load_tensors, read_manifest
     from peftbench.execution import build_task_model, pick_device
+    from peftbench.runspec import RunSpec
 
     folder = Path(run)
     if not folder.is_dir():
@@ -129,7 +130,7 @@ def load(run: str | Path, *, store: str | Path = DEFAULT_STORE, device: str = "c
     manifest = read_manifest(folder)
     tensors = load_tensors(folder)
     spec = manifest["spec"]
-    task_model = build_task_model(spec, _task(manifest), spec["method"])
+    task_model = build_task_model(RunSpec.load(spec), _task(manifest))
     result = task_model.model.load_state_dict(tensors, strict=False)
     if result.unexpected_keys:
         raise UserError(f"the saved tensors of '{folder}' do not fit {spec['model']} with {spec['method_spec']}"

@@ -1,18 +1,13 @@
-"""Typed suite configuration: YAML validated on load, unknown keys rejected with a hint."""
+"""Typed suite configuration: every key of a suite, its default and its check, unknown keys rejected (the
+file is read by peftbench.suite_files)."""
 
-import json
 import math
 import re
-from dataclasses import dataclass
-from importlib import resources
-from pathlib import Path
 from typing import Annotated, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from peftbench.errors import UserError
-from peftbench.registry import did_you_mean
 
 # Pu et al. (A.2): at most 100 / 1,000 / 10,000 training examples, trained for 10 / 5 / 1 epochs. A named
 # scale takes what the task has up to its size; `all` takes the whole training pool; a number is exact.
@@ -278,108 +273,3 @@ class Suite(BaseModel):
         if self.min_steps and n_train:  # Lialin et al.: 3 epochs, but at least 100 updates on small sets
             epochs = max(epochs, math.ceil(self.min_steps / steps_per_epoch(n_train, self.batch_size, self.grad_accum)))
         return epochs
-
-
-def _explain(error: ValidationError, source: str) -> str:
-    first = error.errors()[0]
-    where = ".".join(str(part) for part in first["loc"]) or "suite"
-    if first["type"] == "extra_forbidden":
-        key = str(first["loc"][-1])
-        nested = {"schedule": Schedule, "sweep": Sweep, "budget": Budget, "sharding": Sharding}
-        parent = Suite if len(first["loc"]) == 1 else nested.get(str(first["loc"][0]), FileTask)
-        hint = did_you_mean(key, list(parent.model_fields))
-        return f"{source}: unknown key '{where}'.{hint} Remove or rename it."
-    if first["type"] == "missing":
-        return f"{source}: missing required key '{where}'; add it to the suite"
-    message = first["msg"].removeprefix("Value error, ")
-    return f"{source}: bad value for '{where}': {message}"
-
-
-@dataclass(frozen=True)
-class Setting:
-    """One `--set KEY=VALUE`: a suite key (dotted for nested keys: schedule.peak_factor, learning_rates.lora,
-    epochs.low) and a value read as YAML, so that it means what it would mean in the suite file."""
-
-    text: str
-    path: tuple[str, ...]
-    value: object
-
-    @classmethod
-    def parse(cls, text: str) -> "Setting":
-        key, sep, raw = text.partition("=")
-        path = tuple(part.strip() for part in key.split("."))
-        if not sep or not all(path):
-            raise UserError(f"--set '{text}' must be KEY=VALUE, e.g. --set epochs=3 or --set schedule.peak_factor=5")
-        try:
-            value = yaml.safe_load(raw) if raw.strip() else None
-        except yaml.YAMLError as error:
-            raise UserError(f"--set {text}: the value is not valid YAML ({getattr(error, 'problem', None) or error});"
-                            " quote it, e.g. --set 'methods=[\"lora[r=8]\"]'") from None
-        if value is None:
-            raise UserError(f"--set {text}: give a value after '=', e.g. --set {key.strip()}=3")
-        return cls(text, path, value)
-
-    def apply(self, data: dict) -> None:
-        parent = data
-        for depth, key in enumerate(self.path[:-1]):
-            child = parent.get(key)
-            if child is None:
-                child = parent[key] = {}
-            if not isinstance(child, dict):
-                where = ".".join(self.path[:depth + 1])
-                raise UserError(f"--set {self.text}: '{where}' is {json.dumps(child, default=str)}, not a mapping;"
-                                f" set it whole, e.g. --set {where}=...")
-            parent = child
-        parent[self.path[-1]] = self.value
-
-
-def _source_of(error: ValidationError, path: Path, settings: list[Setting]) -> str:
-    """Name the --set that a validation error is about, or else the suite file."""
-    loc = tuple(str(part) for part in error.errors()[0]["loc"])
-    for setting in reversed(settings):
-        shared = min(len(loc), len(setting.path))
-        if shared and loc[:shared] == setting.path[:shared]:
-            return f"--set {setting.text}"
-    return str(path)
-
-
-def builtin_suites() -> dict[str, Path]:
-    folder = resources.files("peftbench") / "suites"
-    return {Path(str(entry)).stem: Path(str(entry)) for entry in folder.iterdir() if str(entry).endswith(".yaml")}
-
-
-def suite_path(name_or_path: str) -> Path:
-    """A suite file, or the file of a built-in suite by its name."""
-    path = Path(name_or_path)
-    if not path.is_file():
-        suites = builtin_suites()
-        if name_or_path not in suites:
-            hint = did_you_mean(name_or_path, list(suites))
-            raise UserError(f"no suite file or built-in suite named '{name_or_path}'.{hint}"
-                            f" Built-in suites: {', '.join(sorted(suites))}")
-        path = suites[name_or_path]
-    return path
-
-
-def load_suite(name_or_path: str, settings: list[str] = ()) -> Suite:
-    """Read and validate a suite; `settings` are `--set KEY=VALUE` texts applied over the file first."""
-    path = suite_path(name_or_path)
-    parsed = [Setting.parse(text) for text in settings]
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark else ""
-        raise UserError(f"{path}: not valid YAML{where} ({getattr(error, 'problem', None) or error});"
-                        " fix the syntax (quote method specs with brackets, e.g. \"lora[r=8]\")") from None
-    except UnicodeDecodeError:
-        raise UserError(f"{path}: not UTF-8 text; save the suite as UTF-8") from None
-    if not isinstance(data, dict):
-        raise UserError(f"{path}: a suite must be a YAML mapping with keys such as models, tasks, methods")
-    data.setdefault("name", path.stem)
-    for setting in parsed:
-        setting.apply(data)
-    try:
-        return Suite.model_validate(data)
-    except ValidationError as error:
-        raise UserError(_explain(error, _source_of(error, path, parsed))) from None

@@ -14,7 +14,6 @@ import torch
 
 from peftbench.artifacts import SavePolicy, trained_tensors
 from peftbench.baselines import BASELINES
-from peftbench.config import MethodSpec, steps_per_epoch
 from peftbench.data import IGNORE, Encoder, Splits, rows_digest, split_sizes
 from peftbench.errors import UserError
 from peftbench.evaluate import TaskModel, evaluate
@@ -28,9 +27,10 @@ from peftbench.models import load_model, model_family
 from peftbench.planning import Run
 from peftbench.precision import describe
 from peftbench.recording import facts_of_run
+from peftbench.runspec import RunSpec
 from peftbench.sharding import processes, train_sharded
 from peftbench.tasks import TaskSpec
-from peftbench.train import TrainSettings, train
+from peftbench.train import train
 
 EVAL_BATCH_FACTOR = 2  # evaluation holds no gradients, so it can take larger batches
 
@@ -43,42 +43,35 @@ def pick_device(choice: str) -> torch.device:
     return torch.device(choice)
 
 
-def _total_steps(spec: dict) -> int | None:
-    """Optimizer steps of a training run (None for baselines, which do not train)."""
-    if "epochs" not in spec:
-        return None
-    return steps_per_epoch(spec["n_train"], spec["batch_size"], spec["grad_accum"]) * spec["epochs"]
-
-
-def build_task_model(spec: dict, task: TaskSpec, method_name: str | None, random_init: bool = False) -> TaskModel:
-    """Load the model, apply the method (None: no training, all frozen) and, for an encoder on a
-    classification task, put the mean-pooling head on top. Seeded so the head starts alike per seed.
-    `random_init`: the checkpoint's architecture with random weights (profiling)."""
-    # Specs written before weights_dtype existed (and profile's) ran on fp32 master weights.
-    loaded = load_model(spec["model"], random_init, spec.get("weights_dtype", "float32"))
-    if spec.get("gradient_checkpointing"):
+def build_task_model(spec: RunSpec, task: TaskSpec, trains: bool = True, random_init: bool = False) -> TaskModel:
+    """Load the model, apply the spec's method (unless the run does not train: then all is frozen) and, for an
+    encoder on a classification task, put the mean-pooling head on top. Seeded so the head starts alike per
+    seed. `random_init`: the checkpoint's architecture with random weights (profiling)."""
+    loaded = load_model(spec.model.name, random_init, spec.model.weights_dtype)
+    if spec.train is not None and spec.train.gradient_checkpointing:
         # Non-reentrant: gradients reach the trainable tensors even when no input requires grad (PEFT methods
         # over frozen embeddings), and the layers' forward hooks (prefixes, adapters) rerun on recomputation.
         loaded.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     base_ids = frozenset(id(p) for p in loaded.model.parameters())
-    torch.manual_seed(spec["seed"])
-    model, context = loaded.model, Context(family=loaded.family, seed=spec["seed"], total_steps=_total_steps(spec))
+    torch.manual_seed(spec.seed)
+    model, context = loaded.model, Context(family=loaded.family, seed=spec.seed, total_steps=spec.total_steps)
     step_hook = None
-    if method_name is None:
+    if not trains:
         freeze(model)
     else:
-        method = METHODS.get(method_name)
-        model = method.apply(model, method.parse_options(MethodSpec.parse(spec["method_spec"])), context)
+        method = METHODS.get(spec.method.name)
+        model = method.apply(model, spec.method.options, context)
         if method.on_optimizer_step:
             step_hook = functools.partial(method.on_optimizer_step, model, context)
     uses_head = loaded.family == "encoder"
     if uses_head:
         model = MeanPoolClassifier(model, loaded.model.config.hidden_size, len(task.labels))
         model.head.to(loaded.model.dtype)
-        model.head.requires_grad_(method_name is not None)
-    encoder = Encoder(task, loaded.family, loaded.tokenizer, spec["max_input_length"], spec["max_target_length"])
-    return TaskModel(model=model, encoder=encoder, uses_head=uses_head, group_by_length=spec["group_by_length"],
-                     bf16_autocast=spec["bf16_autocast"], cpu_bf16=spec.get("cpu_bf16", "off"),
+        model.head.requires_grad_(trains)
+    data = spec.data
+    encoder = Encoder(task, loaded.family, loaded.tokenizer, data.max_input_length, data.max_target_length)
+    return TaskModel(model=model, encoder=encoder, uses_head=uses_head, group_by_length=data.group_by_length,
+                     bf16_autocast=spec.model.bf16_autocast, cpu_bf16=spec.model.cpu_bf16,
                      method_record=context.record, on_optimizer_step=step_hook, base_parameter_ids=base_ids)
 
 
@@ -127,17 +120,17 @@ def _kept_tensors(task_model: TaskModel, method_name: str, save: SavePolicy) -> 
     return trained_tensors(task_model.model, task_model.base_parameter_ids), None
 
 
-def _train_here(spec: dict, task: TaskSpec, splits: Splits, device: torch.device, on_step) -> tuple:
+def _train_here(spec: RunSpec, task: TaskSpec, splits: Splits, device: torch.device, on_step) -> tuple:
     """Train in this process: (the trained task model, its encoded training examples, the training result, its
     peak memory)."""
     memory = PeakMemory(device)
     memory.reset()
-    task_model = build_task_model(spec, task, spec["method"])
+    task_model = build_task_model(spec, task)
     task_model.model.to(device)
     encode = task_model.encoder.encode
-    train_examples = [encode(row) for row in splits.train_at(spec["n_train"])]
+    train_examples = [encode(row) for row in splits.train_at(spec.data.n_train)]
     val_examples = [encode(row) for row in splits.val]
-    trained = train(task_model, train_examples, val_examples, TrainSettings.of_run(spec), on_step=on_step)
+    trained = train(task_model, train_examples, val_examples, spec.train, spec.seed, on_step=on_step)
     # The training peak (Lialin et al. Table 5), read before evaluation: a merged copy must not count in it.
     peak, peak_kind = memory.peak_bytes()
     return task_model, train_examples, trained, {"peak_memory_bytes": peak, "peak_memory_kind": peak_kind}
@@ -148,7 +141,7 @@ def execute_train(spec: dict, task: TaskSpec, splits: Splits, device: torch.devi
     started = time.perf_counter()
     # A sharded run (the suite's `sharding`) trains in processes of its own and comes back unsharded.
     trains = functools.partial(train_sharded, build_task_model=build_task_model) if processes(spec) > 1 else _train_here
-    task_model, train_examples, trained, measured = trains(spec, task, splits, device, on_step)
+    task_model, train_examples, trained, measured = trains(RunSpec.load(spec), task, splits, device, on_step)
     counts = parameter_counts(task_model.model)
     tensors, not_kept = _kept_tensors(task_model, spec["method"], save)  # the best epoch's, as evaluated
     evaluated = merged_for_eval(task_model, spec["method"]) if spec["merge_for_eval"] else task_model
@@ -181,7 +174,7 @@ def execute_baseline(spec: dict, task: TaskSpec, splits: Splits, device: torch.d
     started = time.perf_counter()
     baseline = BASELINES.get(spec["method"])
     if baseline.uses_model:
-        task_model = build_task_model(spec, task, method_name=None)
+        task_model = build_task_model(RunSpec.load(spec), task, trains=False)
         task_model.model.to(device)
         result = {**_evaluate_timed(task_model, splits.test, spec, batch_size=16),
                   **parameter_counts(task_model.model), "family": task_model.encoder.family}

@@ -10,7 +10,8 @@ from dataclasses import asdict, dataclass
 import torch
 
 from peftbench.errors import UserError
-from peftbench.memory import GB, MemoryPlan, MemorySettings, UntraceableError, fit_options, gb, plan_memory
+from peftbench.memory import GB, MemoryPlan, MemorySettings, fit_options, gb, plan_memory
+from peftbench.memory_trace import UntraceableError
 
 
 @dataclass(frozen=True)

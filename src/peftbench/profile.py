@@ -30,7 +30,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-REFERENCE = "full"
 SYNTHETIC_LABELS = 2
 LOWEST_TOKEN_ID = 1000  # random ids start above the special tokens of the usual vocabularies
 
@@ -137,21 +136,20 @@ def _measure(settings: ProfileSettings, method_spec: str) -> dict:
 
     from peftbench.config import MethodSpec
     from peftbench.data import collate
+    from peftbench.execution import build_task_model, merged_for_eval
     from peftbench.flops import flops_per_token, peak_flops, utilisation
     from peftbench.measure import PeakMemory, parameter_counts, provenance
     from peftbench.methods import METHODS
-    from peftbench.execution import build_task_model, merged_for_eval
-    from peftbench.train import TrainSettings, train
+    from peftbench.runspec import single_run
+    from peftbench.train import train
 
     device = torch.device(settings.device)
     name = MethodSpec.parse(method_spec).name
-    spec = {"model": settings.model, "seed": 0, "method_spec": method_spec, "max_input_length": settings.seq_len,
-            "max_target_length": settings.target_len, "group_by_length": False,
-            "bf16_autocast": settings.dtype == "bf16", "cpu_bf16": "on" if settings.dtype == "bf16" else "off",
-            "n_train": settings.steps * settings.batch_size,
-            "batch_size": settings.batch_size, "grad_accum": 1, "epochs": 1,
-            "gradient_checkpointing": settings.gradient_checkpointing}
-    task_model = build_task_model(spec, _synthetic_task(), name, settings.random_init)
+    batch_size = settings.batch_size
+    spec = single_run(settings.model, method_spec, n_train=settings.steps * batch_size, batch_size=batch_size,
+                      max_input_length=settings.seq_len, max_target_length=settings.target_len,
+                      bf16=settings.dtype == "bf16", gradient_checkpointing=settings.gradient_checkpointing)
+    task_model = build_task_model(spec, _synthetic_task(), random_init=settings.random_init)
     counts = parameter_counts(task_model.model)
     task_model.model.to(device)
     _synchronize(device)
@@ -161,18 +159,14 @@ def _measure(settings: ProfileSettings, method_spec: str) -> dict:
 
     backbone = task_model.model.backbone if task_model.uses_head else task_model.model
     vocab_size = backbone.get_input_embeddings().num_embeddings
-    batch_size = settings.batch_size
     examples = synthetic_examples(settings, task_model.encoder.family, vocab_size,
                                   max(settings.steps, settings.warmup, 1) * batch_size)
-    train_settings = TrainSettings(lr=METHODS.get(name).default_lr, peak_factor=1.0, final_factor=1.0,
-                                   warmup_ratio=0.0, epochs=1, batch_size=batch_size, grad_accum=1, patience=1,
-                                   seed=0)
     one_batch = examples[:batch_size]  # the validation set train() requires; its pass is not timed
     losses = []
     if settings.warmup:
-        warm = train(task_model, examples[:settings.warmup * batch_size], one_batch, train_settings)
+        warm = train(task_model, examples[:settings.warmup * batch_size], one_batch, spec.train, spec.seed)
         losses.append(warm.curve[0]["train_loss"])
-    timed = train(task_model, examples[:settings.steps * batch_size], one_batch, train_settings)
+    timed = train(task_model, examples[:settings.steps * batch_size], one_batch, spec.train, spec.seed)
     losses.append(timed.curve[0]["train_loss"])
     peak, kind = memory.peak_bytes()
     if device.type != "cuda":
@@ -264,6 +258,13 @@ def _measure_in_fresh_process(settings: ProfileSettings, method_spec: str) -> di
     return {"method": method_spec, "status": status, "error": f"worker exited with code {done.returncode}: {last}"}
 
 
+def reference_method() -> str:
+    """The method the others are shown as percentages of: the one registered as the reference (full tuning)."""
+    from peftbench.methods import METHODS
+
+    return next(name for name, method in METHODS.items() if method.is_reference)
+
+
 def profile(settings: ProfileSettings, method_specs: list[str], reference: bool = True,
             on_result: Callable[[dict], None] | None = None,
             on_start: Callable[[str, int, int], None] | None = None) -> dict:
@@ -274,7 +275,8 @@ def profile(settings: ProfileSettings, method_specs: list[str], reference: bool 
 
     specs = list(dict.fromkeys(str(MethodSpec.parse(text)) for text in method_specs))
     if reference:
-        specs = [REFERENCE] + [spec for spec in specs if spec != REFERENCE]
+        yardstick = reference_method()
+        specs = [yardstick] + [spec for spec in specs if spec != yardstick]
     family = check(settings, specs)
     results = []
     for index, spec in enumerate(specs, 1):
@@ -300,7 +302,7 @@ def profile(settings: ProfileSettings, method_specs: list[str], reference: bool 
         result.pop("provenance", None)
     return {"model": settings.model, "family": family, "device": provenance["device"] if provenance else settings.device,
             "dtype": "bf16 autocast, fp32 weights" if settings.dtype == "bf16" else "fp32",
-            "settings": dataclasses.asdict(settings), "reference": REFERENCE if reference else None,
+            "settings": dataclasses.asdict(settings), "reference": reference_method() if reference else None,
             "versions": provenance["versions"] if provenance else None,
             "git_commit": provenance["git_commit"] if provenance else None, "methods": results}
 

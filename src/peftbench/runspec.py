@@ -3,12 +3,15 @@ options validated by the method), the training settings (none for a baseline) an
 `dump()` is its canonical form: the flat JSON-able dict that the store keeps, whose hash is the run id
 (peftbench.identity.spec_hash) and whose every field but the seed makes the configuration. The dump keeps the
 layout runs have been stored with (keys that are written only when set stay so), so that the ids of existing
-specs do not change (tests/test_run_ids.py pins them)."""
+specs do not change (tests/test_run_ids.py pins them). `RunSpec.load` is the dump's inverse: the typed spec an
+execution works from, whatever carried the dump there (the plan, a Ray task, a sharded run's processes, a saved
+run's manifest)."""
 
 from dataclasses import dataclass, replace
 
-from peftbench.config import steps_per_epoch
+from peftbench.config import MethodSpec, steps_per_epoch
 from peftbench.identity import spec_hash
+from peftbench.methods import METHODS
 from peftbench.methods.base import Options
 
 
@@ -69,6 +72,18 @@ class TrainPart:
     sharding: dict | None = None  # {strategy, processes} (peftbench.sharding)
     sweep: dict | None = None  # {lrs, select_by, seeds, group}
 
+    @property
+    def budget_seconds(self) -> float | None:
+        """The dollar budget as seconds at the machine's price (Hamilton & Mueller 3.2), None without one."""
+        return self.budget["seconds"] if self.budget else None
+
+    def steps_per_epoch(self, n_train: int) -> int:
+        return steps_per_epoch(n_train, self.batch_size, self.grad_accum)
+
+    def total_steps(self, n_train: int) -> int:
+        """Optimizer steps of training on `n_train` examples for every epoch."""
+        return self.steps_per_epoch(n_train) * self.epochs
+
 
 @dataclass(frozen=True)
 class RunSpec:
@@ -84,11 +99,11 @@ class RunSpec:
         """Optimizer steps per epoch (None for a baseline, or while the training size is unknown)."""
         if self.train is None or self.data.n_train is None:
             return None
-        return steps_per_epoch(self.data.n_train, self.train.batch_size, self.train.grad_accum)
+        return self.train.steps_per_epoch(self.data.n_train)
 
     @property
     def total_steps(self) -> int | None:
-        return None if self.steps_per_epoch is None else self.steps_per_epoch * self.train.epochs
+        return None if self.steps_per_epoch is None else self.train.total_steps(self.data.n_train)
 
     @property
     def run_id(self) -> str:
@@ -127,3 +142,53 @@ class RunSpec:
         if self.seed is not None:
             spec["seed"] = self.seed
         return spec
+
+    @classmethod
+    def load(cls, spec: dict) -> "RunSpec":
+        """The typed spec of a dump (`load(s).dump() == s` for every spec this code writes), its method's options
+        parsed by the method from the canonical spelling. A spec without `epochs` is a baseline's. Specs saved
+        before `weights_dtype` and `cpu_bf16` existed ran on fp32 master weights and never in bf16 on a CPU."""
+        model = ModelPart(spec["model"], spec.get("weights_dtype", "float32"), spec["bf16_autocast"],
+                          spec.get("cpu_bf16", "off"))
+        data = DataPart(spec["task"], spec["task_source"], spec["scale"], spec["n_train"], spec["split_seed"],
+                        spec["val_cap"], spec["test_cap"], spec["max_input_length"], spec["max_target_length"],
+                        spec["group_by_length"])
+        evaluation = EvalPart(spec["eval"], spec["merge_for_eval"])
+        if "epochs" not in spec:
+            return cls(model, data, MethodPart(spec["method"], spec["method_spec"], None), evaluation, spec.get("seed"))
+        method = METHODS.get(spec["method"])
+        options = method.parse_options(MethodSpec.parse(spec["method_spec"]))
+        train = TrainPart(
+            lr=spec.get("lr"), peak_factor=spec["peak_factor"], final_factor=spec["final_factor"],
+            warmup_ratio=spec["warmup_ratio"], epochs=spec["epochs"], batch_size=spec["batch_size"],
+            grad_accum=spec["grad_accum"], patience=spec["patience"], max_minutes=spec["max_minutes"],
+            weight_decay=spec["weight_decay"], max_grad_norm=spec["max_grad_norm"], fused_adamw=spec["fused_adamw"],
+            budget=spec.get("budget"), gradient_checkpointing=spec.get("gradient_checkpointing", False),
+            sharding=spec.get("sharding"), sweep=spec.get("sweep"))
+        return cls(model, data, MethodPart(spec["method"], spec["method_spec"], options), evaluation, spec.get("seed"),
+                   train)
+
+
+def flat_schedule(lr: float, epochs: int, batch_size: int, patience: int | None = None,
+                  gradient_checkpointing: bool = False) -> TrainPart:
+    """Training outside any suite (profiling, tests): a flat learning rate (no warm-up, no annealing), gradient
+    clipping at 1 as in every suite, no weight decay and no caps; without `patience`, no early stopping."""
+    return TrainPart(lr=lr, peak_factor=1.0, final_factor=1.0, warmup_ratio=0.0, epochs=epochs, batch_size=batch_size,
+                     grad_accum=1, patience=patience or epochs, max_minutes=None, weight_decay=0.0, max_grad_norm=1.0,
+                     fused_adamw=True, gradient_checkpointing=gradient_checkpointing)
+
+
+def single_run(model: str, method_spec: str, *, n_train: int, batch_size: int, max_input_length: int,
+               max_target_length: int, epochs: int = 1, lr: float | None = None, seed: int = 0,
+               bf16: bool = False, group_by_length: bool = False, gradient_checkpointing: bool = False) -> RunSpec:
+    """A training run outside any suite (profiling, tests) on data that is not a registered task, on a flat
+    schedule at the method's default learning rate unless `lr` is given. `bf16`: autocast on CUDA and on the
+    CPU, over fp32 master weights."""
+    parsed = MethodSpec.parse(method_spec)
+    method = METHODS.get(parsed.name)
+    return RunSpec(
+        ModelPart(model, "float32", bf16, "on" if bf16 else "off"),
+        DataPart("single", "single", n_train, n_train, 0, 0, 0, max_input_length, max_target_length, group_by_length),
+        MethodPart(method.name, method_spec, method.parse_options(parsed)), EvalPart("generate", False), seed,
+        flat_schedule(method.default_lr if lr is None else lr, epochs, batch_size,
+                      gradient_checkpointing=gradient_checkpointing))

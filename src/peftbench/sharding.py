@@ -26,6 +26,7 @@ import dataclasses
 import signal
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 import torch.distributed as dist
@@ -33,6 +34,9 @@ from torch import nn
 
 from peftbench.architectures import layer_modules
 from peftbench.errors import UserError
+
+if TYPE_CHECKING:
+    from peftbench.runspec import RunSpec
 
 RESULT_FILE = "rank0.pt"  # what rank 0 hands back: the training result, trained tensors, every rank's peak
 
@@ -90,7 +94,7 @@ def _no_rows():
     raise RuntimeError("a sharded run's processes get their rows from the process that started them")
 
 
-def _worker(rank: int, size: int, spec: dict, task, build_task_model, train_rows: list, val_rows: list,
+def _worker(rank: int, size: int, spec: "RunSpec", task, build_task_model, train_rows: list, val_rows: list,
             device_type: str, threads: int, folder: str, queue) -> None:
     """One process of a sharded run (torch.multiprocessing calls it with its rank first)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the starting process decides when a run stops, and stops us
@@ -98,7 +102,7 @@ def _worker(rank: int, size: int, spec: dict, task, build_task_model, train_rows
 
     from peftbench.measure import PeakMemory
     from peftbench.ranks import Ranks
-    from peftbench.train import TrainSettings, train
+    from peftbench.train import train
 
     torch.set_num_threads(threads)
     device = torch.device("cuda", rank) if device_type == "cuda" else torch.device("cpu")
@@ -107,7 +111,7 @@ def _worker(rank: int, size: int, spec: dict, task, build_task_model, train_rows
     dist.init_process_group("nccl" if device.type == "cuda" else "gloo", init_method=f"file://{folder}/rendezvous",
                             rank=rank, world_size=size)
     try:
-        task_model = build_task_model(spec, task, spec["method"])
+        task_model = build_task_model(spec, task)
         backbone = task_model.model.backbone if task_model.uses_head else task_model.model
         shard(task_model.model, backbone, init_device_mesh(device.type, (size,)))
         memory = PeakMemory(device)
@@ -115,7 +119,7 @@ def _worker(rank: int, size: int, spec: dict, task, build_task_model, train_rows
         encode = task_model.encoder.encode
         report = (lambda done, total, loss: queue.put((done, total, loss))) if rank == 0 else None
         trained = train(task_model, [encode(row) for row in train_rows], [encode(row) for row in val_rows],
-                        TrainSettings.of_run(spec), on_step=report, ranks=Ranks(rank, size, device))
+                        spec.train, spec.seed, on_step=report, ranks=Ranks(rank, size, device))
         peaks: list = [None] * size
         dist.all_gather_object(peaks, memory.peak_bytes())
         # The root unit stays gathered after a forward pass without backward (the last validation), holding the
@@ -142,22 +146,22 @@ def _failure(error: Exception) -> ShardedRunError:
                            else f"a process of the sharded run failed: {last.strip()}")
 
 
-def train_sharded(spec: dict, task, splits, device: torch.device, on_step=None, *, build_task_model):
+def train_sharded(spec: "RunSpec", task, splits, device: torch.device, on_step=None, *, build_task_model):
     """Train one run over processes(spec) processes; returns (the trained task model, unsharded, on `device`;
     its encoded training examples; the training result; the peak memory summed over the ranks and each
-    rank's), as execution's unsharded training does. `build_task_model(spec, task, method)` is execution's
+    rank's), as execution's unsharded training does. `build_task_model(spec, task)` is execution's
     (handed in, a module-level function that pickles by name, so this module stays below execution)."""
     from torch.multiprocessing import ProcessExitedException, ProcessRaisedException, get_context, start_processes
 
     from peftbench.interrupts import check_stop
     from peftbench.train import TrainResult
 
-    size = processes(spec)
+    size = spec.train.sharding["processes"]
     if device.type == "cuda" and torch.cuda.device_count() < size:
         raise ShardedRunError(f"{size} processes need {size} GPUs; {torch.cuda.device_count()} are visible")
     # CPU ranks share the cores; each GPU rank keeps the threads a run has.
     threads = max(1, torch.get_num_threads() // size) if device.type == "cpu" else torch.get_num_threads()
-    rows = ([*splits.train_at(spec["n_train"])], [*splits.val])
+    rows = ([*splits.train_at(spec.data.n_train)], [*splits.val])
     portable = dataclasses.replace(task, load=_no_rows)  # a task's loader need not pickle; its rows go as they are
     with tempfile.TemporaryDirectory(prefix="peftbench-fsdp-") as folder:
         queue = get_context("spawn").SimpleQueue()
@@ -182,7 +186,7 @@ def train_sharded(spec: dict, task, splits, device: torch.device, on_step=None, 
                 if process.is_alive():
                     process.terminate()
         handed = torch.load(Path(folder) / RESULT_FILE, weights_only=True)
-    task_model = build_task_model(spec, task, spec["method"])
+    task_model = build_task_model(spec, task)
     loaded = task_model.model.load_state_dict(handed["tensors"], strict=False)
     if loaded.unexpected_keys:
         raise ShardedRunError(f"rank 0 handed back tensors the model does not have: {loaded.unexpected_keys[:3]}")

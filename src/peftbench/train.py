@@ -10,9 +10,9 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from peftbench.config import steps_per_epoch
 from peftbench.data import batch_order, collate, count_tokens
 from peftbench.evaluate import TaskModel, autocast, batch_loss, mean_loss, to_device
+from peftbench.runspec import TrainPart
 
 if TYPE_CHECKING:
     from peftbench.ranks import Ranks
@@ -20,39 +20,6 @@ if TYPE_CHECKING:
 
 class DivergedError(RuntimeError):
     """The training loss became NaN or infinite."""
-
-
-@dataclass(frozen=True)
-class TrainSettings:
-    lr: float
-    peak_factor: float
-    final_factor: float
-    warmup_ratio: float
-    epochs: int
-    batch_size: int
-    grad_accum: int
-    patience: int
-    seed: int
-    weight_decay: float = 0.0
-    max_grad_norm: float | None = 1.0
-    max_minutes: float | None = None
-    budget_seconds: float | None = None  # a dollar budget at the machine's price (Hamilton & Mueller 3.2)
-    fused_adamw: bool = True  # CUDA only, where one fused kernel replaces many launches; CPU keeps foreach
-
-    @classmethod
-    def of_run(cls, spec: dict) -> "TrainSettings":
-        """A training run's settings, from its stored spec (planning.plan writes them there)."""
-        budget = spec.get("budget")
-        return cls(lr=spec["lr"], peak_factor=spec["peak_factor"], final_factor=spec["final_factor"],
-                   warmup_ratio=spec["warmup_ratio"], epochs=spec["epochs"], batch_size=spec["batch_size"],
-                   grad_accum=spec["grad_accum"], patience=spec["patience"], seed=spec["seed"],
-                   weight_decay=spec["weight_decay"], max_grad_norm=spec["max_grad_norm"],
-                   max_minutes=spec["max_minutes"], budget_seconds=budget["seconds"] if budget else None,
-                   fused_adamw=spec["fused_adamw"])
-
-    def total_steps(self, n_train: int) -> int:
-        """Optimizer steps of a run on `n_train` examples (config.steps_per_epoch times the epochs)."""
-        return steps_per_epoch(n_train, self.batch_size, self.grad_accum) * self.epochs
 
 
 @dataclass
@@ -95,9 +62,11 @@ def _own(tensor: torch.Tensor) -> torch.Tensor:
     return tensor.to_local() if hasattr(tensor, "to_local") else tensor
 
 
-def train(task_model: TaskModel, train_examples: list[dict], val_examples: list[dict], settings: TrainSettings,
-          on_step: Callable[[int, int, float | None], None] | None = None, ranks: "Ranks | None" = None) -> TrainResult:
-    """`on_step(steps done, steps in all, the epoch's mean training loss so far)` after each optimizer step.
+def train(task_model: TaskModel, train_examples: list[dict], val_examples: list[dict], settings: TrainPart,
+          seed: int, on_step: Callable[[int, int, float | None], None] | None = None,
+          ranks: "Ranks | None" = None) -> TrainResult:
+    """Train with a run spec's training settings (peftbench.runspec.TrainPart) and seed (the batch order's).
+    `on_step(steps done, steps in all, the epoch's mean training loss so far)` after each optimizer step.
     `ranks` (peftbench.sharding): this process is one of several training the run sharded; each takes its part
     of every batch, weighted so that the summed gradients and losses are the whole batch's."""
     model, device = task_model.model, task_model.device
@@ -121,7 +90,7 @@ def train(task_model: TaskModel, train_examples: list[dict], val_examples: list[
     for epoch in range(1, settings.epochs + 1):
         model.train()
         epoch_started = time.perf_counter()
-        batches = batch_order(lengths, settings.batch_size, seed=settings.seed * 1000 + epoch,
+        batches = batch_order(lengths, settings.batch_size, seed=seed * 1000 + epoch,
                               group_by_length=task_model.group_by_length)
         # The loss is summed on the device and checked every few steps: reading it each step would stall a GPU.
         epoch_loss = torch.zeros((), device=device)

@@ -54,7 +54,7 @@ def params(
     """Count parameters per method on the meta device: total, trainable, added, changed after merge, and
     the adapter checkpoint size, each also as % of the base model."""
     from peftbench.accounting import count
-    from peftbench.config import load_suite
+    from peftbench.suite_files import load_suite
     from peftbench.views import params_view
 
     specs = list(method or [])
@@ -156,7 +156,7 @@ def suites(ctx: typer.Context, wide: WideFlag = False, as_json: JsonFlag = False
     """List the built-in suites with their grids; `suites show NAME` prints one."""
     if ctx.invoked_subcommand is not None:
         return
-    from peftbench.config import builtin_suites, load_suite
+    from peftbench.suite_files import builtin_suites, load_suite
     from peftbench.views import suites_view
 
     loaded = {name: load_suite(name) for name in sorted(builtin_suites())}
@@ -174,7 +174,7 @@ def suites_show(
     as_json: JsonFlag = False,
 ) -> None:
     """Print a suite's file as it is, to read or to copy: `peftbench suites show quickstart > my.yaml`."""
-    from peftbench.config import load_suite, suite_path
+    from peftbench.suite_files import load_suite, suite_path
 
     path = suite_path(name)
     text = path.read_text(encoding="utf-8")

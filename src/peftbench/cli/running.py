@@ -55,19 +55,19 @@ def run(
 ) -> None:
     """Train, evaluate and store every run of a suite (the offline quickstart by default)."""
     from peftbench.api import run_plan
-    from peftbench.config import load_suite
-    from peftbench.flag_grids import check_name, derived_name, file_task_flags, within
+    from peftbench.execution import pick_device
     from peftbench.executors import LocalExecutor, ray_executor
+    from peftbench.flag_grids import check_name, derived_name, file_task_flags, within
     from peftbench.interrupts import exit_code, ignore_further_signals
     from peftbench.memory_grids import device_target, refuse_unfit
-    from peftbench.sharding import refuse_unplaceable
-    from peftbench.progress import GridProgress
-    from peftbench.report import summary_markdown
-    from peftbench.execution import pick_device
     from peftbench.planning import Overrides, plan
+    from peftbench.progress import GridProgress
     from peftbench.recording import complete
+    from peftbench.report import summary_markdown
     from peftbench.runner import GridInterrupted, lease_seconds
+    from peftbench.sharding import refuse_unplaceable
     from peftbench.store import Store, read_rows
+    from peftbench.suite_files import load_suite
 
     tasks = file_task_flags(task, test_file, {"text": text_field, "label": label_field, "input": input_field,
                                               "target": target_field})
