@@ -28,6 +28,8 @@ class TaskModel:
     method_record: dict = field(default_factory=dict)  # what the method chose, e.g. the layers of `random`
     base_parameter_ids: frozenset[int] = frozenset()  # the loaded model's own tensors, before the method
     on_optimizer_step: Callable[[int], None] | None = None  # the method's per-step hook, bound to its model
+    # A trained tensor's learning rate as a multiple of the run's (Method.learning_rate_factors); None: 1 for all
+    learning_rate_factor: Callable[[str, nn.Parameter], float] | None = None
 
     @property
     def pad_id(self) -> int:

@@ -55,7 +55,7 @@ def build_task_model(spec: RunSpec, task: TaskSpec, trains: bool = True, random_
     base_ids = frozenset(id(p) for p in loaded.model.parameters())
     torch.manual_seed(spec.seed)
     model, context = loaded.model, Context(family=loaded.family, seed=spec.seed, total_steps=spec.total_steps)
-    step_hook = None
+    step_hook = learning_rate_factor = None
     if not trains:
         freeze(model)
     else:
@@ -63,6 +63,8 @@ def build_task_model(spec: RunSpec, task: TaskSpec, trains: bool = True, random_
         model = method.apply(model, spec.method.options, context)
         if method.on_optimizer_step:
             step_hook = functools.partial(method.on_optimizer_step, model, context)
+        if method.learning_rate_factors:
+            learning_rate_factor = method.learning_rate_factors(spec.method.options)
     uses_head = loaded.family == "encoder"
     if uses_head:
         model = MeanPoolClassifier(model, loaded.model.config.hidden_size, len(task.labels))
@@ -72,7 +74,8 @@ def build_task_model(spec: RunSpec, task: TaskSpec, trains: bool = True, random_
     encoder = Encoder(task, loaded.family, loaded.tokenizer, data.max_input_length, data.max_target_length)
     return TaskModel(model=model, encoder=encoder, uses_head=uses_head, group_by_length=data.group_by_length,
                      bf16_autocast=spec.model.bf16_autocast, cpu_bf16=spec.model.cpu_bf16,
-                     method_record=context.record, on_optimizer_step=step_hook, base_parameter_ids=base_ids)
+                     method_record=context.record, on_optimizer_step=step_hook, base_parameter_ids=base_ids,
+                     learning_rate_factor=learning_rate_factor)
 
 
 def merged_for_eval(task_model: TaskModel, method_name: str) -> TaskModel:

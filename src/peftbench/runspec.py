@@ -125,7 +125,7 @@ class RunSpec:
                 "merge_for_eval": evaluation.merge_for_eval, "bf16_autocast": model.bf16_autocast,
                 "cpu_bf16": model.cpu_bf16, "weights_dtype": model.weights_dtype, "method": method.name,
                 "method_spec": method.spec,
-                "method_options": method.options.model_dump() if method.options is not None else {}}
+                "method_options": method.options.stored() if method.options is not None else {}}
         if train is not None:
             spec.update({"peak_factor": train.peak_factor, "final_factor": train.final_factor,
                          "warmup_ratio": train.warmup_ratio, "epochs": train.epochs, "batch_size": train.batch_size,

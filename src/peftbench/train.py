@@ -34,6 +34,18 @@ class TrainResult:
     train_seconds: float = 0.0
 
 
+def parameter_groups(trainable: dict[str, torch.nn.Parameter], lr: float,
+                     factor: Callable[[str, torch.nn.Parameter], float] | None) -> list[dict]:
+    """AdamW's parameter groups: one, unless the method trains some tensors at another learning rate (LoRA+),
+    then one per multiple of `lr`; the schedule scales every group alike."""
+    if factor is None:
+        return [{"params": list(trainable.values())}]
+    by_factor: dict[float, list] = {}
+    for name, parameter in trainable.items():
+        by_factor.setdefault(factor(name, parameter), []).append(parameter)
+    return [{"params": parameters, "lr": lr * multiple} for multiple, parameters in by_factor.items()]
+
+
 def lr_factor(step: int, total: int, warmup: int, peak: float, final: float) -> float:
     """Pu et al. A.3: from 1x to `peak`x over the warm-up, then linearly to `final`x at the last step."""
     if step < warmup:
@@ -73,8 +85,8 @@ def train(task_model: TaskModel, train_examples: list[dict], val_examples: list[
     family = task_model.encoder.family
     trainable = {name: p for name, p in model.named_parameters() if p.requires_grad}
     implementation = {"fused": True} if settings.fused_adamw and device.type == "cuda" else {"foreach": True}
-    optimizer = torch.optim.AdamW(trainable.values(), lr=settings.lr, weight_decay=settings.weight_decay,
-                                  **implementation)
+    optimizer = torch.optim.AdamW(parameter_groups(trainable, settings.lr, task_model.learning_rate_factor),
+                                  lr=settings.lr, weight_decay=settings.weight_decay, **implementation)
     total_steps = settings.total_steps(len(train_examples))
     warmup = round(settings.warmup_ratio * total_steps)
     scheduler = torch.optim.lr_scheduler.LambdaLR(

@@ -3,6 +3,7 @@
 import copy
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 from torch import nn
@@ -18,6 +19,15 @@ class Options(BaseModel):
     """Base of every method's options: unknown keys are errors, values are coerced from spec strings."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)  # lora[alpha=inf] means nothing
+    # Options a method gained after runs of it were stored: a run's spec holds them only when they differ from
+    # their default, so that the runs stored before keep their ids (tests/test_run_ids.py).
+    added_later: ClassVar[frozenset[str]] = frozenset()
+
+    def stored(self) -> dict:
+        """The options as a run's spec keeps them (its `method_options`)."""
+        defaults = type(self)()
+        return {key: value for key, value in self.model_dump().items()
+                if key not in self.added_later or getattr(self, key) != getattr(defaults, key)}
 
 
 class AblationOptions(Options):
@@ -90,6 +100,9 @@ class Method:
     # Called with (adapted model, context, step) after each optimizer step, before gradients are cleared
     # (AdaLoRA's rank allocation reads them); what it records in context.record goes into the run's row.
     on_optimizer_step: Callable[[nn.Module, Context, int], None] | None = None
+    # The learning rate of each trained tensor (by name and tensor) as a multiple of the run's, for the options
+    # (LoRA+'s faster B); None, or a None answer: one learning rate for all.
+    learning_rate_factors: Callable[[Options], Callable[[str, nn.Parameter], float] | None] | None = None
     # Trainable parameters once the method's parameter budget is met, for methods that start larger and
     # prune during training (AdaLoRA: from init_r to target_r singular values per layer on average).
     trainable_at_budget: Callable[[nn.Module, Options], int] | None = None

@@ -14,7 +14,8 @@ from torch import nn
 from peftbench.errors import UserError
 from peftbench.methods.base import AblationOptions, Method, freeze, register
 from peftbench.methods.adapted import AdaptedLinear, ScaledLoraLinear, merge_adapted, wrap_layers
-from peftbench.methods.peft_methods import TASK_TYPES, LoraOptions, _wrap, lora_apply, peft_merge, target_filter
+from peftbench.methods.peft_methods import (TASK_TYPES, LoraOptions, _wrap, lora_apply, loraplus_factors, peft_merge,
+                                            target_filter)
 from peftbench.methods.tfew_ia3 import is_tfew_ia3_target
 
 
@@ -217,7 +218,7 @@ def _owns(*parameter_names: str):
 
 register(Method(name="dora", summary="DoRA (Liu et al. 2024): LoRA with a learned per-output magnitude",
                 options=LoraOptions, apply=_dora, owns=lambda name: "lora_" in name, default_lr=3e-4,
-                merge=peft_merge, identity_init=True, source="HF PEFT"))
+                merge=peft_merge, identity_init=True, learning_rate_factors=loraplus_factors, source="HF PEFT"))
 register(Method(name="adalora", summary="AdaLoRA (Zhang et al. 2023): SVD-form LoRA whose rank budget is"
                 " reallocated by importance during training",
                 options=AdaLoraOptions, apply=_adalora, owns=lambda name: "lora_" in name, default_lr=3e-4,

@@ -3,7 +3,7 @@ peftbench picks the target layers itself (architectures.py), so targets and abla
 thing on every architecture, and hands PEFT the full module names."""
 
 from collections.abc import Callable
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import Field
 from torch import nn
@@ -40,11 +40,22 @@ def target_filter(targets: str) -> Callable[[LinearRole], bool]:
     return lambda role: role.projection in wanted
 
 
+# PEFT's init_lora_weights for each `init`: Hu et al.'s (A Kaiming-uniform, B zero); gaussian (A ~ N(0, 1/r),
+# B zero); PiSSA (Meng et al. 2024: B and A from W's top r singular triplets, the base keeping the rest of W);
+# OLoRA (Büyükakyüz 2024: from the QR factors of W, the base keeping W minus their product). Each starts as the
+# base model's function; PiSSA and OLoRA do so by rewriting the frozen weights they sit on.
+LORA_INITS = {"default": True, "gaussian": "gaussian", "pissa": "pissa", "olora": "olora"}
+
+
 class LoraOptions(AblationOptions):
     r: int = Field(8, ge=1)
     alpha: float = Field(16, gt=0)
     dropout: float = Field(0.0, ge=0, lt=1)
     targets: str = "qv"
+    init: Literal["default", "gaussian", "pissa", "olora"] = "default"
+    rslora: bool = False  # rsLoRA (Kalajdzievski 2023): the update scaled by alpha / sqrt(r), not alpha / r
+    b_lr_ratio: float = Field(1.0, ge=1)  # LoRA+ (Hayou et al. 2024): B's learning rate over A's; they suggest 16
+    added_later: ClassVar[frozenset[str]] = frozenset({"init", "rslora", "b_lr_ratio"})
 
 
 def lora_apply(model, options: LoraOptions, context, use_dora: bool = False):
@@ -52,7 +63,16 @@ def lora_apply(model, options: LoraOptions, context, use_dora: bool = False):
 
     names = context.select(model, options, target_filter(options.targets))
     return _wrap(model, LoraConfig(task_type=TASK_TYPES[context.family], r=options.r, lora_alpha=options.alpha,
-                                   lora_dropout=options.dropout, target_modules=names, use_dora=use_dora))
+                                   lora_dropout=options.dropout, target_modules=names, use_dora=use_dora,
+                                   init_lora_weights=LORA_INITS[options.init], use_rslora=options.rslora))
+
+
+def loraplus_factors(options: LoraOptions) -> Callable[[str, nn.Parameter], float] | None:
+    """LoRA+ as PEFT groups it (peft/optimizers/loraplus.py): every B matrix and every 1-d trained tensor (biases,
+    as of a classification head) at b_lr_ratio times the learning rate, the A matrices and the rest at 1x."""
+    if options.b_lr_ratio == 1:
+        return None
+    return lambda name, parameter: options.b_lr_ratio if "lora_B" in name or parameter.ndim == 1 else 1.0
 
 
 class IA3Options(AblationOptions):
@@ -114,7 +134,7 @@ def _ln_tuning(model, options: Options, context):
 
 register(Method(name="lora", summary="LoRA (Hu et al. 2021): low-rank updates of attention weights",
                 options=LoraOptions, apply=lora_apply, owns=lambda name: "lora_" in name, default_lr=3e-4,
-                merge=peft_merge, identity_init=True, source="HF PEFT"))
+                merge=peft_merge, identity_init=True, learning_rate_factors=loraplus_factors, source="HF PEFT"))
 register(Method(name="ia3", summary="(IA)3 (Liu et al. 2022): learned rescaling of keys, values and FFN",
                 options=IA3Options, apply=_ia3, owns=lambda name: "ia3_" in name or name.endswith("multi_lora_b"),
                 default_lr=3e-4, merge=_ia3_merge, identity_init=True, source="HF PEFT"))
