@@ -12,6 +12,7 @@ from peftbench.config import MethodSpec
 from peftbench.errors import UserError
 from peftbench.models import Family
 from peftbench.registry import Registry, did_you_mean
+from peftbench.taxonomy import check_taxonomy
 
 
 class Options(BaseModel):
@@ -77,6 +78,9 @@ class Method:
     # None: the weights of the layers the method wraps (accounting.weights_under_adapters).
     changed_by_merge: Callable[[nn.Module, set[int]], int] | None = None
     identity_init: bool = False
+    # The method computes in float32 whatever the model's dtype (C3A's FFT, DEFT's projection): its identity
+    # start and its merged form agree with the base and the unmerged model to float32 rounding only.
+    float32_adapter: bool = False
     text_to_text_only: bool = False
     # Positions the method adds in front of every input (prompt tuning's and P-tuning's virtual tokens),
     # checked at plan time against models with a fixed number of learned positions.
@@ -94,6 +98,10 @@ class Method:
     # prune during training (AdaLoRA: from init_r to target_r singular values per layer on average).
     trainable_at_budget: Callable[[nn.Module, Options], int] | None = None
     source: str = "peftbench"
+    # Lialin et al.'s group (taxonomy.GROUPS: additive, selective, reparametrization, hybrid, or full) and the
+    # paper or library file the method follows; register() refuses a method without them.
+    taxonomy: str = ""
+    reference: str = ""
     trains = True  # shared with the baselines (peftbench.baselines), which are evaluated untrained
     uses_model = True
 
@@ -141,6 +149,7 @@ METHODS: Registry[Method] = Registry("method", "peftbench methods")
 
 
 def register(method: Method) -> Method:
+    check_taxonomy(method.name, method.taxonomy, method.reference)
     return METHODS.register(method.name, method)
 
 
