@@ -6,8 +6,9 @@ method checks (liveness, frozen base, identity, merge, reload) run over them in 
 import pytest
 import torch
 
-from conftest import run_cli, write_suite
+from conftest import TINY_MODELS, run_cli, write_suite
 from peftbench.accounting import count
+from peftbench.flops import flops_per_token
 from peftbench.config import MethodSpec
 from peftbench.errors import UserError
 from peftbench.methods import METHODS
@@ -113,3 +114,22 @@ def test_declarations_name_their_reasons():
         assert method.mergeable == (not tuner.not_mergeable)
         assert tuner.reference and tuner.summary and tuner.peft_lr > 0
     assert {t.name for t in TUNERS if t.not_identity} == {"fourierft", "c3a", "vblora", "unilora"}
+
+
+@pytest.mark.parametrize("model_name", TINY_MODELS)
+def test_flops_are_counted_on_the_meta_model_or_the_method_says_why(model_name):
+    """A run counts FLOPs by a forward and backward pass on the meta model: a tuner whose forward reads values
+    (LoHa's .item(), SHiRA's sparse tensor) declares it, and its FLOPs are not counted rather than failing the run."""
+    for tuner in TUNERS:
+        flops = flops_per_token(model_name, TEST_SPECS.get(tuner.name, tuner.name), 16, 4)
+        if tuner.no_meta_forward:
+            assert flops["infer"] is None and tuner.no_meta_forward in flops["counted_by"], tuner.name
+        else:
+            assert flops["infer"] > 0 and flops["train"] > flops["infer"], tuner.name
+
+
+def test_memory_plan_says_why_a_method_cannot_be_traced():
+    code, _, err = run_cli("memory", "config:tiny-bert", "--method", "loha")
+    assert code == 2 and err.strip().count("\n") == 0 and ".item()" in err and "a run trains as usual" in err
+    code, out, err = run_cli("memory", "config:tiny-bert", "--method", "boft")  # built on the CPU, then meta
+    assert code == 0, err

@@ -81,6 +81,9 @@ class Method:
     # The method computes in float32 whatever the model's dtype (C3A's FFT, DEFT's projection): its identity
     # start and its merged form agree with the base and the unmerged model to float32 rounding only.
     float32_adapter: bool = False
+    # Why the adapted model's forward cannot run on the meta device (data-dependent operations: `.item()`,
+    # `nonzero`, sparse tensors); its FLOPs, counted there (flops.py), are then not counted. "": it can.
+    no_meta_forward: str = ""
     text_to_text_only: bool = False
     # Positions the method adds in front of every input (prompt tuning's and P-tuning's virtual tokens),
     # checked at plan time against models with a fixed number of learned positions.

@@ -55,6 +55,7 @@ class Tuner:
     float32_adapter: str = ""  # why the tuner computes in float32 whatever the model's dtype (Method.float32_adapter)
     # Entries of the base weights a merge rewrites; None: the whole weight of every wrapped layer.
     changed_by_merge: Callable[[nn.Module, set[int]], int] | None = None
+    no_meta_forward: str = ""  # Method.no_meta_forward: why its forward cannot run on the meta device
     changed_is_bound: str = ""  # why changed_by_merge is only an upper bound of the entries a merge rewrites
     # Adapter tensors built on the CPU when counting on the meta device: PEFT's init runs an operation there
     # that has no meta kernel (BOFT's permutation matrices, UniLoRA's bincount, SHiRA's mask).
@@ -146,7 +147,8 @@ def tuner_apply(tuner: Tuner):
                 tuner.configure(config, model)
             if tuner.init_off_meta and on_meta(model):
                 with torch.device("cpu"):
-                    return _wrap(model, config)
+                    adapted = _wrap(model, config)
+                return adapted.to("meta")  # what PEFT built on the CPU (BOFT's permutations) joins the meta model
             return _wrap(model, config)
         except (ValueError, TypeError) as error:  # PEFT's checks of its options, alone and against layer shapes
             message = " ".join(str(error).split()).rstrip(".")
@@ -163,6 +165,7 @@ def tuner_method(tuner: Tuner) -> Method:
                   default_lr=float(f"{tuner.peft_lr * LORA_LR / PEFT_LORA_LR:.6g}"),
                   merge=None if tuner.not_mergeable else peft_merge, changed_by_merge=tuner.changed_by_merge,
                   identity_init=not tuner.not_identity, float32_adapter=bool(tuner.float32_adapter),
+                  no_meta_forward=tuner.no_meta_forward,
                   source="HF PEFT", taxonomy=tuner.taxonomy,
                   reference=f"{tuner.reference}; HF PEFT {tuner.config} (tuners/{tuner.package()})")
 

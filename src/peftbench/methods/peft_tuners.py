@@ -48,15 +48,18 @@ def _weights_and_biases(model: nn.Module, base_ids: set[int]) -> int:
 
 R, S = "reparametrization", "selective"  # Lialin et al.'s groups: a structured update, or a subset trained
 NOT_ZERO_INIT = "PEFT starts {} at random values, so the update is nonzero before training"
+ITEM = "PEFT's {} forward reads a tensor's value (.item()), which the meta device has not"
 BIAS_ONLY = "PEFT merges BEFT only into layers with a bias of their own (T5 and Llama have none)"
 
 TUNERS = [
     Tuner("vera", "VeraConfig", "VeRA: shared frozen random low-rank matrices, trained scaling vectors",
           "Kopiczko et al. 2024 (arXiv 2310.11454)", R, 1e-3, "vera/llama-3.2-3B-default"),
     Tuner("loha", "LoHaConfig", "LoHa: Hadamard product of two low-rank updates (LyCORIS)",
-          "Hyeon-Woo et al. 2022, FedPara (arXiv 2108.06098)", R, 1e-4, "loha/llama-3.2-3B-rank32"),
+          "Hyeon-Woo et al. 2022, FedPara (arXiv 2108.06098)", R, 1e-4, "loha/llama-3.2-3B-rank32",
+          no_meta_forward=ITEM.format("LyCORIS")),
     Tuner("lokr", "LoKrConfig", "LoKr: Kronecker product of a small factor and a low-rank one (LyCORIS)",
-          "Yeh et al. 2024, LyCORIS (arXiv 2309.14859)", R, 3e-3, "lokr/llama-3.2-3B-rank32-factor4-lr0.003"),
+          "Yeh et al. 2024, LyCORIS (arXiv 2309.14859)", R, 3e-3, "lokr/llama-3.2-3B-rank32-factor4-lr0.003",
+          no_meta_forward=ITEM.format("LyCORIS")),
     Tuner("oft", "OFTConfig", "OFT: block-diagonal orthogonal rotation of each weight's input space",
           "Qiu et al. 2023 (arXiv 2306.07280)", R, 1e-4, "oft/llama-3.2-3B-rank32"),
     Tuner("boft", "BOFTConfig", "BOFT: orthogonal rotation factored as butterfly matrices",
@@ -77,10 +80,12 @@ TUNERS = [
                           " supported everywhere)"),
     Tuner("shira", "ShiraConfig", "SHiRA: trains a random sparse set of r(m+n) weight entries per layer",
           "Bhardwaj et al. 2024 (arXiv 2406.13175)", S, 3e-4, "shira/llama-3.2-3B-lr_0.0003-random_seed_42",
-          changed_by_merge=trained_entries, configure=_mask_on_cpu, init_off_meta=True),
+          changed_by_merge=trained_entries, configure=_mask_on_cpu, init_off_meta=True,
+          no_meta_forward="its forward builds a sparse tensor, which the meta device cannot coalesce"),
     Tuner("vblora", "VBLoRAConfig", "VB-LoRA: low-rank factors composed from a shared trained vector bank",
           "Li et al. 2024 (arXiv 2405.15179)", R, 1e-4, "vblora/llama-3.2-3B-default",
-          not_identity=NOT_ZERO_INIT.format("the vector bank and the selection logits")),
+          not_identity=NOT_ZERO_INIT.format("the vector bank and the selection logits"),
+          no_meta_forward=ITEM.format("VB-LoRA")),
     Tuner("delora", "DeloraConfig", "DeLoRA: normalised low-rank update with a bounded learned strength",
           "Bini et al. 2025 (arXiv 2503.18225)", R, 1e-3, "delora/llama-3.2-3B-rank32"),
     Tuner("gralora", "GraloraConfig", "GraLoRA: LoRA split into a k x k grid of independent low-rank blocks",
@@ -89,7 +94,8 @@ TUNERS = [
           "Huang et al. 2025, ICLR", R, 4.5e-3, "hira/llama-3.2-3B-rank32-lr4.5e-3"),
     Tuner("glora", "GloraConfig", "GLoRA: generalised LoRA, W0 + W0*A + B with bias terms",
           "Chavan et al. 2023 (arXiv 2306.07967)", R, 1e-4, "glora/llama-3.2-3B-default",
-          changed_by_merge=_weights_and_biases),
+          changed_by_merge=_weights_and_biases,
+          no_meta_forward="on BERT and OPT the backward of its bias path fails on the meta device"),
     Tuner("lily", "LilyConfig", "Lily: low-rank down-projections per layer sharing up-projection experts",
           "Zhong et al. 2024 (arXiv 2407.09946)", R, 1e-4, "lily/llama-3.2-3B-rank896-a2-b2-s2.0",
           not_mergeable="PEFT's Lily has no merge (LilyModel raises: not supported)"),
@@ -108,7 +114,8 @@ TUNERS = [
     Tuner("waveft", "WaveFTConfig", "WaveFT: update from a few trained wavelet coefficients",
           "Bilican et al. 2025 (arXiv 2505.12532)", R, 1e-4, "waveft/llama-3.2-3B-n_frequency-5000",
           changed_is_bound="the inverse wavelet transform spreads each coefficient over a block, and the blocks'"
-                           " union depends on the coefficients' drawn locations: counted as the whole weight"),
+                           " union depends on the coefficients' drawn locations: counted as the whole weight",
+          no_meta_forward="its forward calls nonzero, which has no meta kernel"),
     Tuner("unilora", "UniLoraConfig", "Uni-LoRA: all LoRA factors as one trained vector projected at random",
           "arXiv 2506.00799", R, 1e-4, "unilora/llama-3.2-3B-default", init_off_meta=True,
           not_identity=NOT_ZERO_INIT.format("the shared vector, so both LoRA factors")),
