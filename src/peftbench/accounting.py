@@ -12,7 +12,7 @@ from torch import nn
 
 from peftbench.config import MethodSpec
 from peftbench.methods import METHODS
-from peftbench.methods.base import Context
+from peftbench.methods.base import Context, weights_under_adapters
 from peftbench.models import meta_model
 
 
@@ -41,14 +41,6 @@ class Accounting:
 def adapter_state(model: nn.Module, base_ids: set[int]) -> dict[str, torch.Tensor]:
     """What a method checkpoint holds: every trained tensor and every tensor the method added."""
     return {name: p for name, p in model.named_parameters() if p.requires_grad or id(p) not in base_ids}
-
-
-def weights_under_adapters(model: nn.Module, base_ids: set[int]) -> int:
-    """Entries a merge rewrites for methods that wrap a layer (PEFT's `base_layer` convention, which
-    peftbench's own wrappers follow): the wrapped layer's weight."""
-    return sum(module.base_layer.weight.numel() for module in model.modules()
-               if isinstance(getattr(module, "base_layer", None), nn.Module)
-               and getattr(module.base_layer, "weight", None) is not None)
 
 
 def changed_entries(method, model: nn.Module, base_ids: set[int]) -> int:

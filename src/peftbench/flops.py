@@ -72,7 +72,13 @@ def flops_per_token(model_name: str, method_spec: str, input_len: int, target_le
     forward pass ("infer"), for a sequence of `input_len` input and `target_len` target tokens (the target is
     ignored for encoders)."""
     from peftbench.accounting import adapted_meta_model
+    from peftbench.config import MethodSpec
+    from peftbench.methods import METHODS
 
+    reason = METHODS.get(MethodSpec.parse(method_spec).name).no_meta_forward
+    if reason:
+        return {"train": None, "infer": None, "input_len": input_len, "target_len": target_len,
+                "counted_by": f"not counted: {reason}"}
     model, family, _, _ = adapted_meta_model(model_name, method_spec, seed)
     target_len = 0 if family == "encoder" else max(target_len, 1)
     tokens = input_len + target_len

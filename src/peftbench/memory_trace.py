@@ -9,7 +9,9 @@ import torch
 from torch import nn
 
 from peftbench.architectures import layer_modules
+from peftbench.config import MethodSpec
 from peftbench.errors import UserError
+from peftbench.methods import METHODS
 
 
 class UntraceableError(UserError):
@@ -110,6 +112,10 @@ def activations(model: nn.Module, backbone: nn.Module, family: str, settings,
                  mode) -> tuple[int, int, int, int]:
     """(activations without checkpointing, with it, transformer layers, the backward working set) traced at the
     settings' shape."""
+    reason = METHODS.get(MethodSpec.parse(settings.method).name).no_meta_forward
+    if reason:  # the method says so itself: its real forward runs, a data-free trace of it cannot
+        raise UntraceableError(f"cannot plan the memory of {settings.model} · {settings.method}: {reason}, so its"
+                               " activations cannot be traced without data (a run trains as usual)")
     try:
         outside, per_layer, inputs, _, tail_largest = saved_tensor_bytes(model, backbone, family, settings, mode)
     except Exception as error:  # the forward pass itself fails: a run of this method on this model would too

@@ -13,18 +13,36 @@ def lr_schedule(lr: float, peak_factor: float, final_factor: float) -> str:
     return f"{lr_text(lr)} → {lr_text(lr * peak_factor)} → {lr_text(lr * final_factor)}"
 
 
+def methods_views(entries: list[dict]) -> list[tuple[str, tuple]]:
+    """One table per group of Lialin et al.'s taxonomy; each names the survey's methods of that group that
+    neither peftbench nor HF PEFT implements. The general notes close the last."""
+    from peftbench.taxonomy import GROUPS, SURVEY
+
+    views = []
+    for group, heading in GROUPS.items():
+        cols, rows, notes = methods_view([e for e in entries if e["taxonomy"] == group])
+        missing = [f"{s.name} ({s.reference}; section {s.section})" for s in SURVEY if s.group == group and not s.method]
+        views.append((heading, (cols, rows, [f"Also in the survey, implemented by neither peftbench nor HF PEFT: "
+                                             f"{', '.join(missing)}."] if missing else [])))
+    heading, (cols, rows, group_notes) = views[-1]
+    views[-1] = (heading, (cols, rows, group_notes + notes))
+    return views
+
+
 def methods_view(entries: list[dict]) -> tuple[list[Col], list[list[str]], list[str]]:
     cols = [Col("name", "name"), Col("lr start → peak", "name"), Col("options (defaults)", "text"),
-            Col("summary", "text", optional=True), Col("lr end", "number", optional=True),
-            Col("mergeable", "name", optional=True)]
+            Col("implemented by", "text", optional=True), Col("summary", "text", optional=True),
+            Col("lr end", "number", optional=True), Col("mergeable", "name", optional=True),
+            Col("reference", "text", optional=True)]
     rows = []
     for e in entries:
         own = {k: v for k, v in e["options"].items() if LAYER_OPTIONS.get(k) != v}
         layered = "+layers" if set(LAYER_OPTIONS) <= set(e["options"]) else ""
         options = ", ".join([f"{k}={v}" for k, v in own.items()] + ([layered] if layered else [])) or "–"
         lr = e["default_lr"]
-        rows.append([e["name"], f"{lr_text(lr)} → {lr_text(lr * e['peak_factor'])}", options, e["summary"],
-                     lr_text(lr * e["final_factor"]), "yes" if e["mergeable"] else "no"])
+        rows.append([e["name"], f"{lr_text(lr)} → {lr_text(lr * e['peak_factor'])}", options, e["source"],
+                     e["summary"], lr_text(lr * e["final_factor"]), "yes" if e["mergeable"] else "no",
+                     e["reference"]])
     notes = ["lr is where warm-up starts: it climbs linearly to the peak (lr × peak_factor) over warmup_ratio of the"
              " steps, then anneals linearly to lr end (lr × final_factor). A suite's learning_rates set the start.",
              "+layers: the method also takes the ablation options layers=all|early|later|random|0,1,5-7,"

@@ -14,18 +14,21 @@ from peftbench.errors import UserError
 
 @app.command()
 def methods(wide: WideFlag = False, as_json: JsonFlag = False) -> None:
-    """List the fine-tuning methods, their options and learning-rate schedules (start → peak → end)."""
+    """List the fine-tuning methods by Lialin et al.'s taxonomy, with their options, learning-rate schedules
+    (start → peak → end), references and whether peftbench or HF PEFT implements them."""
     from peftbench.methods import METHODS
-    from peftbench.views import methods_view
+    from peftbench.views import methods_views
 
     entries = [{"name": name, "summary": m.summary, "options": {k: str(f.default) for k, f in m.options.model_fields.items()},
                 "default_lr": m.default_lr, "peak_lr": m.default_lr * m.peak_factor, "peak_factor": m.peak_factor,
                 "final_factor": m.final_factor, "mergeable": m.mergeable, "identity_init": m.identity_init,
-                "text_to_text_only": m.text_to_text_only, "source": m.source} for name, m in METHODS.items()]
+                "text_to_text_only": m.text_to_text_only, "source": m.source, "taxonomy": m.taxonomy,
+                "reference": m.reference} for name, m in METHODS.items()]
     if as_json:
         print_json(entries)
         return
-    show_view("methods", methods_view(entries), wide)
+    for heading, view in methods_views(entries):
+        show_view(heading, view, wide)
 
 
 @app.command()

@@ -262,11 +262,13 @@ def _owns_adapter(name: str) -> bool:
 LR = 3e-4
 for method in [
     Method(name="houlsby", summary="Houlsby adapters (AdapterHub DoubleSeqBn): bottlenecks after self-attention"
-           " and FFN outputs", options=HoulsbyOptions, apply=_houlsby, owns=_owns_adapter, default_lr=LR),
+           " and FFN outputs", options=HoulsbyOptions, apply=_houlsby, owns=_owns_adapter, default_lr=LR,
+           taxonomy="additive", reference="Houlsby et al. 2019; AdapterHub DoubleSeqBnConfig"),
     Method(name="pfeiffer", summary="Pfeiffer adapters (AdapterHub SeqBn): one bottleneck on the residual stream"
-           " after each FFN", options=PfeifferOptions, apply=_pfeiffer, owns=_owns_adapter, default_lr=LR),
+           " after each FFN", options=PfeifferOptions, apply=_pfeiffer, owns=_owns_adapter, default_lr=LR,
+           taxonomy="additive", reference="Pfeiffer et al. 2021 (AdapterFusion); AdapterHub SeqBnConfig"),
     Method(name="parallel_adapter", summary="scaled parallel adapter (He et al. 2022, AdapterHub ParBn) beside"
            " each FFN", options=ParallelOptions, apply=_parallel, owns=_owns_adapter, default_lr=LR,
-           identity_init=True),
+           identity_init=True, taxonomy="additive", reference="He et al. 2022; AdapterHub ParBnConfig"),
 ]:
     register(method)

@@ -13,6 +13,7 @@ from peftbench.config import MethodSpec
 from peftbench.errors import UserError
 from peftbench.models import Family
 from peftbench.registry import Registry, did_you_mean
+from peftbench.taxonomy import check_taxonomy
 
 
 class Options(BaseModel):
@@ -84,9 +85,15 @@ class Method:
     final_factor: float = 1.0
     merge: Callable[[nn.Module], nn.Module] | None = None
     # Entries of base tensors a merge rewrites, given the adapted model and the ids of the base parameters;
-    # None: the weights of the layers the method wraps (accounting.weights_under_adapters).
+    # None: the weights of the layers the method wraps (weights_under_adapters below).
     changed_by_merge: Callable[[nn.Module, set[int]], int] | None = None
     identity_init: bool = False
+    # The method computes in float32 whatever the model's dtype (C3A's FFT, DEFT's projection): its identity
+    # start and its merged form agree with the base and the unmerged model to float32 rounding only.
+    float32_adapter: bool = False
+    # Why the adapted model's forward cannot run on the meta device (data-dependent operations: `.item()`,
+    # `nonzero`, sparse tensors); its FLOPs, counted there (flops.py), are then not counted. "": it can.
+    no_meta_forward: str = ""
     text_to_text_only: bool = False
     # Positions the method adds in front of every input (prompt tuning's and P-tuning's virtual tokens),
     # checked at plan time against models with a fixed number of learned positions.
@@ -107,6 +114,10 @@ class Method:
     # prune during training (AdaLoRA: from init_r to target_r singular values per layer on average).
     trainable_at_budget: Callable[[nn.Module, Options], int] | None = None
     source: str = "peftbench"
+    # Lialin et al.'s group (taxonomy.GROUPS: additive, selective, reparametrization, hybrid, or full) and the
+    # paper or library file the method follows; register() refuses a method without them.
+    taxonomy: str = ""
+    reference: str = ""
     trains = True  # shared with the baselines (peftbench.baselines), which are evaluated untrained
     uses_model = True
 
@@ -154,7 +165,16 @@ METHODS: Registry[Method] = Registry("method", "peftbench methods")
 
 
 def register(method: Method) -> Method:
+    check_taxonomy(method.name, method.taxonomy, method.reference)
     return METHODS.register(method.name, method)
+
+
+def weights_under_adapters(model: nn.Module, base_ids: set[int]) -> int:
+    """Entries a merge rewrites for methods that wrap a layer (PEFT's `base_layer` convention, which
+    peftbench's own wrappers follow): the wrapped layer's weight."""
+    return sum(module.base_layer.weight.numel() for module in model.modules()
+               if isinstance(getattr(module, "base_layer", None), nn.Module)
+               and getattr(module.base_layer, "weight", None) is not None)
 
 
 def freeze(model: nn.Module) -> None:

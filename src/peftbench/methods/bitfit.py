@@ -40,4 +40,5 @@ def _added_biases(model: nn.Module, base_ids: set[int]) -> int:
 
 register(Method(name="bitfit", summary="BitFit: train bias terms only (add_bias=true adds zero biases)",
                 options=BitFitOptions, apply=_apply, owns=lambda name: name.endswith("bias"), default_lr=3e-4,
-                merge=keep_model, changed_by_merge=_added_biases, identity_init=True))
+                merge=keep_model, changed_by_merge=_added_biases, identity_init=True, taxonomy="selective",
+                reference="Ben Zaken et al. 2021"))

@@ -87,7 +87,9 @@ def _compacter(keep):
 
 
 register(Method(name="compacter", summary="Compacter: Houlsby-placed adapters of low-rank Kronecker (PHM) layers",
-                options=CompacterOptions, apply=_compacter(_is_houlsby_site), owns=_owns_adapter, default_lr=LR))
+                options=CompacterOptions, apply=_compacter(_is_houlsby_site), owns=_owns_adapter, default_lr=LR,
+                taxonomy="hybrid", reference="Karimi Mahabadi et al. 2021; AdapterHub CompacterConfig"))
 register(Method(name="compacter_pp", summary="Compacter++: PHM adapters on the residual stream after each FFN",
                 options=CompacterPlusPlusOptions, apply=_compacter(_is_ffn_output), owns=_owns_adapter,
-                default_lr=LR))
+                default_lr=LR, taxonomy="hybrid",
+                reference="Karimi Mahabadi et al. 2021; AdapterHub CompacterPlusPlusConfig"))

@@ -9,4 +9,5 @@ def _apply(model, options, context):
 
 register(Method(name="full", summary="full fine-tuning: every weight is trained (the reference)",
                 options=Options, apply=_apply, owns=lambda name: True, default_lr=3e-5, merge=keep_model,
-                changed_by_merge=lambda model, base_ids: 0, checkpoint_is_model=True, is_reference=True))
+                changed_by_merge=lambda model, base_ids: 0, checkpoint_is_model=True, is_reference=True,
+                taxonomy="full", reference="full fine-tuning, every paper's baseline (Pu et al. A.3 learning rate)"))

@@ -91,6 +91,8 @@ def _owns_adapter_or_prefix(name: str) -> bool:
 MAM_LR = 5e-5
 
 register(Method(name="mam", summary="MAM adapter (He et al. 2022): prefix tuning + scaled parallel FFN adapter",
-                options=MamOptions, apply=_mam, owns=_owns_adapter_or_prefix, default_lr=MAM_LR))
+                options=MamOptions, apply=_mam, owns=_owns_adapter_or_prefix, default_lr=MAM_LR,
+                taxonomy="hybrid", reference="He et al. 2022; AdapterHub MAMConfig"))
 register(Method(name="unipelt", summary="UniPELT (Mao et al. 2022): gated LoRA, prefix tuning and FFN adapter",
-                options=UniPeltOptions, apply=_unipelt, owns=_owns_adapter_or_prefix, default_lr=LR))
+                options=UniPeltOptions, apply=_unipelt, owns=_owns_adapter_or_prefix, default_lr=LR,
+                taxonomy="hybrid", reference="Mao et al. 2022; AdapterHub UniPELTConfig"))

@@ -218,18 +218,23 @@ def _owns(*parameter_names: str):
 
 register(Method(name="dora", summary="DoRA (Liu et al. 2024): LoRA with a learned per-output magnitude",
                 options=LoraOptions, apply=_dora, owns=lambda name: "lora_" in name, default_lr=3e-4,
-                merge=peft_merge, identity_init=True, learning_rate_factors=loraplus_factors, source="HF PEFT"))
+                merge=peft_merge, identity_init=True, learning_rate_factors=loraplus_factors, source="HF PEFT",
+                taxonomy="reparametrization",
+                reference="Liu et al. 2024; HF PEFT LoraConfig(use_dora=True) (tuners/lora)"))
 register(Method(name="adalora", summary="AdaLoRA (Zhang et al. 2023): SVD-form LoRA whose rank budget is"
                 " reallocated by importance during training",
                 options=AdaLoraOptions, apply=_adalora, owns=lambda name: "lora_" in name, default_lr=3e-4,
                 merge=peft_merge, identity_init=True, on_optimizer_step=_adalora_allocate,
                 trainable_at_budget=lambda model, options: _adalora_trainable(model, options.target_r),
-                source="HF PEFT"))
+                source="HF PEFT", taxonomy="reparametrization",
+                reference="Zhang et al. 2023; HF PEFT AdaLoraConfig (tuners/adalora)"))
 register(Method(name="lora_scaling", summary="LoRA with scaling (T-Few, Liu et al. 2022; Pu et al.'s LoRA):"
                 " rank-r update plus rank-s element-wise weight scaling",
                 options=LoraScalingOptions, apply=_lora_scaling, owns=_owns(*LORA_SCALING_PARAMETERS),
-                default_lr=3e-4, merge=merge_adapted, identity_init=True, source="peftbench (after T-Few)"))
+                default_lr=3e-4, merge=merge_adapted, identity_init=True, source="peftbench (after T-Few)",
+                taxonomy="reparametrization", reference="Liu et al. 2022; T-Few lora.py (LoRALinear)"))
 register(Method(name="krona", summary="KronA (Edalati et al. 2022): Kronecker-product update A kron B; with"
                 " b_rank and init=lokr, HF PEFT's LoKr", options=KronaOptions, apply=_krona,
                 owns=_owns("krona_a", "krona_b", "krona_b_out", "krona_b_in"), default_lr=3e-4,
-                merge=merge_adapted, identity_init=True, source="peftbench"))
+                merge=merge_adapted, identity_init=True, source="peftbench", taxonomy="reparametrization",
+                reference="Edalati et al. 2022"))

@@ -134,14 +134,19 @@ def _ln_tuning(model, options: Options, context):
 
 register(Method(name="lora", summary="LoRA (Hu et al. 2021): low-rank updates of attention weights",
                 options=LoraOptions, apply=lora_apply, owns=lambda name: "lora_" in name, default_lr=3e-4,
-                merge=peft_merge, identity_init=True, learning_rate_factors=loraplus_factors, source="HF PEFT"))
+                merge=peft_merge, identity_init=True, learning_rate_factors=loraplus_factors, source="HF PEFT",
+                taxonomy="reparametrization",
+                reference="Hu et al. 2021; HF PEFT LoraConfig (tuners/lora); its options init, rslora, b_lr_ratio:"
+                          " docs/methods.md"))
 register(Method(name="ia3", summary="(IA)3 (Liu et al. 2022): learned rescaling of keys, values and FFN",
                 options=IA3Options, apply=_ia3, owns=lambda name: "ia3_" in name or name.endswith("multi_lora_b"),
-                default_lr=3e-4, merge=_ia3_merge, identity_init=True, source="HF PEFT"))
+                default_lr=3e-4, merge=_ia3_merge, identity_init=True, source="HF PEFT", taxonomy="additive",
+                reference="Liu et al. 2022; HF PEFT IA3Config (tuners/ia3); layout=tfew: T-Few"))
 register(Method(name="prompt_tuning", summary="prompt tuning (Lester et al. 2021): trained soft-prompt tokens",
                 options=PromptTuningOptions, apply=_prompt_tuning, owns=lambda name: "prompt_encoder" in name,
                 default_lr=3e-3, peak_factor=100.0, final_factor=10.0, virtual_tokens=lambda options: options.tokens,
-                source="HF PEFT"))
+                source="HF PEFT", taxonomy="additive",
+                reference="Lester et al. 2021; HF PEFT PromptTuningConfig (tuners/prompt_tuning)"))
 def _norm_parameters(model: nn.Module, base_ids: set[int]) -> int:
     """Merging LN tuning swaps in the trained copies: every weight and bias of each tuned norm changes."""
     return sum(p.numel() for module in model.modules() if hasattr(module, "ln_tuning_layers")
@@ -150,4 +155,5 @@ def _norm_parameters(model: nn.Module, base_ids: set[int]) -> int:
 
 register(Method(name="ln_tuning", summary="LayerNorm tuning (Zhao et al. 2023): train normalisation layers",
                 options=Options, apply=_ln_tuning, owns=lambda name: "ln_tuning_layers" in name, default_lr=3e-4,
-                merge=peft_merge, changed_by_merge=_norm_parameters, identity_init=True, source="HF PEFT"))
+                merge=peft_merge, changed_by_merge=_norm_parameters, identity_init=True, source="HF PEFT",
+                taxonomy="selective", reference="Zhao et al. 2023; HF PEFT LNTuningConfig (tuners/ln_tuning)"))

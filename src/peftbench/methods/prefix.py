@@ -289,4 +289,5 @@ def _prefix_tuning(model: nn.Module, options: PrefixTuningOptions, context) -> n
 # bbc_topic, 100 examples (5 labels), against 0.89 with the same peak of 3e-3 as here (docs/prefix-tuning.md).
 register(Method(name="prefix_tuning", summary="prefix tuning (Li & Liang 2021): per-layer key/value prefixes"
                 " at every attention site, from a trained MLP or flat", options=PrefixTuningOptions,
-                apply=_prefix_tuning, owns=owns_prefix, default_lr=3e-4))
+                apply=_prefix_tuning, owns=owns_prefix, default_lr=3e-4, taxonomy="additive",
+                reference="Li & Liang 2021; AdapterHub PrefixTuningConfig (methods/prefix_tuning.py)"))

@@ -36,4 +36,5 @@ def _p_tuning(model, options: PTuningOptions, context):
 register(Method(name="p_tuning", summary="P-tuning (Liu et al. 2021): virtual tokens from a trained prompt encoder",
                 options=PTuningOptions, apply=_p_tuning, owns=lambda name: "prompt_encoder" in name,
                 default_lr=3e-3, peak_factor=100.0, final_factor=10.0, virtual_tokens=lambda options: options.tokens,
-                source="HF PEFT"))
+                source="HF PEFT", taxonomy="additive",
+                reference="Liu et al. 2021; HF PEFT PromptEncoderConfig (tuners/p_tuning)"))

@@ -1,0 +1,135 @@
+"""The methods generated from HF PEFT's config classes (methods/peft_tuners.py): options and defaults are
+PEFT's own, counts agree with PEFT's and with a hand computation, the changed-after-merge count is what a merge
+really rewrites, and a tuner that does not fit a model's layers fails at plan time with one line. The generic
+method checks (liveness, frozen base, identity, merge, reload) run over them in test_method_zoo.py."""
+
+import pytest
+import torch
+
+from conftest import TINY_MODELS, run_cli, write_suite
+from peftbench.accounting import count
+from peftbench.flops import flops_per_token
+from peftbench.config import MethodSpec
+from peftbench.errors import UserError
+from peftbench.methods import METHODS
+from peftbench.methods.peft_generated import OWNED_FIELDS, PeftTunerOptions
+from peftbench.methods.peft_tuners import TUNERS
+from peftbench.models import load_model
+from scaffold import TEST_SPECS, build, train_steps
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def test_every_tuner_is_a_method_with_peft_defaults():
+    """Each option is a field of the PEFT config class with that class's default; the fields peftbench sets
+    (targets and module choice) are not options, and lora's targets are."""
+    for tuner in TUNERS:
+        method = METHODS.get(tuner.name)
+        config = tuner.config_class()()
+        own = set(method.options.model_fields) - set(PeftTunerOptions.model_fields)
+        assert own and not own & OWNED_FIELDS, tuner.name
+        defaults = method.options()
+        assert {key: getattr(defaults, key) for key in own} == {key: getattr(config, key) for key in own}
+        assert defaults.targets == "qv" and method.source == "HF PEFT" and f"HF PEFT {tuner.config}" in method.reference
+
+
+def test_known_defaults_and_spec_strings():
+    """A few of PEFT's defaults read back as PEFT documents them; spec strings are typed; unknown keys fail."""
+    vera, loha, hira = (METHODS.get(name) for name in ("vera", "loha", "hira"))
+    assert (vera.options().r, vera.options().d_initial, loha.options().alpha) == (256, 0.1, 8)
+    options = hira.parse_options(MethodSpec.parse("hira[r=4,init_weights=gaussian,targets=all-linear]"))
+    assert (options.r, options.init_weights, options.targets) == (4, "gaussian", "all-linear")
+    assert METHODS.get("boft").parse_options(MethodSpec.parse("boft[init_weights=false]")).init_weights is False
+    assert str(vera.canonical(MethodSpec.parse("vera[r=256,d_initial=0.5]"))) == "vera[d_initial=0.5]"
+    with pytest.raises(UserError, match="method 'vera' has no option 'target_modules'"):
+        vera.parse_options(MethodSpec.parse("vera[target_modules=q]"))
+    with pytest.raises(UserError, match="bad value for 'r'"):
+        vera.parse_options(MethodSpec.parse("vera[r=many]"))
+
+
+# Hand counts on the tiny models (d=32; T5 adapts q and v of 6 attentions: 12 layers of 32 x 32; Llama's value
+# projection is 16 x 32 under grouped-query attention, 2 layers).
+HAND_COUNTS = {
+    # VeRA: per layer a lambda_d of r=256 and a lambda_b of out_features; the random A, B are frozen buffers.
+    ("vera", "config:tiny-t5"): (12 * (256 + 32), 12 * 32 * 32),
+    # LoHa r=8: two pairs (out x r, r x in) per layer: q 2 * 8 * (32 + 32), v 2 * 8 * (16 + 32).
+    ("loha", "config:tiny-llama"): (2 * (2 * 8 * 64 + 2 * 8 * 48), 2 * (32 * 32 + 16 * 32)),
+    # SHiRA r=4: r * (in + out) entries per layer, and a merge rewrites exactly those.
+    ("shira[r=4]", "config:tiny-llama"): (2 * (4 * 64 + 4 * 48), 2 * (4 * 64 + 4 * 48)),
+}
+
+
+@pytest.mark.parametrize("spec,model_name", list(HAND_COUNTS))
+def test_counts_match_peft_and_hand(spec, model_name):
+    trainable, changed = HAND_COUNTS[spec, model_name]
+    counted = count(model_name, spec)
+    assert (counted.trainable, counted.added, counted.changed) == (trainable, trainable, changed)
+    assert counted.adapter_bytes == 4 * trainable
+    peft_model = build(spec, model_name).model
+    assert peft_model.get_nb_trainable_parameters()[0] == trainable
+
+
+def _mergeable_specs():
+    for tuner in TUNERS:
+        if not tuner.not_mergeable:
+            yield TEST_SPECS.get(tuner.name, tuner.name)
+
+
+@pytest.mark.parametrize("spec", list(_mergeable_specs()))
+def test_changed_after_merge_is_what_the_merge_rewrites(spec, model_name="config:tiny-bert"):
+    """Trained, then merged: the base entries that differ from the untrained model's are the count
+    accounting gives from the meta model (BERT: its biases would show a merge that also rewrites those). In
+    float64, where no update is small enough to round away. A tuner that declares its count a bound stays
+    within it."""
+    built = build(spec, model_name, dtype=torch.float64)
+    train_steps(built.family, built.model)
+    name = MethodSpec.parse(spec).name
+    merged = METHODS.get(name).merge(built.model)
+    base = dict(load_model(model_name).model.double().named_parameters())
+    with torch.no_grad():
+        differ = sum(int((p != base[key]).sum()) for key, p in merged.named_parameters())
+    changed = count(model_name, spec).changed
+    bound = next(tuner.changed_is_bound for tuner in TUNERS if tuner.name == name)
+    assert 0 < differ <= changed if bound else differ == changed
+
+
+def test_a_tuner_that_does_not_fit_fails_at_plan_time_with_one_line(tmp_path):
+    """C3A's default block of 256 does not divide the tiny models' width of 32: the dry run names the option."""
+    suite = write_suite(tmp_path / "c3a.json", models=["config:tiny-t5"], methods=["c3a"])
+    code, out, err = run_cli("run", suite, "--dry-run", "--store", tmp_path / "results.db")
+    assert code == 2 and "Traceback" not in err
+    assert err.strip().count("\n") == 0
+    assert "method 'c3a' does not fit" in err and "block size" in err
+    assert not (tmp_path / "results.db").exists()
+    code, _, err = run_cli("params", "config:tiny-t5", "--method", "c3a[block_size=16]")
+    assert code == 0, err
+
+
+def test_declarations_name_their_reasons():
+    """Whatever does not hold is said in the declaration; identity and merge hold for the others (tested in
+    test_method_zoo.py)."""
+    for tuner in TUNERS:
+        method = METHODS.get(tuner.name)
+        assert method.identity_init == (not tuner.not_identity)
+        assert method.mergeable == (not tuner.not_mergeable)
+        assert tuner.reference and tuner.summary and tuner.peft_lr > 0
+    assert {t.name for t in TUNERS if t.not_identity} == {"fourierft", "c3a", "vblora", "unilora"}
+
+
+@pytest.mark.parametrize("model_name", TINY_MODELS)
+def test_flops_are_counted_on_the_meta_model_or_the_method_says_why(model_name):
+    """A run counts FLOPs by a forward and backward pass on the meta model: a tuner whose forward reads values
+    (LoHa's .item(), SHiRA's sparse tensor) declares it, and its FLOPs are not counted rather than failing the run."""
+    for tuner in TUNERS:
+        flops = flops_per_token(model_name, TEST_SPECS.get(tuner.name, tuner.name), 16, 4)
+        if tuner.no_meta_forward:
+            assert flops["infer"] is None and tuner.no_meta_forward in flops["counted_by"], tuner.name
+        else:
+            assert flops["infer"] > 0 and flops["train"] > flops["infer"], tuner.name
+
+
+def test_memory_plan_says_why_a_method_cannot_be_traced():
+    code, _, err = run_cli("memory", "config:tiny-bert", "--method", "loha")
+    assert code == 2 and err.strip().count("\n") == 0 and ".item()" in err and "a run trains as usual" in err
+    code, out, err = run_cli("memory", "config:tiny-bert", "--method", "boft")  # built on the CPU, then meta
+    assert code == 0, err
