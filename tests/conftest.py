@@ -122,13 +122,14 @@ def expected_report(rows: list[dict]) -> tuple[set[str], set[str]]:
                       ("layers", "modules", "drop"))}
     labelled = [row for row in done if (row.get("metrics") or {}).get("prediction_counts")]
     generative = {row["model"] for row in done if row.get("family") in ("decoder", "seq2seq")}
+    forgot = [row for row in done if row.get("forgetting") is not None]  # trained text-to-text runs
     tables = {f"{kind}-{block(row)}" for row in done for kind in ("scores", "convergence", "ratios")} \
         | {f"ablations-{name}" for name in ablated} | {f"efficiency-{slug(row['model'])}" for row in done} \
         | {f"predictions-{where(row)}" for row in labelled if row["model"] in generative} \
-        | {"statistics", "significance", "runs"}
+        | {f"forgetting-{block(row)}" for row in forgot} | {"statistics", "significance", "runs"}
     plots = {f"{kind}-{where(row)}" for row in done
              for kind in ("scores", "pareto-params", "pareto-memory", "val-loss", "train-loss")} \
-        | {f"predictions-{where(row)}" for row in labelled}
+        | {f"predictions-{where(row)}" for row in labelled} | {f"pareto-forgetting-{where(row)}" for row in forgot}
     return tables, plots
 
 

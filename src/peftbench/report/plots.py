@@ -1,6 +1,6 @@
 """The report's figures (matplotlib, Agg backend, PNG bytes), per model, task and data size: score per
 method with its spread over seeds beside the baselines (the summary's chart), score against trainable
-parameters and against peak memory with the Pareto front, validation loss against wall time (Pu et al.
+parameters, against peak memory and against forgetting (text-to-text runs) with the Pareto front, validation loss against wall time (Pu et al.
 Figure 1), training loss per epoch, and predicted labels (Hamilton & Mueller Table 4).
 
 Every method keeps one colour and marker in every figure, legends sit outside the axes (labels cannot
@@ -25,7 +25,7 @@ WIDTH = 7.5  # inches of axes; the legend is added beside them
 
 @dataclass
 class Figure:
-    kind: str  # scores, pareto-params, pareto-memory, val-loss, train-loss, predictions
+    kind: str  # scores, pareto-params, pareto-memory, pareto-forgetting, val-loss, train-loss, predictions
     caption: str
     png: bytes
     block: str  # Block.key of the block it belongs to
@@ -150,7 +150,10 @@ def scores_figure(plt, block: Block, style: dict) -> bytes:
     return _png(figure)
 
 
-def _tradeoff(plt, block: Block, style: dict, cost, xlabel: str, log: bool, note: str = "") -> bytes | None:
+def _tradeoff(plt, block: Block, style: dict, cost, xlabel: str, log: bool, note: str = "",
+              from_zero: bool = True) -> bytes | None:
+    """Score against a cost (lower is better) with the Pareto front; a linear axis starts at zero unless the
+    cost can be negative (`from_zero=False`: forgetting, where zero, no change, is drawn as a line)."""
     figure, axis = plt.subplots(figsize=(WIDTH, 4.6))
     points = []
     for config in block.trained:
@@ -172,8 +175,10 @@ def _tradeoff(plt, block: Block, style: dict, cost, xlabel: str, log: bool, note
     _baselines(axis, block, vertical=False, lines=style)
     if log:
         axis.set_xscale("log")
-    else:
+    elif from_zero:
         axis.set_xlim(left=0, right=max(x for x, _ in points) * 1.15)
+    else:
+        axis.axvline(0, color="#999999", linewidth=0.8, zorder=0)
     axis.set_xlabel(xlabel)
     axis.set_ylabel(f"{_metric(block)} (mean ± std over seeds)")
     axis.grid(alpha=0.3)
@@ -258,6 +263,10 @@ def figures(summary: list[Block], all_labels: list[str], baseline_labels: list[s
         add("pareto-memory", block, f"Score against peak memory: {where}",
             _tradeoff(plt, block, style, lambda r: (r.get("peak_memory_bytes") or 0) / 2**30 or None,
                       "peak memory (GiB, axis from 0)", log=False, note=_memory_note(block)))
+        add("pareto-forgetting", block, f"Score against forgetting: {where}",
+            _tradeoff(plt, block, style, lambda r: r.get("forgetting"),
+                      "forgetting (change in loss per token on held-out general text, nats)", log=False,
+                      from_zero=False))
         add("val-loss", block, f"Validation loss against wall time: {where}",
             _curves(plt, block, style, "seconds", "val_loss", "wall time (s)", "validation loss"))
         if any(len(run.get("curve") or []) > 1 for c in block.trained for run in c.runs):

