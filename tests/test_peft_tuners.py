@@ -116,6 +116,14 @@ def test_declarations_name_their_reasons():
     assert {t.name for t in TUNERS if t.not_identity} == {"fourierft", "c3a", "vblora", "unilora"}
 
 
+def test_a_tuner_starts_at_three_times_peft_lr_or_a_tenth_of_that_where_a_real_run_said_so():
+    for tuner in TUNERS:
+        scaled = 3 * tuner.peft_lr / (10 if tuner.scaled_lr_too_high else 1)
+        assert METHODS.get(tuner.name).default_lr == pytest.approx(scaled, rel=1e-6)
+    assert {t.name for t in TUNERS if t.scaled_lr_too_high} == {"c3a", "delora", "hira", "lokr"}
+    assert METHODS.get("c3a").default_lr == pytest.approx(0.09)  # PEFT's 0.3: peaks at 0.9, not 9
+
+
 @pytest.mark.parametrize("model_name", TINY_MODELS)
 def test_flops_are_counted_on_the_meta_model_or_the_method_says_why(model_name):
     """A run counts FLOPs by a forward and backward pass on the meta model: a tuner whose forward reads values
