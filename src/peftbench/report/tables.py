@@ -214,12 +214,13 @@ def forgetting_tables(items: list[Config]) -> list[Table]:
             mark_best(rows, column, higher=False, separated=True)
         before = {fmt(c.first("general_loss_before")) for c in measured}
         text = measured[0].first("general_text") or {}
+        tokens = f"{text['tokens']:,}" if isinstance(text.get("tokens"), int) else "?"
         notes = [seed_note(measured),
                  "Forgetting: the mean cross-entropy per token (nats) on a held-out general text after tuning minus"
                  f" the base model's before it ({' / '.join(sorted(before))}), as HF PEFT's method_comparison"
                  " records it; lower is better, below zero the tuned model predicts the text better than the base."
                  f" The text: {text.get('corpus', 'a held-out corpus')} ({text.get('file', '?')},"
-                 f" {text.get('tokens', '?')} tokens scored). Bold only where the lead is larger than the runs' spread."]
+                 f" {tokens} tokens scored). Bold only where the lead is larger than the runs' spread."]
         tables.append(Table(f"forgetting-{slug(model)}-{slug(scale_name(scale))}",
                             f"Forgetting: {model_title(model)}, {scale_name(scale)}", ["method", *tasks], rows, notes))
     return tables
@@ -289,7 +290,8 @@ def all_tables(rows: list[dict]) -> tuple[list[Table], list[Config], list[Compar
     items = configs(rows)
     comparisons = compare_top_two(items)
     tables = [*scores_tables(items, comparisons), statistics_table(items), significance_table(comparisons),
-              *ablation_tables(items), *convergence_tables(items), *ratio_tables(items), *efficiency_tables(items), *forgetting_tables(items)]
+              *ablation_tables(items), *convergence_tables(items), *ratio_tables(items), *efficiency_tables(items),
+              *forgetting_tables(items)]
     if (cost := cost_table(items)) is not None:
         tables.append(cost)
     tables += [*prediction_tables(items), runs_table(rows)]
