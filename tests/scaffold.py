@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from conftest import TINY_MODELS
-from peftbench.artifacts import trained_tensors
+from peftbench.artifacts import own_tensor_ids, trained_tensors
 from peftbench.config import MethodSpec
 from peftbench.heads import MeanPoolClassifier
 from peftbench.methods import METHODS
@@ -53,7 +53,7 @@ class Built:
 def build(spec_text: str, model_name: str, seed: int = 0, dtype: torch.dtype = torch.float32) -> Built:
     loaded = load_model(model_name)
     loaded.model.to(dtype)
-    base_ids = {id(p) for p in loaded.model.parameters()}
+    base_ids = set(own_tensor_ids(loaded.model))
     spec = MethodSpec.parse(spec_text)
     method = METHODS.get(spec.name)
     torch.manual_seed(seed)

@@ -49,24 +49,46 @@ def test_known_defaults_and_spec_strings():
 
 # Hand counts on the tiny models (d=32; T5 adapts q and v of 6 attentions: 12 layers of 32 x 32; Llama's value
 # projection is 16 x 32 under grouped-query attention, 2 layers).
+# (trainable, added frozen, changed after merge)
 HAND_COUNTS = {
-    # VeRA: per layer a lambda_d of r=256 and a lambda_b of out_features; the random A, B are frozen buffers.
-    ("vera", "config:tiny-t5"): (12 * (256 + 32), 12 * 32 * 32),
+    # VeRA: per layer a lambda_d of r=256 and a lambda_b of out_features; the random A (r x in) and B (out x r) are
+    # frozen buffers that every layer shares, added once and kept in the checkpoint, as PEFT's save_projection does.
+    ("vera", "config:tiny-t5"): (12 * (256 + 32), 256 * 32 + 32 * 256, 12 * 32 * 32),
     # LoHa r=8: two pairs (out x r, r x in) per layer: q 2 * 8 * (32 + 32), v 2 * 8 * (16 + 32).
-    ("loha", "config:tiny-llama"): (2 * (2 * 8 * 64 + 2 * 8 * 48), 2 * (32 * 32 + 16 * 32)),
+    ("loha", "config:tiny-llama"): (2 * (2 * 8 * 64 + 2 * 8 * 48), 0, 2 * (32 * 32 + 16 * 32)),
     # SHiRA r=4: r * (in + out) entries per layer, and a merge rewrites exactly those.
-    ("shira[r=4]", "config:tiny-llama"): (2 * (4 * 64 + 4 * 48), 2 * (4 * 64 + 4 * 48)),
+    ("shira[r=4]", "config:tiny-llama"): (2 * (4 * 64 + 4 * 48), 0, 2 * (4 * 64 + 4 * 48)),
 }
 
 
 @pytest.mark.parametrize("spec,model_name", list(HAND_COUNTS))
 def test_counts_match_peft_and_hand(spec, model_name):
-    trainable, changed = HAND_COUNTS[spec, model_name]
+    trainable, frozen, changed = HAND_COUNTS[spec, model_name]
     counted = count(model_name, spec)
-    assert (counted.trainable, counted.added, counted.changed) == (trainable, trainable, changed)
-    assert counted.adapter_bytes == 4 * trainable
+    assert (counted.trainable, counted.added, counted.changed) == (trainable, trainable + frozen, changed)
+    assert counted.adapter_bytes == 4 * (trainable + frozen)
     peft_model = build(spec, model_name).model
     assert peft_model.get_nb_trainable_parameters()[0] == trainable
+
+
+@pytest.mark.parametrize("model_name", TINY_MODELS)
+def test_added_counts_what_peft_saves(model_name):
+    """`added` (and the checkpoint) is every tensor the method adds, frozen buffers included, once each: what PEFT's
+    own adapter state dict holds (get_peft_model_state_dict), but for two that PEFT stores differently."""
+    from peft import get_peft_model_state_dict
+
+    for tuner in TUNERS:
+        spec = TEST_SPECS.get(tuner.name, tuner.name)
+        counted = count(model_name, spec)
+        saved = sum(tensor.numel() for tensor in get_peft_model_state_dict(build(spec, model_name).model).values())
+        if tuner.name == "randlora":  # PEFT repeats the two shared bases under every adapted layer and the model
+            bases = counted.added - counted.trainable
+            layers = 12 if model_name == "config:tiny-t5" else 4
+            assert bases > 0 and saved == counted.trainable + (layers + 1) * bases
+        elif tuner.name == "shira":  # PEFT also saves each value's row and column; peftbench redraws them by seed
+            assert counted.added == counted.trainable and saved == 3 * counted.trainable
+        else:
+            assert counted.added == saved, tuner.name
 
 
 def _mergeable_specs():

@@ -1,5 +1,5 @@
 """Parameter accounting in the senses that matter (Lialin et al., section 12): total parameters of the
-base, trainable, added (new tensors, frozen ones included), changed after merging (entries of the base
+base, trainable, added (new tensors, frozen ones and buffers included), changed after merging (entries of the base
 weights that differ once the method is folded in), and the size of the adapter checkpoint.
 Models are built on the `meta` device: no memory and no weights, so even T5-11B counts in seconds."""
 
@@ -10,6 +10,7 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
+from peftbench.artifacts import adapter_state, own_tensor_ids
 from peftbench.config import MethodSpec
 from peftbench.methods import METHODS
 from peftbench.methods.base import Context, weights_under_adapters
@@ -38,11 +39,6 @@ class Accounting:
         return row
 
 
-def adapter_state(model: nn.Module, base_ids: set[int]) -> dict[str, torch.Tensor]:
-    """What a method checkpoint holds: every trained tensor and every tensor the method added."""
-    return {name: p for name, p in model.named_parameters() if p.requires_grad or id(p) not in base_ids}
-
-
 def changed_entries(method, model: nn.Module, base_ids: set[int]) -> int:
     trained_in_place = sum(p.numel() for _, p in model.named_parameters() if p.requires_grad and id(p) in base_ids)
     if method.merge is None:
@@ -68,7 +64,8 @@ def learned_positions(model_name: str) -> int | None:
 
 def adapted_meta_model(model_name: str, spec_text: str, seed: int = 0):
     """The model's architecture on the meta device with the method applied: (adapted model, family, the
-    base model's named parameters, the method's context). Seconds even for T5-11B, and no memory."""
+    base model's named parameters, the ids of its tensors (artifacts.own_tensor_ids), the method's context).
+    Seconds even for T5-11B, and no memory."""
     spec = MethodSpec.parse(spec_text)
     method = METHODS.get(spec.name)
     options = method.parse_options(spec)
@@ -76,9 +73,10 @@ def adapted_meta_model(model_name: str, spec_text: str, seed: int = 0):
     model = copy.deepcopy(template)  # a meta model copies in no time; building one takes a while
     with torch.device("meta"):
         base = list(model.named_parameters())  # tied tensors (T5's embeddings) appear once
+        base_ids = own_tensor_ids(model)
         context = Context(family=family, seed=seed)
         adapted = method.apply(model, options, context)
-    return adapted, family, base, context
+    return adapted, family, base, base_ids, context
 
 
 def count(model_name: str, spec_text: str, seed: int = 0) -> Accounting:
@@ -86,8 +84,7 @@ def count(model_name: str, spec_text: str, seed: int = 0) -> Accounting:
     Applying the method there also proves it fits the architecture, at no memory cost."""
     spec = MethodSpec.parse(spec_text)
     method = METHODS.get(spec.name)
-    adapted, family, base, context = adapted_meta_model(model_name, spec_text, seed)
-    base_ids = {id(p) for _, p in base}
+    adapted, family, base, base_ids, context = adapted_meta_model(model_name, spec_text, seed)
     parameters = list(adapted.named_parameters())
     state = adapter_state(adapted, base_ids)
     return Accounting(
@@ -95,7 +92,7 @@ def count(model_name: str, spec_text: str, seed: int = 0) -> Accounting:
         trainable=sum(p.numel() for _, p in parameters if p.requires_grad),
         trainable_at_budget=(method.trainable_at_budget(adapted, method.parse_options(spec))
                              if method.trainable_at_budget else None),
-        added=sum(p.numel() for _, p in parameters if id(p) not in base_ids),
+        added=sum(t.numel() for t in state.values() if id(t) not in base_ids),
         changed=changed_entries(method, adapted, base_ids),
         adapter_bytes=sum(t.numel() * t.element_size() for t in state.values()),
         mergeable=method.mergeable, chosen=context.record)

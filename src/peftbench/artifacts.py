@@ -30,17 +30,29 @@ def weights_root(store_path: Path) -> Path:
     return store_path.parent / "weights"
 
 
-def trained_tensors(model: torch.nn.Module, base_ids: frozenset[int]) -> dict[str, torch.Tensor]:
-    """CPU copies of every tensor the run trained or the method added (accounting.adapter_state), each under
-    one name: a tensor shared by several modules (Compacter's shared matrices) is stored once, and loading it
-    under that name sets it everywhere."""
+def own_tensor_ids(model: torch.nn.Module) -> frozenset[int]:
+    """The ids of a model's parameters and buffers: taken before a method is applied, what the method did not add."""
+    return frozenset(id(tensor) for tensor in (*model.parameters(), *model.buffers()))
+
+
+def adapter_state(model: torch.nn.Module, base_ids: frozenset[int]) -> dict[str, torch.Tensor]:
+    """What a method checkpoint holds, each tensor under one name: every tensor of the model's state that the run
+    trains or that the method added, parameters and persistent buffers alike (VeRA's shared random projections,
+    Super-Tuning's indices: a PEFT checkpoint keeps them too). A tensor shared by several modules (Compacter's
+    shared matrices, VeRA's projections) is kept once, and loading it under that name sets it everywhere."""
     seen: set[int] = set()
-    tensors = {}
-    for name, parameter in model.named_parameters(remove_duplicate=False):
-        if (parameter.requires_grad or id(parameter) not in base_ids) and id(parameter) not in seen:
-            seen.add(id(parameter))
-            tensors[name] = parameter.detach().to("cpu", copy=True).contiguous()
-    return tensors
+    state = {}
+    for name, tensor in model.state_dict(keep_vars=True).items():
+        if (tensor.requires_grad or id(tensor) not in base_ids) and id(tensor) not in seen:
+            seen.add(id(tensor))
+            state[name] = tensor
+    return state
+
+
+def trained_tensors(model: torch.nn.Module, base_ids: frozenset[int]) -> dict[str, torch.Tensor]:
+    """CPU copies of the adapter state (adapter_state): what a run saves."""
+    return {name: tensor.detach().to("cpu", copy=True).contiguous()
+            for name, tensor in adapter_state(model, base_ids).items()}
 
 
 def _sha256(path: Path) -> str:

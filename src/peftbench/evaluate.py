@@ -26,7 +26,7 @@ class TaskModel:
     bf16_autocast: bool = True  # bf16 autocast over fp32 weights on CUDA (peftbench.precision)
     cpu_bf16: CpuBf16 = "off"  # on CPU: auto (where bf16 is native), on or off; a run takes its suite's setting
     method_record: dict = field(default_factory=dict)  # what the method chose, e.g. the layers of `random`
-    base_parameter_ids: frozenset[int] = frozenset()  # the loaded model's own tensors, before the method
+    base_tensor_ids: frozenset[int] = frozenset()  # the loaded model's own parameters and buffers, before the method
     on_optimizer_step: Callable[[int], None] | None = None  # the method's per-step hook, bound to its model
     # A trained tensor's learning rate as a multiple of the run's (Method.learning_rate_factors); None: 1 for all
     learning_rate_factor: Callable[[str, nn.Parameter], float] | None = None

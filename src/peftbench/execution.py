@@ -13,7 +13,7 @@ from importlib.metadata import version
 import torch
 
 from peftbench import forgetting
-from peftbench.artifacts import SavePolicy, trained_tensors
+from peftbench.artifacts import SavePolicy, own_tensor_ids, trained_tensors
 from peftbench.baselines import BASELINES
 from peftbench.data import IGNORE, Encoder, Splits, rows_digest, split_sizes
 from peftbench.errors import UserError
@@ -53,7 +53,7 @@ def build_task_model(spec: RunSpec, task: TaskSpec, trains: bool = True, random_
         # Non-reentrant: gradients reach the trainable tensors even when no input requires grad (PEFT methods
         # over frozen embeddings), and the layers' forward hooks (prefixes, adapters) rerun on recomputation.
         loaded.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    base_ids = frozenset(id(p) for p in loaded.model.parameters())
+    base_ids = own_tensor_ids(loaded.model)
     torch.manual_seed(spec.seed)
     model, context = loaded.model, Context(family=loaded.family, seed=spec.seed, total_steps=spec.total_steps)
     step_hook = learning_rate_factor = None
@@ -75,7 +75,7 @@ def build_task_model(spec: RunSpec, task: TaskSpec, trains: bool = True, random_
     encoder = Encoder(task, loaded.family, loaded.tokenizer, data.max_input_length, data.max_target_length)
     return TaskModel(model=model, encoder=encoder, uses_head=uses_head, group_by_length=data.group_by_length,
                      bf16_autocast=spec.model.bf16_autocast, cpu_bf16=spec.model.cpu_bf16,
-                     method_record=context.record, on_optimizer_step=step_hook, base_parameter_ids=base_ids,
+                     method_record=context.record, on_optimizer_step=step_hook, base_tensor_ids=base_ids,
                      learning_rate_factor=learning_rate_factor)
 
 
@@ -121,7 +121,7 @@ def _kept_tensors(task_model: TaskModel, method_name: str, save: SavePolicy) -> 
         return None, "the suite's save is none"
     if save == "methods" and METHODS.get(method_name).checkpoint_is_model:
         return None, "full tuning trains the whole model: kept only with save: all"
-    return trained_tensors(task_model.model, task_model.base_parameter_ids), None
+    return trained_tensors(task_model.model, task_model.base_tensor_ids), None
 
 
 def _train_here(spec: RunSpec, task: TaskSpec, splits: Splits, device: torch.device, on_step) -> tuple:

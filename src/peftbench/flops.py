@@ -79,7 +79,7 @@ def flops_per_token(model_name: str, method_spec: str, input_len: int, target_le
     if reason:
         return {"train": None, "infer": None, "input_len": input_len, "target_len": target_len,
                 "counted_by": f"not counted: {reason}"}
-    model, family, _, _ = adapted_meta_model(model_name, method_spec, seed)
+    model, family, _, _, _ = adapted_meta_model(model_name, method_spec, seed)
     target_len = 0 if family == "encoder" else max(target_len, 1)
     tokens = input_len + target_len
     with FlopCounterMode(display=False) as counter, torch.no_grad():

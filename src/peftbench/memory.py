@@ -194,7 +194,7 @@ def plan_memory(settings: MemorySettings) -> MemoryPlan:
     from peftbench.heads import MeanPoolClassifier
 
     _check(settings)
-    adapted, family, base, _ = adapted_meta_model(settings.model, settings.method)
+    adapted, family, base, _, _ = adapted_meta_model(settings.model, settings.method)
     base_ids = {id(p) for _, p in base}
     element = DTYPES[settings.weights_dtype].itemsize
     parameters = list(adapted.parameters())
