@@ -30,7 +30,7 @@ def methods_views(entries: list[dict]) -> list[tuple[str, tuple]]:
 
 
 def methods_view(entries: list[dict]) -> tuple[list[Col], list[list[str]], list[str]]:
-    cols = [Col("name", "name"), Col("lr start → peak", "name"), Col("options (defaults)", "text"),
+    cols = [Col("name", "name"), Col("lr start → peak", "text"), Col("options (defaults)", "text"),
             Col("implemented by", "text", optional=True), Col("summary", "text", optional=True),
             Col("lr end", "number", optional=True), Col("mergeable", "name", optional=True),
             Col("reference", "text", optional=True)]
