@@ -9,8 +9,9 @@ forgot less (PEFT measures inside `disable_adapter()` for the same reason).
 The text is the Lee corpus's 50 test documents (Lee, Pincombe & Welsh 2005, "An empirical evaluation of
 models of text document similarity": Australian news articles of 2001), as gensim ships them in
 `gensim/test/test_data/lee.cor`. No task of peftbench trains on it (BBC News is British and of 2004-05; the
-reviews are Amazon's), and it is read from the installed package, never downloaded. PEFT samples Wikipedia;
-the hub is not reachable offline, and news prose is as general as the models' pre-training text.
+reviews are Amazon's; the BBC tasks share its genre, news), and it is read from the installed package, never
+downloaded. PEFT samples Wikipedia, which is not reachable offline; news prose is general text of the kind the
+models were pre-trained on.
 
 How the loss is read per family:
 - decoder: every token of a document after the first predicted from the tokens before it, as PEFT does;
