@@ -7,6 +7,7 @@ import statistics
 
 import pytest
 import torch
+from conftest import run_cli, write_suite
 
 from peftbench import forgetting
 from peftbench.data import IGNORE
@@ -36,12 +37,17 @@ def test_the_general_text_is_the_lee_corpus_from_the_installed_package():
     assert hashlib.sha256(raw).hexdigest() == LEE_SHA256
 
 
-def test_a_missing_corpus_package_is_one_line_naming_the_install(monkeypatch):
+def test_a_missing_corpus_package_is_one_line_naming_the_install(monkeypatch, tmp_path):
     monkeypatch.setattr(forgetting, "CORPUS_FILE", ("no_such_corpus_package", "lee.cor"))
     forgetting.general_text.cache_clear()
     try:
         with pytest.raises(UserError, match=r"'no_such_corpus_package' is not installed; run `pip install --no-deps"):
             forgetting.general_text()
+        # a suite with a text-to-text model stops when it is planned, before anything is stored
+        suite = write_suite(tmp_path / "t5.json", models=["config:tiny-t5"])
+        code, out, err = run_cli("run", suite, "--store", tmp_path / "r.db", "--device", "cpu")
+        assert code == 2 and err.strip().count("\n") == 0 and "no_such_corpus_package" in err
+        assert "Traceback" not in err and not (tmp_path / "r.db").exists()
     finally:
         monkeypatch.undo()
         forgetting.general_text.cache_clear()
@@ -77,7 +83,8 @@ def test_t5_reads_the_first_half_and_is_scored_on_the_second():
 def test_an_identity_start_forgets_nothing_and_its_adapter_acts(one_thread):
     base = forgetting.general_loss(task_model("config:tiny-llama", trains=False))
     tuned = task_model("config:tiny-llama", "lora")
-    assert forgetting.forgetting_fields(base, forgetting.general_loss(tuned))["forgetting"] == pytest.approx(0, abs=1e-6)
+    at_start = forgetting.forgetting_fields(base, forgetting.general_loss(tuned))
+    assert at_start["forgetting"] == pytest.approx(0, abs=1e-6)
     with torch.no_grad():
         for name, parameter in tuned.model.named_parameters():
             if "lora_B" in name:
