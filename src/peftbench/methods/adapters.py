@@ -28,6 +28,7 @@ from torch import nn
 from peftbench.architectures import LinearRole, feed_forward_residual, linear_roles
 from peftbench.methods.base import AblationOptions, Method, freeze, register
 from peftbench.methods.wrapping import WrappedLinear, replace_module
+from peftbench.tuning.space import Axis
 
 # AdapterHub's names; swish is SiLU (transformers' get_activation("swish")).
 ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU, "swish": nn.SiLU}
@@ -260,13 +261,15 @@ def _owns_adapter(name: str) -> bool:
 # starting rate, so adapters start at LoRA's 3e-4 and peak at 3e-3, around that value. Only the parallel
 # adapter starts as the identity (ParBn's mam_adapter init); AdapterHub initialises the others at random.
 LR = 3e-4
+# Houlsby et al. (section 3.1) choose the bottleneck from {8, 64, 256} on BERT-Large (d=1024): reductions 4 to 128.
+REDUCTIONS = Axis("reduction", choices=(4, 8, 16, 32, 64))
 for method in [
     Method(name="houlsby", summary="Houlsby adapters (AdapterHub DoubleSeqBn): bottlenecks after self-attention"
            " and FFN outputs", options=HoulsbyOptions, apply=_houlsby, owns=_owns_adapter, default_lr=LR,
-           taxonomy="additive", reference="Houlsby et al. 2019; AdapterHub DoubleSeqBnConfig"),
+           taxonomy="additive", tuning_axes=(REDUCTIONS,), reference="Houlsby et al. 2019; AdapterHub DoubleSeqBnConfig"),
     Method(name="pfeiffer", summary="Pfeiffer adapters (AdapterHub SeqBn): one bottleneck on the residual stream"
            " after each FFN", options=PfeifferOptions, apply=_pfeiffer, owns=_owns_adapter, default_lr=LR,
-           taxonomy="additive", reference="Pfeiffer et al. 2021 (AdapterFusion); AdapterHub SeqBnConfig"),
+           taxonomy="additive", tuning_axes=(REDUCTIONS,), reference="Pfeiffer et al. 2021 (AdapterFusion); AdapterHub SeqBnConfig"),
     Method(name="parallel_adapter", summary="scaled parallel adapter (He et al. 2022, AdapterHub ParBn) beside"
            " each FFN", options=ParallelOptions, apply=_parallel, owns=_owns_adapter, default_lr=LR,
            identity_init=True, taxonomy="additive", reference="He et al. 2022; AdapterHub ParBnConfig"),

@@ -14,6 +14,7 @@ from peftbench.errors import UserError
 from peftbench.models import Family
 from peftbench.registry import Registry, did_you_mean
 from peftbench.taxonomy import check_taxonomy
+from peftbench.tuning.space import Axis
 
 
 class Options(BaseModel):
@@ -113,6 +114,9 @@ class Method:
     # Trainable parameters once the method's parameter budget is met, for methods that start larger and
     # prune during training (AdaLoRA: from init_r to target_r singular values per layer on average).
     trainable_at_budget: Callable[[nn.Module, Options], int] | None = None
+    # What `peftbench tune` searches besides the learning rate (peftbench.tuning.space): at most one of the
+    # method's options whose value matters as much as the learning rate (LoRA's rank, prompt tuning's tokens).
+    tuning_axes: tuple[Axis, ...] = ()
     source: str = "peftbench"
     # Lialin et al.'s group (taxonomy.GROUPS: additive, selective, reparametrization, hybrid, or full) and the
     # paper or library file the method follows; register() refuses a method without them.

@@ -14,7 +14,7 @@ from torch import nn
 from peftbench.errors import UserError
 from peftbench.methods.base import AblationOptions, Method, freeze, register
 from peftbench.methods.adapted import AdaptedLinear, ScaledLoraLinear, merge_adapted, wrap_layers
-from peftbench.methods.peft_methods import (TASK_TYPES, LoraOptions, _wrap, lora_apply, loraplus_factors, peft_merge,
+from peftbench.methods.peft_methods import (LORA_RANKS, TASK_TYPES, LoraOptions, _wrap, lora_apply, loraplus_factors, peft_merge,
                                             target_filter)
 from peftbench.methods.tfew_ia3 import is_tfew_ia3_target
 
@@ -219,7 +219,7 @@ def _owns(*parameter_names: str):
 register(Method(name="dora", summary="DoRA (Liu et al. 2024): LoRA with a learned per-output magnitude",
                 options=LoraOptions, apply=_dora, owns=lambda name: "lora_" in name, default_lr=3e-4,
                 merge=peft_merge, identity_init=True, learning_rate_factors=loraplus_factors, source="HF PEFT",
-                taxonomy="reparametrization",
+                taxonomy="reparametrization", tuning_axes=(LORA_RANKS,),
                 reference="Liu et al. 2024; HF PEFT LoraConfig(use_dora=True) (tuners/lora)"))
 register(Method(name="adalora", summary="AdaLoRA (Zhang et al. 2023): SVD-form LoRA whose rank budget is"
                 " reallocated by importance during training",

@@ -13,9 +13,14 @@ from peftbench.errors import UserError
 from peftbench.methods.adapted import merge_adapted
 from peftbench.methods.base import AblationOptions, Method, Options, register
 from peftbench.methods.tfew_ia3 import apply_tfew_ia3
+from peftbench.tuning.space import Axis
 
 TASK_TYPES = {"encoder": "FEATURE_EXTRACTION", "decoder": "CAUSAL_LM", "seq2seq": "SEQ_2_SEQ_LM"}
 PROJECTIONS = {"q", "k", "v", "o", "in", "out"}
+# The ranks Hu et al. (Table 6) and PEFT's method comparison try; the update's scale alpha / r moves with r.
+LORA_RANKS = Axis("r", choices=(4, 8, 16, 32))
+# Lester et al. (Figure 3) try 1 to 150 tokens and find little gained past 20.
+PROMPT_TOKENS = Axis("tokens", choices=(5, 10, 20, 50))
 
 
 def _wrap(model: nn.Module, config) -> nn.Module:
@@ -135,7 +140,7 @@ def _ln_tuning(model, options: Options, context):
 register(Method(name="lora", summary="LoRA (Hu et al. 2021): low-rank updates of attention weights",
                 options=LoraOptions, apply=lora_apply, owns=lambda name: "lora_" in name, default_lr=3e-4,
                 merge=peft_merge, identity_init=True, learning_rate_factors=loraplus_factors, source="HF PEFT",
-                taxonomy="reparametrization",
+                taxonomy="reparametrization", tuning_axes=(LORA_RANKS,),
                 reference="Hu et al. 2021; HF PEFT LoraConfig (tuners/lora); its options init, rslora, b_lr_ratio:"
                           " docs/methods.md"))
 register(Method(name="ia3", summary="(IA)3 (Liu et al. 2022): learned rescaling of keys, values and FFN",
@@ -145,7 +150,7 @@ register(Method(name="ia3", summary="(IA)3 (Liu et al. 2022): learned rescaling 
 register(Method(name="prompt_tuning", summary="prompt tuning (Lester et al. 2021): trained soft-prompt tokens",
                 options=PromptTuningOptions, apply=_prompt_tuning, owns=lambda name: "prompt_encoder" in name,
                 default_lr=3e-3, peak_factor=100.0, final_factor=10.0, virtual_tokens=lambda options: options.tokens,
-                source="HF PEFT", taxonomy="additive",
+                source="HF PEFT", taxonomy="additive", tuning_axes=(PROMPT_TOKENS,),
                 reference="Lester et al. 2021; HF PEFT PromptTuningConfig (tuners/prompt_tuning)"))
 def _norm_parameters(model: nn.Module, base_ids: set[int]) -> int:
     """Merging LN tuning swaps in the trained copies: every weight and bias of each tuned norm changes."""

@@ -38,6 +38,7 @@ from torch import nn
 from peftbench.architectures import STACKS, linear_roles, model_type
 from peftbench.errors import UserError
 from peftbench.methods.base import Method, Options, freeze, register
+from peftbench.tuning.space import Axis
 
 ATTENTION = "peftbench_prefix"
 SITES = ("encoder", "decoder", "cross")
@@ -290,4 +291,6 @@ def _prefix_tuning(model: nn.Module, options: PrefixTuningOptions, context) -> n
 register(Method(name="prefix_tuning", summary="prefix tuning (Li & Liang 2021): per-layer key/value prefixes"
                 " at every attention site, from a trained MLP or flat", options=PrefixTuningOptions,
                 apply=_prefix_tuning, owns=owns_prefix, default_lr=3e-4, taxonomy="additive",
+                # Li & Liang (section 7.2): 200 prefix tokens for summarisation, 10 for table-to-text
+                tuning_axes=(Axis("tokens", choices=(5, 10, 20, 50)),),
                 reference="Li & Liang 2021; AdapterHub PrefixTuningConfig (methods/prefix_tuning.py)"))

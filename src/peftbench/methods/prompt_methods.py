@@ -8,7 +8,7 @@ from typing import Literal
 from pydantic import Field
 
 from peftbench.methods.base import Method, Options, register
-from peftbench.methods.peft_methods import TASK_TYPES, _wrap
+from peftbench.methods.peft_methods import PROMPT_TOKENS, TASK_TYPES, _wrap
 
 
 class PTuningOptions(Options):
@@ -36,5 +36,5 @@ def _p_tuning(model, options: PTuningOptions, context):
 register(Method(name="p_tuning", summary="P-tuning (Liu et al. 2021): virtual tokens from a trained prompt encoder",
                 options=PTuningOptions, apply=_p_tuning, owns=lambda name: "prompt_encoder" in name,
                 default_lr=3e-3, peak_factor=100.0, final_factor=10.0, virtual_tokens=lambda options: options.tokens,
-                source="HF PEFT", taxonomy="additive",
+                source="HF PEFT", taxonomy="additive", tuning_axes=(PROMPT_TOKENS,),
                 reference="Liu et al. 2021; HF PEFT PromptEncoderConfig (tuners/p_tuning)"))
