@@ -21,7 +21,7 @@ def test_sweep_chooses_the_best_validation_lr_and_runs_the_other_seeds_at_it(tmp
     suite = write_suite(tmp_path / "sweep.json", models=[model], methods=["lora"], epochs=4, scales=[32],
                         baselines=[], sweep={"lr": [1e-6, 1e-2], "select_by": select_by, "then_seeds": [0, 1]})
     grid = run_json("run", suite, "--dry-run", "--json")
-    assert grid["size"] == 3 and len(grid["runs"]) == 2 and [w["seed"] for w in grid["after_sweep"]] == [1]
+    assert grid["size"] == 3 and len(grid["runs"]) == 2 and [w["seed"] for w in grid["waiting"]] == [1]
 
     store = tmp_path / "r.db"
     run_json("run", suite, "--store", store, "--json")
@@ -52,7 +52,7 @@ def test_sweep_owns_the_seeds(tmp_path):
     # --seed on a swept suite replaces then_seeds: the first seed sweeps.
     suite = write_suite(tmp_path / "u.json", baselines=[], sweep={"lr": [1e-3, 1e-4], "then_seeds": [0, 1]})
     grid = run_json("run", suite, "--seed", "5", "--seed", "6", "--seed", "7", "--dry-run", "--json")
-    assert [r["seed"] for r in grid["runs"]] == [5, 5] and [w["seed"] for w in grid["after_sweep"]] == [6, 7]
+    assert [r["seed"] for r in grid["runs"]] == [5, 5] and [w["seed"] for w in grid["waiting"]] == [6, 7]
 
 
 def test_a_budget_stops_training_evaluates_the_best_weights_and_records_the_cost(tmp_path):

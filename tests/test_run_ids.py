@@ -76,7 +76,7 @@ def test_run_ids_with_a_budget_checkpointing_and_a_sweep_are_those_of_the_code_b
     assert len(ids) == 1 + 2 * 2  # zero-shot, and each method's two sweep LRs on the first seed
     assert ids == PINNED_OPTIONAL
     follow_ups = {f"{f.template['method_spec']} lr {lr}": [run.run_id for run in f.runs(lr)]
-                  for f in grid.follow_ups for lr in (1e-3, 1e-4)}
+                  for f in grid.stages for lr in (1e-3, 1e-4)}
     assert follow_ups == PINNED_FOLLOW_UPS
 
 
@@ -125,7 +125,7 @@ def test_a_dump_loads_back_to_the_spec_it_came_from(tmp_path):
     grids = [plan(load_suite(name), load_data=False) for name in bundled if name != "lialin2024-cnn"]
     grids += [_plan(tmp_path, OPTIONAL), _plan(tmp_path, {**SUITE, "name": "sharded", "methods": ["lora"],
                                                          "sharding": {"strategy": "fsdp", "processes": 2}})]
-    specs = [run.spec for grid in grids for run in grid.runs] + [f.template for grid in grids for f in grid.follow_ups]
+    specs = [run.spec for grid in grids for run in grid.runs] + [f.template for grid in grids for f in grid.stages]
     assert len(specs) > 500 and {"budget", "sweep", "gradient_checkpointing", "sharding"} <= set().union(*specs)
     for spec in specs:
         loaded = RunSpec.load(spec)

@@ -106,7 +106,7 @@ def _rows(grid, spec: dict) -> tuple[int, int]:
 
 @dataclass
 class Estimate:
-    """Seconds per planned run (the grid's runs, then the seeds waiting for their sweep; None where the
+    """Seconds per planned run (the grid's runs, then those waiting in stages, every trial at full length; None where the
     training set's size is not known before a download): at most (every epoch), and typically (the stored
     runs' share of epochs before early stopping; the same as at most for the heuristic)."""
 
@@ -151,6 +151,5 @@ def estimate(grid, stored: list[dict], device: torch.device) -> Estimate:
     pairs = []
     for run in grid.runs:
         pairs.append(seconds(run.spec, run.procedure.trains) if run.procedure.uses_model else (0.0, 0.0))
-    for follow_up in grid.follow_ups:
-        pairs += [seconds(follow_up.template, True)] * (len(follow_up.sweep["seeds"]) - 1)
+    pairs += [seconds(waiting, True) for stage in grid.stages for waiting in stage.waiting()]
     return Estimate([a for a, _ in pairs], [t for _, t in pairs], [basis.describe(kind) for basis in bases.values()])

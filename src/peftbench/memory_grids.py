@@ -55,10 +55,10 @@ planned = functools.cache(plan_memory)  # a grid repeats each shape over tasks, 
 
 
 def _training_specs(grid) -> list[dict | None]:
-    """The spec of every run of a runner.Plan (None for baselines, which do not train), then of every seed that
-    waits for its sweep, in the order of the dry run's list."""
+    """The spec of every run of a planning.Plan (None for baselines, which do not train), then of every run that
+    waits in a stage (a sweep's seeds, a study's trials), in the order of the dry run's list."""
     specs = [run.spec if run.kind == "train" else None for run in grid.runs]
-    return specs + [follow.template for follow in grid.follow_ups for _ in follow.sweep["seeds"][1:]]
+    return specs + [waiting for stage in grid.stages for waiting in stage.waiting()]
 
 
 @functools.cache

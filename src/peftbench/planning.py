@@ -1,9 +1,16 @@
 """Planning a grid: a suite (with any command-line overrides) expanded into its runs, every input checked
 before anything is written: names resolved, data read, scales checked, methods fitted to each architecture.
 Each run is a typed RunSpec (peftbench.runspec) whose canonical dump is the spec its id hashes
-(peftbench.identity); an LR sweep's other seeds wait as follow-ups."""
+(peftbench.identity). Runs that depend on others wait in stages (an LR sweep's other seeds; a tuning study's
+trials, peftbench.tuning), which the runner asks for more as runs end.
 
+What a grid does with each method on each model x task x scale is a strategy: train it at its learning rate on
+every seed (`fixed_lr`), sweep the learning rate first (`lr_sweep`, when the suite has a sweep), or tune it
+(peftbench.tuning.plan, for `peftbench tune`)."""
+
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from typing import Protocol
 
 from peftbench import forgetting
 from peftbench.accounting import count, learned_positions
@@ -21,6 +28,7 @@ from peftbench.runspec import DataPart, EvalPart, MethodPart, ModelPart, RunSpec
 from peftbench.sharding import refuse_unshardable
 from peftbench.sweep import select_lr
 from peftbench.tasks import TaskSpec, get_task
+from peftbench.tuning.studies import TrialContext, tune_part
 
 
 @dataclass
@@ -30,6 +38,7 @@ class Run:
     spec: dict
     kind: str  # train | baseline
     save: SavePolicy = "methods"  # what the run keeps beside the store (peftbench.artifacts); not in its id
+    trial: TrialContext | None = None  # a tuning trial: what its pruner needs (peftbench.tuning); not in its id
 
     @property
     def run_id(self) -> str:
@@ -43,7 +52,22 @@ class Run:
     @property
     def label(self) -> str:
         spec = self.spec
-        return f"{spec['model']} · {spec['task']} · {spec['method_spec']} · n={spec['n_train']} · seed {spec['seed']}"
+        trial = f" · trial {part['trial']}" if (part := tune_part(spec)) and spec["seed"] == part["trial_seed"] else ""
+        return (f"{spec['model']} · {spec['task']} · {spec['method_spec']} · n={spec['n_train']} · seed {spec['seed']}"
+                + trial)
+
+
+class Stage(Protocol):
+    """Runs that wait for others: `next_runs(rows)` gives those the stored rows now allow (the runner asks again
+    after they end, until none are new); `waiting()` the specs of every run it may add, each with its `seed` and
+    `after` (what it waits for), for dry runs and estimates; `remaining(rows)` how many of them are not stored yet,
+    at most (the progress display's total)."""
+
+    def next_runs(self, rows: list[dict]) -> list[Run]: ...
+
+    def waiting(self) -> list[dict]: ...
+
+    def remaining(self, rows: list[dict]) -> int: ...
 
 
 @dataclass
@@ -56,9 +80,24 @@ class FollowUp:
 
     save: SavePolicy = "methods"
 
+    def next_runs(self, rows: list[dict]) -> list[Run]:
+        """The other seeds at the LR the group's stored sweep runs choose; none until it can be chosen, or when
+        every LR failed."""
+        chosen = select_lr([row for row in rows if (row.get("sweep") or {}).get("group") == self.sweep["group"]],
+                           self.sweep)
+        return [] if chosen is None else self.runs(chosen)
+
     def runs(self, lr: float) -> list[Run]:
         return [Run({**self.template, "lr": lr, "seed": seed}, kind="train", save=self.save)
                 for seed in self.sweep["seeds"][1:]]
+
+    def waiting(self) -> list[dict]:
+        return [{**self.template, "seed": seed, "after": "sweep"} for seed in self.sweep["seeds"][1:]]
+
+    def remaining(self, rows: list[dict]) -> int:
+        stored = {row["seed"] for row in rows if row.get("status") == "finished"
+                  and (row.get("sweep") or {}).get("group") == self.sweep["group"]}
+        return len(set(self.sweep["seeds"][1:]) - stored)
 
 
 @dataclass
@@ -67,13 +106,13 @@ class Plan:
     runs: list[Run]
     tasks: dict[str, TaskSpec] = field(default_factory=dict)
     splits: dict[str, Splits] = field(default_factory=dict)
-    follow_ups: list[FollowUp] = field(default_factory=list)
+    stages: list[Stage] = field(default_factory=list)
     usd_per_hour: float | None = None  # the machine's price, for every run's cost
 
     @property
     def size(self) -> int:
-        """Runs in all, counting the seeds that wait for their sweep."""
-        return len(self.runs) + sum(len(f.sweep["seeds"]) - 1 for f in self.follow_ups)
+        """Runs in all, counting those that wait in stages."""
+        return len(self.runs) + sum(len(stage.waiting()) for stage in self.stages)
 
 
 @dataclass(frozen=True)
@@ -122,7 +161,7 @@ def _nominal_size(suite: Suite, scale: str | int) -> int | None:
     return None if scale == ALL else NAMED_SCALES.get(scale, scale) if isinstance(scale, str) else scale
 
 
-def _check_positions(model_name: str, family: str, spec: MethodSpec, method, options, suite: Suite) -> None:
+def check_positions(model_name: str, family: str, spec: MethodSpec, method, options, suite: Suite) -> None:
     """Inputs (plus a decoder's target, plus a method's virtual tokens) must fit a model's learned positions,
     or every run of the method would fail mid-grid with an index error."""
     limit = learned_positions(model_name)
@@ -151,12 +190,50 @@ def _canonical_methods(suite: Suite, model: str) -> tuple[list[tuple[MethodSpec,
     return methods, written
 
 
-def plan(suite: Suite, overrides: Overrides = Overrides(), load_data: bool = True) -> Plan:
+@dataclass(frozen=True)
+class MethodPoint:
+    """One method on one model x task x scale, before its learning rate and seeds are chosen: `template` is its
+    spec without them, `lr` its default starting learning rate (the suite's `learning_rates` entry under any of
+    the spellings it wrote, else the method's), `written` those spellings."""
+
+    template: RunSpec
+    method: Method
+    written: tuple[str, ...]
+    lr: float
+    family: str
+
+
+Strategy = Callable[[Suite, MethodPoint], tuple[list[Run], list[Stage]]]
+
+
+def fixed_lr(suite: Suite, point: MethodPoint) -> tuple[list[Run], list[Stage]]:
+    """The method at its learning rate on every seed of the suite."""
+    return [Run(point.template.at(point.lr, seed).dump(), kind="train", save=suite.save) for seed in suite.seeds], []
+
+
+def lr_sweep(suite: Suite, point: MethodPoint) -> tuple[list[Run], list[Stage]]:
+    """Lialin et al. 11.1: every LR of the suite's sweep on the first seed; the other seeds wait for the choice."""
+    template, train = point.template, point.template.train
+    sweep = {"lrs": suite.sweep.lr, "select_by": suite.sweep.select_by, "seeds": suite.seeds}
+    group = replace(template, train=replace(train, sweep=sweep)).run_id
+    template = replace(template, train=replace(train, sweep={**sweep, "group": group}))
+    runs = [Run(template.at(lr, suite.seeds[0]).dump(), kind="train", save=suite.save) for lr in suite.sweep.lr]
+    return runs, [FollowUp(template.dump(), template.train.sweep, suite.save)] if len(suite.seeds) > 1 else []
+
+
+def suite_strategy(suite: Suite, point: MethodPoint) -> tuple[list[Run], list[Stage]]:
+    """What `peftbench run` does with each method: sweep its learning rate if the suite says so, else train it."""
+    return lr_sweep(suite, point) if suite.sweep else fixed_lr(suite, point)
+
+
+def plan(suite: Suite, overrides: Overrides = Overrides(), load_data: bool = True,
+         strategy: Strategy = suite_strategy) -> Plan:
     """Expand and validate the whole grid: every name resolved, every file read, every scale checked.
     Every task's data is loaded here, before anything is stored: run ids hold each task's training size and
     the splits it draws, and a dataset that cannot be loaded is a user error (one line naming it) rather
     than a grid that runs without it. With `load_data` False (a dry run) hub datasets are not downloaded:
-    their runs show the scale's nominal size, and their ids are not final."""
+    their runs show the scale's nominal size, and their ids are not final. `strategy` turns each method on
+    each model x task x scale into runs and stages."""
     suite = _apply_overrides(suite, overrides)
     families = {name: model_family(resolve(name)) for name in suite.models}
     if any(map(forgetting.applies, families.values())):
@@ -166,7 +243,7 @@ def plan(suite: Suite, overrides: Overrides = Overrides(), load_data: bool = Tru
     for model_name, (methods, _) in by_model.items():
         for spec, method in methods:
             count(model_name, str(spec))  # a method that does not fit the architecture fails here, not mid-grid
-            _check_positions(model_name, families[model_name], spec, method, options[str(spec)], suite)
+            check_positions(model_name, families[model_name], spec, method, options[str(spec)], suite)
             if suite.sharding:
                 refuse_unshardable(str(spec), method)
     budget = _budget(suite)
@@ -211,32 +288,9 @@ def plan(suite: Suite, overrides: Overrides = Overrides(), load_data: bool = Tru
                         sharding=suite.sharding.model_dump() if suite.sharding else None)
                     template = RunSpec(model, data, MethodPart(spec.name, str(spec), options[str(spec)]), evaluation,
                                        seed=None, train=train)
-                    if suite.sweep:
-                        sweep = {"lrs": suite.sweep.lr, "select_by": suite.sweep.select_by, "seeds": suite.seeds}
-                        group = replace(template, train=replace(train, sweep=sweep)).run_id
-                        template = replace(template, train=replace(train, sweep={**sweep, "group": group}))
-                        result.runs += [Run(template.at(lr, suite.seeds[0]).dump(), kind="train", save=suite.save)
-                                        for lr in suite.sweep.lr]
-                        if len(suite.seeds) > 1:
-                            result.follow_ups.append(FollowUp(template.dump(), template.train.sweep, suite.save))
-                        continue
                     lr = next((suite.learning_rates[key] for key in (*written[str(spec)], str(spec), spec.name)
                                if key in suite.learning_rates), method.default_lr)
-                    result.runs += [Run(template.at(lr, seed).dump(), kind="train", save=suite.save)
-                                    for seed in suite.seeds]
+                    runs, stages = strategy(suite, MethodPoint(template, method, tuple(written[str(spec)]), lr, family))
+                    result.runs += runs
+                    result.stages += stages
     return result
-
-
-def resolve_follow_ups(plan_: Plan, rows: list[dict]) -> list[Run]:
-    """The seed runs of every sweep group whose LR can be chosen from the stored sweep runs; a group
-    whose every LR failed gets none."""
-    by_group: dict[str, list[dict]] = {}
-    for row in rows:
-        if row.get("sweep"):
-            by_group.setdefault(row["sweep"]["group"], []).append(row)
-    runs = []
-    for follow_up in plan_.follow_ups:
-        chosen = select_lr(by_group.get(follow_up.sweep["group"], []), follow_up.sweep)
-        if chosen is not None:
-            runs += follow_up.runs(chosen)
-    return runs

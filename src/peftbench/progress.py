@@ -13,6 +13,7 @@ from rich.progress import BarColumn, Progress, TaskID, TextColumn
 
 from peftbench.configurations import random_weights
 from peftbench.terminal import clock
+from peftbench.tuning.studies import is_trial, tune_part
 
 
 @dataclass
@@ -37,6 +38,7 @@ class GridProgress:
     walls: dict = field(default_factory=lambda: {"train": [], "baseline": []})
     pending: dict = field(default_factory=lambda: {"train": 0, "baseline": 0})
     active: dict = field(default_factory=dict)
+    waiting: int = 0
 
     def __post_init__(self):
         self.progress = Progress(TextColumn("{task.description}"), BarColumn(bar_width=18),
@@ -60,22 +62,30 @@ class GridProgress:
 
     # --- called by the runner ------------------------------------------------------------------------
 
-    def start(self, runs: list, skipped: int, suite: str) -> None:
-        self.total = len(runs)
+    def start(self, runs: list, skipped: int, suite: str, waiting: int = 0) -> None:
+        """`waiting`: runs that stages may add later (a sweep's seeds, tuning studies' trials and seeds), at most."""
+        self.total, self.waiting = len(runs) + waiting, waiting
         for run in runs:
             self.pending[run.kind] += 1
+        self.pending["train"] += waiting
         stored = f"; {skipped} already in the store are skipped" if skipped else ""
         total = len(runs) + skipped
-        self._say(f"suite {suite}: {total} run{'s' * (total != 1)}{stored}; {len(runs)} to run")
+        later = f"; up to {waiting} more wait for earlier runs (a sweep's seeds, tuning trials)" if waiting else ""
+        self._say(f"suite {suite}: {total} run{'s' * (total != 1)}{stored}; {len(runs)} to run{later}")
         self.grid = self.progress.add_task("grid", total=max(self.total, 1), status=self._grid_status())
 
     def more(self, runs: list, skipped: int) -> None:
-        """Runs that became known later (the seeds after a sweep)."""
-        self.total += len(runs)
-        for run in runs:
-            self.pending[run.kind] += 1
+        """Runs that became known later: tuning studies' next trials, or the other seeds of a chosen setting
+        (a sweep's learning rate, a study's best trial and its defaults)."""
+        expected = min(self.waiting, len(runs) + skipped)  # these were counted as waiting when the grid started
+        self.waiting -= expected
+        self.total += len(runs) - expected
+        self.pending["train"] += len(runs) - expected
+        trials = sum(is_trial(run.spec) for run in runs)
+        parts = [f"{trials} trial(s) of the tuning studies"] * bool(trials) \
+            + [f"{len(runs) - trials} run(s) on the other seeds at a chosen setting"] * bool(len(runs) - trials)
         stored = f" ({skipped} already stored, skipped)" if skipped else ""
-        self._say(f"the sweep chose its learning rates: {len(runs)} more run(s){stored}")
+        self._say(f"{' and '.join(parts) or 'no more runs'} to run{stored}")
         self._refresh_grid()
 
     def waiting(self, runs: list) -> None:
@@ -124,11 +134,26 @@ class GridProgress:
         head = f"{self.done}/{self.total} {spec['method_spec']} · {spec['task']} · n={spec['n_train']} · seed {spec['seed']}"
         if status != "finished":
             return f"✗ {head}: {status}" + (f" ({error})" if error else "")
+        if result.get("stopped_by") == "pruned":
+            return f"✓ {head}: pruned after epoch {len(result['curve'])}{self._val_text(run, result)}" \
+                   f" in {clock(result.get('wall_s'))}"
         score = result.get("score")
         metric = result.get("primary_metric", "score")
         weights = " (random weights)" if random_weights(spec["model"]) and run.procedure.uses_model else ""
         score_text = "–" if score is None else f"{score:.3f}"
-        return f"✓ {head}: {metric} {score_text}{weights} in {clock(result.get('wall_s'))}"
+        return f"✓ {head}: {metric} {score_text}{weights}{self._val_text(run, result)} in {clock(result.get('wall_s'))}"
+
+    @staticmethod
+    def _val_text(run, result: dict) -> str:
+        """A trial's hyper-parameters and its validation value, which its study chooses by."""
+        if not is_trial(run.spec):
+            return ""
+        part = tune_part(run.spec)
+        params = ", ".join(f"{name} {value:.3g}" if isinstance(value, float) else f"{name} {value}"
+                           for name, value in part["params"].items())
+        value = result.get("val_score") if part["select_by"] == "val_score" else result.get("best_val_loss")
+        shown = "–" if value is None else f"{value:.3f}"
+        return f" (trial {part['trial']}: {params}; validation {part['select_by'].removeprefix('val_')} {shown})"
 
     def _eta(self) -> float | None:
         """Runs still to do times the mean wall time of their kind so far (a baseline is quick, training is

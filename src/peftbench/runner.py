@@ -12,7 +12,7 @@ from peftbench.artifacts import save as save_weights
 from peftbench.errors import parse_number
 from peftbench.execution import TENSORS_KEY, run_manifest
 from peftbench.interrupts import deferred, requested, stop_on_signals
-from peftbench.planning import Plan, Run, resolve_follow_ups
+from peftbench.planning import Plan, Run
 from peftbench.store import Heartbeat, Store, runner_id
 
 if TYPE_CHECKING:
@@ -46,7 +46,9 @@ def execute(plan_: Plan, store: Store, executor: "Executor", progress=None) -> d
     todo = [run for run in plan_.runs if run.run_id not in done]
     counts = Counter(skipped=len(plan_.runs) - len(todo))
     if progress:
-        progress.start(todo, counts["skipped"], plan_.suite.name)
+        stored = store.rows("train") if plan_.stages else []
+        progress.start(todo, counts["skipped"], plan_.suite.name,
+                       waiting=sum(stage.remaining(stored) for stage in plan_.stages))
 
     def claim(run: Run) -> bool:
         return store.claim(run.run_id, run.kind, plan_.suite.name, run.spec, owner, since, lease)
@@ -77,9 +79,15 @@ def execute(plan_: Plan, store: Store, executor: "Executor", progress=None) -> d
     with stop_on_signals() as stop, Heartbeat(store.path, owner, lease):
         try:
             run_all(todo)
-            if plan_.follow_ups and not stop.is_set():
-                # Every sweep run has ended (here or in another runner): choose each group's LR, then the other seeds.
-                later = resolve_follow_ups(plan_, store.rows("train"))
+            planned = {run.run_id for run in plan_.runs}
+            while plan_.stages and not stop.is_set():
+                # Runs have ended (here or in another runner): the stages may now say what comes next.
+                rows = store.rows("train")
+                later = list({run.run_id: run for stage in plan_.stages for run in stage.next_runs(rows)
+                              if run.run_id not in planned}.values())
+                if not later:
+                    break
+                planned |= {run.run_id for run in later}
                 plan_.runs += later
                 done = store.finished_ids()
                 todo = [run for run in later if run.run_id not in done]

@@ -138,6 +138,20 @@ def suites_view(suites: dict) -> tuple[list[Col], list[list[str]], list[str]]:
     return cols, rows, notes
 
 
+def _waits_for(entry: dict) -> str:
+    """What a run that waits in a stage waits for, as the dry run lists it."""
+    if entry["after"] == "sweep":
+        return f"lr chosen by the sweep ({entry['sweep']['select_by']})"
+    tune = entry["tune"]
+    if "trial" not in entry:
+        return f"the defaults' or the best trial's setting ({tune['select_by']})"
+    if entry["trial"] == 0:
+        return "trial 0: the defaults"
+    axes = ", ".join(f"{name} {axis['low']:.3g}–{axis['high']:.3g}" if "low" in axis
+                     else f"{name} {{{', '.join(map(str, axis['choices']))}}}" for name, axis in tune["space"].items())
+    return f"trial {entry['trial']}: {axes}"
+
+
 def dry_run_view(grid, stored: list[dict], device, target, plan_memory: bool = True) -> tuple[dict, list[str]]:
     """A dry run's grid as JSON and as lines: the runs (marked when already stored), the seeds that wait for
     their sweep, the estimated time on this device and, unless `plan_memory` is off, each training run's
@@ -150,8 +164,7 @@ def dry_run_view(grid, stored: list[dict], device, target, plan_memory: bool = T
 
     finished = {row["run_id"] for row in stored if row.get("status") == "finished"}
     guess = estimate(grid, stored, device)
-    waiting = [{**f.template, "lr": "chosen by sweep", "seed": seed, "kind": "train"}
-               for f in grid.follow_ups for seed in f.sweep["seeds"][1:]]
+    waiting = [{**entry, "kind": "train"} for stage in grid.stages for entry in stage.waiting()]
     plans = grid_memory(grid, target) if plan_memory else [None] * (len(grid.runs) + len(waiting))
 
     def memory(plan) -> dict | None:
@@ -170,7 +183,7 @@ def dry_run_view(grid, stored: list[dict], device, target, plan_memory: bool = T
     known = [pair for pair in todo if pair[0] is not None]
     unknown = len(todo) - len(known)
     at_most, typical = sum(a for a, _ in known), sum(t for _, t in known)
-    data = {"suite": grid.suite.name, "size": grid.size, "runs": runs, "after_sweep": waiting,
+    data = {"suite": grid.suite.name, "size": grid.size, "runs": runs, "waiting": waiting,
             "memory_target": {"kind": target.kind, "capacity_bytes": target.capacity, "label": target.label,
                               "planned": plan_memory},
             "estimate": {"seconds": at_most, "typical_seconds": typical, "device": str(device), "basis": guess.basis,
@@ -194,10 +207,10 @@ def dry_run_view(grid, stored: list[dict], device, target, plan_memory: bool = T
         lines.append(f"{run_id:16}  {r.kind:8}  {r.spec['model']} · {r.spec['task']} · {r.spec['method_spec']} · "
                      f"{size} · seed {r.spec['seed']}{lr}{fits(entry)}" + (" · stored, skipped" if entry["stored"] else ""))
     for w in waiting:
-        lines.append(f"{'(after sweep)':16}  train     {w['model']} · {w['task']} · {w['method_spec']} · "
-                     f"seed {w['seed']} · lr chosen by the sweep ({w['sweep']['select_by']}){fits(w)}")
+        lines.append(f"{'(after ' + w['after'] + ')':16}  train     {w['model']} · {w['task']} · {w['method_spec']} · "
+                     f"seed {w['seed']} · {_waits_for(w)}{fits(w)}")
     skipped = sum(entry["stored"] for entry in runs)
-    lines.append(f"{grid.size} runs in suite '{grid.suite.name}'" + (f" ({len(waiting)} wait for their sweep)" if waiting
+    lines.append(f"{grid.size} runs in suite '{grid.suite.name}'" + (f" ({len(waiting)} wait for earlier runs)" if waiting
                                                                     else "")
                  + (f"; {skipped} already stored will be skipped" if skipped else ""))
     typically = f"typically {clock(typical)} (as early as the stored runs stopped), " if typical < at_most else ""
