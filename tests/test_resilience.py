@@ -18,9 +18,9 @@ STATUSES = {"running", "finished", "failed", "interrupted"}
 FINISHED_KEYS = {"score", "metrics", "primary_metric", "provenance", "data_digest", "wall_s"}
 
 
-def _start(suite: Path, store: Path, *flags: str, lease: float = 2) -> subprocess.Popen:
+def _start(suite: Path, store: Path, *flags: str, lease: float = 2, command: str = "run") -> subprocess.Popen:
     env = {**os.environ, "PEFTBENCH_LEASE_SECONDS": str(lease)}
-    return subprocess.Popen([sys.executable, "-m", "peftbench.cli", "run", str(suite), "--store", str(store),
+    return subprocess.Popen([sys.executable, "-m", "peftbench.cli", command, str(suite), "--store", str(store),
                              "--json", *flags], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 

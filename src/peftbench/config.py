@@ -114,6 +114,26 @@ class Sweep(BaseModel):
         return lrs
 
 
+class Tune(BaseModel):
+    """`peftbench tune` (peftbench.tuning): per model x task x scale and method, `trials` trials on the first seed
+    (trial 0 at the defaults, then Optuna's TPE sampler seeded with `seed`, random for the first `startup_trials`),
+    pruned by successive halving on the validation metric after each epoch (`reduction_factor`, first rung at
+    `min_epochs`), the best on the validation split (`select_by`) then run on every seed. `batch` trials of a method
+    are asked at a time from the same history (more parallel under Ray, a different search). `space` replaces a
+    method's axes: {method: {lr: {low: 1.0e-5, high: 1.0e-2}, r: [4, 8, 16]}}."""
+
+    model_config = STRICT
+    trials: int = Field(8, ge=1, le=1000)
+    seed: Seed = 0
+    select_by: Literal["val_score", "val_loss"] = "val_score"
+    startup_trials: int = Field(3, ge=1)
+    batch: int = Field(1, ge=1)
+    prune: bool = True
+    reduction_factor: int = Field(3, ge=2)
+    min_epochs: int = Field(1, ge=1)
+    space: dict[str, dict[str, dict[str, float] | list[int | float | str | bool]]] = {}
+
+
 class Budget(BaseModel):
     """Hamilton & Mueller 3.2: a dollar budget per run, turned into a training-time cap at a price per
     hour given directly or by the name of an entry in the price table (peftbench.prices)."""
@@ -179,6 +199,7 @@ class Suite(BaseModel):
     max_grad_norm: float | None = Field(1.0, gt=0)
     baselines: list[Literal["majority", "zero_shot"]] = Field(default_factory=lambda: ["majority", "zero_shot"])
     sweep: Sweep | None = None
+    tune: Tune | None = None  # read by `peftbench tune`; `peftbench run` trains the grid at the defaults
     budget: Budget | None = None
     price: str | float | None = None  # USD per hour, or a price-table name: every run records its cost
 

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 from peftbench.identity import SEED_KEY, configuration_key
 from peftbench.stats import METRIC_RANGES, Summary, summarise
 from peftbench.sweep import final_rows
+from peftbench.tuning.studies import roles
+from peftbench.tuning.studies import final_rows as tuned_rows
 
 RANDOM_WEIGHTS = ("Random-weight model (config:): its scores exercise the pipeline and say nothing about the"
                   " methods, so no significance is claimed for it.")
@@ -29,6 +31,7 @@ class Config:
     kind: str
     runs: list[dict]
     label: str = ""
+    tuning: str | None = None  # of a tuning study: default, tuned, or `default = tuned` (peftbench.tuning)
 
     @property
     def seeds(self) -> int:
@@ -89,16 +92,22 @@ def configs(rows: list[dict]) -> list[Config]:
     Runs are seeds of one configuration when their specs are equal but for the seed (identity.configuration_key):
     a difference in any other field, of a budget or a precision switch as much as of a hyper-parameter, keeps
     them apart. A method spec that appears in several configurations for the same model, task and data size
-    gets what differs in its label, e.g. `lora (lr=0.001, peak 0.01)`."""
+    gets what differs in its label, e.g. `lora (lr=0.001, peak 0.01)`. Of a tuning study only its defaults and its
+    best trial are configurations (peftbench.tuning.studies), named `lora (default)` and `lora (tuned)`."""
     groups: dict[tuple, Config] = {}
-    for row in final_rows([row for row in rows if row.get("status") == "finished"]):
+    finished = [row for row in rows if row.get("status") == "finished"]
+    role = roles(finished)
+    for row in tuned_rows(final_rows(finished)):
         key = (row["kind"], configuration_key(row["spec"]))
         if key not in groups:
             groups[key] = Config(row["model"], row["task"], row["scale"], row["n_train"], row["method_spec"],
-                                 row["kind"], [])
+                                 row["kind"], [], tuning=role.get(row["run_id"]))
         groups[key].runs.append(row)
     siblings: dict[tuple, list[Config]] = {}
     for config in groups.values():
+        if config.tuning:  # a study's configuration is named by its role: `lora (tuned)`, `lora (default)`
+            config.label = f"{config.first('tune')['method_spec']} ({config.tuning})"
+            continue
         siblings.setdefault((config.model, config.task, config.n_train, config.method_spec, config.kind),
                             []).append(config)
     for family in siblings.values():

@@ -31,7 +31,9 @@ from peftbench.recording import facts_of_run
 from peftbench.runspec import RunSpec
 from peftbench.sharding import processes, train_sharded
 from peftbench.tasks import TaskSpec
-from peftbench.train import train
+from peftbench.train import OnEpoch, train
+from peftbench.tuning.search import Pruning
+from peftbench.tuning.studies import TrialContext
 
 EVAL_BATCH_FACTOR = 2  # evaluation holds no gradients, so it can take larger batches
 
@@ -124,9 +126,10 @@ def _kept_tensors(task_model: TaskModel, method_name: str, save: SavePolicy) -> 
     return trained_tensors(task_model.model, task_model.base_tensor_ids), None
 
 
-def _train_here(spec: RunSpec, task: TaskSpec, splits: Splits, device: torch.device, on_step) -> tuple:
+def _train_here(spec: RunSpec, task: TaskSpec, splits: Splits, device: torch.device, on_step,
+                on_epoch: Callable[[TaskModel], OnEpoch] | None = None) -> tuple:
     """Train in this process: (the trained task model, its encoded training examples, the training result, its
-    peak memory)."""
+    peak memory). `on_epoch(task_model)`: what hears of each epoch (a tuning trial's pruner)."""
     memory = PeakMemory(device)
     memory.reset()
     task_model = build_task_model(spec, task)
@@ -134,7 +137,8 @@ def _train_here(spec: RunSpec, task: TaskSpec, splits: Splits, device: torch.dev
     encode = task_model.encoder.encode
     train_examples = [encode(row) for row in splits.train_at(spec.data.n_train)]
     val_examples = [encode(row) for row in splits.val]
-    trained = train(task_model, train_examples, val_examples, spec.train, spec.seed, on_step=on_step)
+    trained = train(task_model, train_examples, val_examples, spec.train, spec.seed, on_step=on_step,
+                    on_epoch=on_epoch(task_model) if on_epoch else None)
     # The training peak (Lialin et al. Table 5), read before evaluation: a merged copy must not count in it.
     peak, peak_kind = memory.peak_bytes()
     return task_model, train_examples, trained, {"peak_memory_bytes": peak, "peak_memory_kind": peak_kind}
@@ -154,15 +158,47 @@ def _base_general_loss(run_spec: RunSpec, task: TaskSpec, device: torch.device) 
     return forgetting.loss_before((run_spec.model, device.type), build_base)
 
 
+def _pruner(trial: TrialContext, task: TaskSpec, splits: Splits, spec: dict) -> Callable[[TaskModel], OnEpoch]:
+    """A tuning trial's epoch hook: the validation metric its study selects by (the task's metric on the validation
+    split, or the validation loss), recorded in the curve and reported to the study's pruner (peftbench.tuning)."""
+    pruning = Pruning(trial.settings, list(trial.history))
+
+    def on_epoch(task_model: TaskModel, epoch: int, val_loss: float) -> tuple[dict, bool]:
+        if trial.select_by == "val_loss":
+            return {}, pruning.should_stop(epoch, -val_loss)
+        score = _evaluate_timed(task_model, splits.val, spec, spec["batch_size"])["metrics"].get(task.primary_metric)
+        return {"val_score": score}, score is not None and pruning.should_stop(epoch, score)
+
+    return lambda task_model: functools.partial(on_epoch, task_model)
+
+
 def execute_train(spec: dict, task: TaskSpec, splits: Splits, device: torch.device,
-                  on_step: Callable[[int, int, float | None], None] | None = None, save: SavePolicy = "none") -> dict:
+                  on_step: Callable[[int, int, float | None], None] | None = None, save: SavePolicy = "none",
+                  trial: TrialContext | None = None) -> dict:
+    """Train, evaluate and measure one run. A tuning trial (`trial`) reports each epoch to its pruner; one pruned
+    is not tested (its study never chooses it), so it records its curve, counts and time only."""
     run_spec = RunSpec.load(spec)
     before = _base_general_loss(run_spec, task, device)
     started = time.perf_counter()  # the run's own time (loading, training, evaluating): it leaves out forgetting
-    # A sharded run (the suite's `sharding`) trains in processes of its own and comes back unsharded.
-    trains = functools.partial(train_sharded, build_task_model=build_task_model) if processes(spec) > 1 else _train_here
-    task_model, train_examples, trained, measured = trains(run_spec, task, splits, device, on_step)
+    if trial is not None:
+        trained_by = functools.partial(_train_here, on_epoch=_pruner(trial, task, splits, spec))
+    elif processes(spec) > 1:  # a sharded run (the suite's `sharding`) trains in processes of its own
+        trained_by = functools.partial(train_sharded, build_task_model=build_task_model)
+    else:
+        trained_by = _train_here
+    task_model, train_examples, trained, measured = trained_by(run_spec, task, splits, device, on_step)
     counts = parameter_counts(task_model.model)
+    train_tokens_per_s = trained.train_tokens / trained.train_seconds if trained.train_seconds else None
+    common = {**counts, **measured, "train_tokens_per_s": train_tokens_per_s, "train_seconds": trained.train_seconds,
+              "steps": trained.steps, "curve": trained.curve, "best_epoch": trained.best_epoch,
+              "seconds_to_best": trained.seconds_to_best,
+              "best_val_loss": trained.best_val_loss if math.isfinite(trained.best_val_loss) else None,
+              "stopped_by": trained.stopped_by, "method_record": task_model.method_record,
+              "family": task_model.encoder.family}
+    if trial is not None and trial.select_by == "val_score" and trained.best_epoch:
+        common["val_score"] = trained.curve[trained.best_epoch - 1].get("val_score")  # the kept weights' score
+    if trained.stopped_by == "pruned":
+        return {**common, "metrics": {}, "wall_s": time.perf_counter() - started}
     tensors, not_kept = _kept_tensors(task_model, spec["method"], save)  # the best epoch's, as evaluated
     evaluated = merged_for_eval(task_model, spec["method"]) if spec["merge_for_eval"] else task_model
     selection = {}
@@ -171,23 +207,17 @@ def execute_train(spec: dict, task: TaskSpec, splits: Splits, device: torch.devi
         selection = {"val_score": val_metrics.get(task.primary_metric), "val_metrics": val_metrics}
     evaluation = _evaluate_timed(evaluated, splits.test, spec, spec["batch_size"])
     del evaluated
-    train_tokens_per_s = trained.train_tokens / trained.train_seconds if trained.train_seconds else None
     lengths = _mean_lengths(train_examples, task_model.encoder.family)
     flops = flops_per_token(spec["model"], spec["method_spec"], *lengths, seed=spec["seed"])
     wall_s = time.perf_counter() - started
     forgot = forgetting.forgetting_fields(before, forgetting.general_loss(task_model)) if before else {}
     return {
-        **evaluation, **counts, **measured,
+        **evaluation, **common,
         "flops": flops, **utilisation(flops, train_tokens_per_s, evaluation["infer_tokens_per_s"],
                                       peak_flops(device, task_model.autocast_dtype)),
         "precision": describe(device, spec["bf16_autocast"], spec.get("cpu_bf16", "off"),
                               next(task_model.model.parameters()).dtype),
-        "train_tokens_per_s": train_tokens_per_s,
-        "train_seconds": trained.train_seconds, "steps": trained.steps, "curve": trained.curve,
-        "best_epoch": trained.best_epoch, "seconds_to_best": trained.seconds_to_best,
-        "best_val_loss": trained.best_val_loss if math.isfinite(trained.best_val_loss) else None, **selection,
-        "stopped_by": trained.stopped_by, "wall_s": wall_s, **forgot,
-        "method_record": task_model.method_record, "family": task_model.encoder.family,
+        **selection, "wall_s": wall_s, **forgot,
         TENSORS_KEY: tensors, **({"weights_skipped": not_kept} if not_kept else {}),
     }
 
@@ -226,7 +256,7 @@ def execute_one(run: Run, task: TaskSpec, splits: Splits, device: torch.device,
         if run.kind == "baseline":
             result = execute_baseline(run.spec, task, splits, device)
         else:
-            result = execute_train(run.spec, task, splits, device, on_step, run.save)
+            result = execute_train(run.spec, task, splits, device, on_step, run.save, run.trial)
         return "finished", _finish(result, task, splits, run, device), None
     except UserError:
         raise

@@ -71,6 +71,7 @@ class TrainPart:
     gradient_checkpointing: bool = False
     sharding: dict | None = None  # {strategy, processes} (peftbench.sharding)
     sweep: dict | None = None  # {lrs, select_by, seeds, group}
+    tune: dict | None = None  # a tuning study's run: {study, trial, params, ...} (peftbench.tuning.studies)
 
     @property
     def budget_seconds(self) -> float | None:
@@ -132,7 +133,8 @@ class RunSpec:
                          "grad_accum": train.grad_accum, "patience": train.patience,
                          "max_minutes": train.max_minutes, "weight_decay": train.weight_decay,
                          "max_grad_norm": train.max_grad_norm, "fused_adamw": train.fused_adamw})
-            spec.update({key: value for key, value in (("budget", train.budget), ("sweep", train.sweep)) if value})
+            spec.update({key: value for key, value in (("budget", train.budget), ("sweep", train.sweep),
+                                                       ("tune", train.tune)) if value})
             if train.gradient_checkpointing:
                 spec["gradient_checkpointing"] = True
             if train.sharding:
@@ -164,7 +166,7 @@ class RunSpec:
             grad_accum=spec["grad_accum"], patience=spec["patience"], max_minutes=spec["max_minutes"],
             weight_decay=spec["weight_decay"], max_grad_norm=spec["max_grad_norm"], fused_adamw=spec["fused_adamw"],
             budget=spec.get("budget"), gradient_checkpointing=spec.get("gradient_checkpointing", False),
-            sharding=spec.get("sharding"), sweep=spec.get("sweep"))
+            sharding=spec.get("sharding"), sweep=spec.get("sweep"), tune=spec.get("tune"))
         return cls(model, data, MethodPart(spec["method"], spec["method_spec"], options), evaluation, spec.get("seed"),
                    train)
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import yaml
 from pydantic import ValidationError
 
-from peftbench.config import Budget, FileTask, Schedule, Sharding, Suite, Sweep
+from peftbench.config import Budget, FileTask, Schedule, Sharding, Suite, Sweep, Tune
 from peftbench.errors import UserError
 from peftbench.registry import did_you_mean
 
@@ -19,7 +19,7 @@ def _explain(error: ValidationError, source: str) -> str:
     where = ".".join(str(part) for part in first["loc"]) or "suite"
     if first["type"] == "extra_forbidden":
         key = str(first["loc"][-1])
-        nested = {"schedule": Schedule, "sweep": Sweep, "budget": Budget, "sharding": Sharding}
+        nested = {"schedule": Schedule, "sweep": Sweep, "tune": Tune, "budget": Budget, "sharding": Sharding}
         parent = Suite if len(first["loc"]) == 1 else nested.get(str(first["loc"][0]), FileTask)
         hint = did_you_mean(key, list(parent.model_fields))
         return f"{source}: unknown key '{where}'.{hint} Remove or rename it."

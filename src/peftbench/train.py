@@ -1,6 +1,7 @@
 """The one training loop: AdamW, warm-up then linear annealing, gradient accumulation, bf16 autocast on
 GPU, validation loss every epoch, early stopping that restores the best weights, and time and budget caps
-(a capped run validates where it stopped and keeps the best weights so far)."""
+(a capped run validates where it stopped and keeps the best weights so far). A tuning trial's pruner hears of
+every epoch and may stop the run there (peftbench.tuning)."""
 
 import math
 import time
@@ -28,7 +29,7 @@ class TrainResult:
     best_epoch: int = 0
     best_val_loss: float = math.inf
     seconds_to_best: float = 0.0
-    stopped_by: str = "epochs"  # epochs | early_stopping | time | budget
+    stopped_by: str = "epochs"  # epochs | early_stopping | time | budget | pruned
     steps: int = 0
     train_tokens: int = 0
     train_seconds: float = 0.0
@@ -74,11 +75,16 @@ def _own(tensor: torch.Tensor) -> torch.Tensor:
     return tensor.to_local() if hasattr(tensor, "to_local") else tensor
 
 
+# After each epoch's validation: (epoch, validation loss) -> (what to add to the epoch's curve point, stop here?)
+OnEpoch = Callable[[int, float], tuple[dict, bool]]
+
+
 def train(task_model: TaskModel, train_examples: list[dict], val_examples: list[dict], settings: TrainPart,
           seed: int, on_step: Callable[[int, int, float | None], None] | None = None,
-          ranks: "Ranks | None" = None) -> TrainResult:
+          ranks: "Ranks | None" = None, on_epoch: OnEpoch | None = None) -> TrainResult:
     """Train with a run spec's training settings (peftbench.runspec.TrainPart) and seed (the batch order's).
-    `on_step(steps done, steps in all, the epoch's mean training loss so far)` after each optimizer step.
+    `on_step(steps done, steps in all, the epoch's mean training loss so far)` after each optimizer step;
+    `on_epoch` after each epoch's validation (a trial's pruner: its stop is recorded as `pruned`).
     `ranks` (peftbench.sharding): this process is one of several training the run sharded; each takes its part
     of every batch, weighted so that the summed gradients and losses are the whole batch's."""
     model, device = task_model.model, task_model.device
@@ -142,6 +148,10 @@ def train(task_model: TaskModel, train_examples: list[dict], val_examples: list[
         epoch_loss = ranks.total(epoch_loss) if ranks else epoch_loss
         result.curve.append({"epoch": epoch, "train_loss": float(epoch_loss) / (index + 1), "val_loss": val_loss,
                              "seconds": time.perf_counter() - started})
+        prune = False
+        if on_epoch:
+            observed, prune = on_epoch(epoch, val_loss)
+            result.curve[-1].update(observed)
         if val_loss < result.best_val_loss:
             result.best_val_loss, stale = val_loss, 0
             result.best_epoch, result.seconds_to_best = epoch, time.perf_counter() - started
@@ -153,6 +163,9 @@ def train(task_model: TaskModel, train_examples: list[dict], val_examples: list[
             break
         if stale >= settings.patience:
             result.stopped_by = "early_stopping"
+            break
+        if prune and epoch < settings.epochs:  # a trial that ran every epoch is complete, whatever its rung says
+            result.stopped_by = "pruned"
             break
     if best_state is not None:
         with torch.no_grad():

@@ -14,6 +14,8 @@ from peftbench.configurations import Config
 from peftbench.report.configs import Table
 from peftbench.report.summary import Block, blocks
 from peftbench.report.tables import all_tables
+from peftbench.report.tuning import tuning_figures, tuning_tables
+from peftbench.tuning.summary import StudySummary, summaries
 
 FORMATS = ("md", "csv", "tex", "html")
 
@@ -26,6 +28,7 @@ class Report:
     tables: list[Table]
     configs: list[Config]
     provenance: list[str]
+    studies: list[StudySummary]  # the tuning studies among the rows (peftbench tune)
 
 
 def parse_formats(text: str) -> list[str]:
@@ -60,6 +63,9 @@ def _provenance(rows: list[dict], store: Path | None) -> list[str]:
 
 def build(rows: list[dict], title: str, store: Path | None = None) -> Report:
     tables, items, comparisons = all_tables(rows)
+    studies = summaries(rows)
+    after_scores = max((i for i, table in enumerate(tables) if table.key.startswith("scores-")), default=-1) + 1
+    tables[after_scores:after_scores] = tuning_tables(studies)
     trained = [c for c in items if c.kind == "train"]
     statuses = {}
     for row in rows:
@@ -75,7 +81,7 @@ def build(rows: list[dict], title: str, store: Path | None = None) -> Report:
                      " in the statistics table, and a paired bootstrap for the top two methods of each block.")
     if not any(t.key == "cost" for t in tables):
         intro.append("No run has a known price, so there is no cost table.")
-    return Report(title, intro, blocks(rows, items, comparisons), tables, items, _provenance(rows, store))
+    return Report(title, intro, blocks(rows, items, comparisons), tables, items, _provenance(rows, store), studies)
 
 
 def summary_markdown(rows: list[dict], title: str, store: Path | None = None) -> str:
@@ -92,11 +98,12 @@ def write(report: Report, out: Path, formats: list[str],
     figures = []
     if "md" in formats or "html" in formats:
         from peftbench.report.plots import figures as make_figures
-        from peftbench.report.plots import labels_in_order
+        from peftbench.report.plots import labels_in_order, styles
 
         on_progress(f"drawing the figures of {len(report.summary)} model × task × data size block(s)")
         figures = make_figures(report.summary, labels_in_order(report.configs),
                                labels_in_order(report.configs, "baseline"))
+        figures += tuning_figures(report.studies, styles(labels_in_order(report.configs)))
     images = {}
     if figures and "md" in formats:
         (out / "plots").mkdir(exist_ok=True)
