@@ -1,10 +1,13 @@
 """Stored runs grouped into configurations: a method on a model, task and data size, over its seeds. The
-report's tables, plots and summary and `recommend`'s ranking are all computed from these."""
+report's tables, plots and summary and `recommend`'s ranking are all computed from these, and so is each
+trained configuration's verdict on whether it learned anything (peftbench.learning)."""
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import cached_property
 
 from peftbench.identity import SEED_KEY, configuration_key
+from peftbench.learning import Learning, judge
 from peftbench.stats import METRIC_RANGES, Summary, summarise
 from peftbench.sweep import final_rows
 
@@ -29,6 +32,8 @@ class Config:
     kind: str
     runs: list[dict]
     label: str = ""
+    # The baselines run on the same model, task and data size (configs() fills it): what it must beat.
+    baselines: list["Config"] = field(default_factory=list, compare=False, repr=False)
 
     @property
     def seeds(self) -> int:
@@ -56,6 +61,26 @@ class Config:
 
     def first(self, key: str):
         return next((run[key] for run in self.runs if run.get(key) is not None), None)
+
+    @property
+    def test_digest(self) -> str | None:
+        """Which test rows its runs were scored on (the first run's; per_row checks that they agree)."""
+        return (self.runs[0].get("data_digest") or {}).get("test")
+
+    def per_row(self) -> list[float] | None:
+        """Per-test-row score averaged over the seeds (0/1 correct, or ROUGE-L); None if a run lacks it or
+        the runs were not tested on the same rows (their data digests differ)."""
+        records = [run.get("metrics", {}).get("per_example") for run in self.runs]
+        digests = {(run.get("data_digest") or {}).get("test") for run in self.runs}
+        if any(record is None for record in records) or len(digests) != 1 or len({len(r) for r in records}) != 1:
+            return None
+        return [sum(values) / len(values) for values in zip(*records)]
+
+    @cached_property
+    def learning(self) -> Learning | None:
+        """Whether it learned: significantly above the best of its baselines (peftbench.learning.judge). None
+        for a baseline, which is the yardstick itself."""
+        return judge(self) if self.kind == "train" else None
 
     def lr_text(self) -> str | None:
         """`3e-05 → peak 3e-04`: the starting LR and where warm-up takes it (train.lr_factor)."""
@@ -85,9 +110,9 @@ def _flat(spec: dict, prefix: str = "") -> dict[str, object]:
 
 
 def configs(rows: list[dict]) -> list[Config]:
-    """Finished runs grouped over seeds, in the order they were first stored (baselines first, then the reference).
-    Runs are seeds of one configuration when their specs are equal but for the seed (identity.configuration_key):
-    a difference in any other field, of a budget or a precision switch as much as of a hyper-parameter, keeps
+    """Finished runs grouped over seeds, in the order they were first stored (baselines first, then the reference),
+    each trained configuration holding the baselines of its model, task and data size. Runs are seeds of one
+    configuration when their specs are equal but for the seed (identity.configuration_key): a difference in any other field, of a budget or a precision switch as much as of a hyper-parameter, keeps
     them apart. A method spec that appears in several configurations for the same model, task and data size
     gets what differs in its label, e.g. `lora (lr=0.001, peak 0.01)`."""
     groups: dict[tuple, Config] = {}
@@ -97,6 +122,13 @@ def configs(rows: list[dict]) -> list[Config]:
             groups[key] = Config(row["model"], row["task"], row["scale"], row["n_train"], row["method_spec"],
                                  row["kind"], [])
         groups[key].runs.append(row)
+    baselines: dict[tuple, list[Config]] = {}
+    for config in groups.values():
+        if config.kind == "baseline":
+            baselines.setdefault((config.model, config.task, config.n_train), []).append(config)
+    for config in groups.values():
+        if config.kind == "train":
+            config.baselines = baselines.get((config.model, config.task, config.n_train), [])
     siblings: dict[tuple, list[Config]] = {}
     for config in groups.values():
         siblings.setdefault((config.model, config.task, config.n_train, config.method_spec, config.kind),

@@ -34,16 +34,6 @@ def lr_note(items: list[Config]) -> str | None:
     return "Learning rate (start → peak after warm-up): " + "; ".join(f"{label} {text}" for label, text in texts.items()) + "."
 
 
-def per_example(config: Config) -> list[float] | None:
-    """Per-test-row score averaged over the configuration's seeds; None if a run lacks it or the runs
-    were not tested on the same rows (their data digests differ)."""
-    records = [run.get("metrics", {}).get("per_example") for run in config.runs]
-    digests = {(run.get("data_digest") or {}).get("test") for run in config.runs}
-    if any(record is None for record in records) or len(digests) != 1 or len({len(r) for r in records}) != 1:
-        return None
-    return [sum(values) / len(values) for values in zip(*records)]
-
-
 @dataclass
 class Comparison:
     model: str
@@ -73,14 +63,13 @@ def compare_top_two(items: list[Config]) -> list[Comparison]:
             if len(ranked) < 2:
                 continue
             first, second = ranked[:2]
-            a, b = per_example(first), per_example(second)
-            digest = lambda c: (c.runs[0].get("data_digest") or {}).get("test")  # noqa: E731
+            a, b = first.per_row(), second.per_row()
             if random_weights(model):
                 comparisons.append(Comparison(model, scale, task, first, second, None, "random-weight model"))
             elif a is None or b is None:
                 comparisons.append(Comparison(model, scale, task, first, second, None,
                                               "runs stored without per-example results"))
-            elif digest(first) != digest(second) or len(a) != len(b):
+            elif first.test_digest != second.test_digest or len(a) != len(b):
                 comparisons.append(Comparison(model, scale, task, first, second, None, "test rows differ"))
             else:
                 comparisons.append(Comparison(model, scale, task, first, second, paired_bootstrap(a, b)))

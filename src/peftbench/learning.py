@@ -1,0 +1,86 @@
+"""Did a trained configuration learn anything? Hamilton & Mueller's check, made a verdict: its score must be
+significantly above the best baseline (majority answer or zero-shot model) of its model, task and data size,
+by a paired bootstrap over the test rows both were scored on (peftbench.stats, as the report compares its top
+two). A configuration that did not learn is marked wherever it is shown (`run`, `results`, the report) and is
+never recommended (`recommend`, the report's summary), with this verdict's reason.
+
+Where the check cannot be made it is `not checked`, with why, and neither passes nor fails:
+- no baseline was run on the model, task and data size, or none was scored on the same test rows;
+- the runs were stored without per-row test results (before they were recorded);
+- the task's metric is not the mean of the per-row results (MCC, F1: per row only correctness is stored, and a
+  configuration can raise MCC above the majority answer's 0 without beating its accuracy);
+- the model has random weights (`config:`): its scores exercise the pipeline and say nothing about the
+  methods, so, as for the report's comparison of the top two, no significance is claimed for it. A tiny
+  random-weight model mostly answers at chance, so a verdict would mark nearly every test grid's method as
+  not learned and empty every ranking built from it, which would test nothing of the ranking."""
+
+from dataclasses import asdict, dataclass
+
+from peftbench.stats import Paired, paired_bootstrap
+
+LEARNED, DID_NOT_LEARN, NOT_CHECKED = "learned", "did_not_learn", "not_checked"
+# The primary metrics that are the mean of the per-row results a run stores (evaluate.py: 0/1 correct for
+# classification, ROUGE-L for generation), so that resampling the rows resamples the metric itself.
+PER_ROW_METRICS = ("accuracy", "rougeL")
+RANDOM_WEIGHTS_REASON = "random-weight model: its scores say nothing about the methods, so no significance is claimed"
+
+
+@dataclass(frozen=True)
+class Learning:
+    """A trained configuration's verdict against the best baseline. `reason` is the sentence shown, e.g.
+    "did not learn: 0.650 vs majority 0.650, difference +0.000 [-0.020, +0.020] over 500 test rows"."""
+
+    verdict: str  # learned | did_not_learn | not_checked
+    reason: str
+    baseline: str | None = None  # the best baseline's label
+    paired: Paired | None = None  # this configuration minus that baseline, over their shared test rows
+
+    @property
+    def excluded(self) -> bool:
+        """Never recommended: it did not learn."""
+        return self.verdict == DID_NOT_LEARN
+
+    @property
+    def mark(self) -> str:
+        """The short form for a table's cell."""
+        return {LEARNED: "yes", DID_NOT_LEARN: "NO", NOT_CHECKED: "unchecked"}[self.verdict]
+
+    def as_dict(self) -> dict:
+        paired = self.paired
+        return {"verdict": self.verdict, "reason": self.reason, "baseline": self.baseline,
+                "difference": paired and paired.difference, "low": paired and paired.low,
+                "high": paired and paired.high, "test_rows": paired and paired.n_rows}
+
+
+def judge(config) -> Learning:
+    """The verdict on a trained peftbench.configurations.Config: its mean per-row result against that of the
+    best-scoring of its baselines tested on the same rows; learned only if the 95% interval of the difference
+    lies above 0."""
+    score = config.score()
+    same_rows = [b for b in config.baselines if b.test_digest == config.test_digest and b.score()]
+    best = max(same_rows, key=lambda b: b.score().mean, default=None)
+    against = best and f"{_fmt(score and score.mean)} vs {best.label} {_fmt(best.score().mean)}"
+    if config.random_weights:
+        return _unchecked(RANDOM_WEIGHTS_REASON, best, against)
+    if best is None:
+        return _unchecked("no baseline was scored on its test rows" if config.baselines else
+                          "no baseline was run on this model, task and data size")
+    if config.metric not in PER_ROW_METRICS:
+        return _unchecked(f"its metric, {config.metric}, is not a mean over test rows", best, against)
+    ours, theirs = config.per_row(), best.per_row()
+    if ours is None or theirs is None or len(ours) != len(theirs):
+        return _unchecked("runs stored without per-row test results", best, against)
+    paired = paired_bootstrap(ours, theirs)
+    verdict = LEARNED if paired.low > 0 else DID_NOT_LEARN
+    return Learning(verdict, f"{'learned' if verdict == LEARNED else 'did not learn'}: {against}, difference"
+                             f" {paired.difference:+.3f} [{paired.low:+.3f}, {paired.high:+.3f}] over {paired.n_rows}"
+                             " test rows", best.label, paired)
+
+
+def _unchecked(why: str, best=None, against: str | None = None) -> Learning:
+    return Learning(NOT_CHECKED, f"not checked ({why})" + (f": {against}" if against else ""),
+                    best.label if best else None)
+
+
+def _fmt(value: float | None) -> str:
+    return "–" if value is None else f"{value:.3f}"
