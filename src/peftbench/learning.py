@@ -4,7 +4,8 @@ by a paired bootstrap over the test rows both were scored on (peftbench.stats, a
 two). A configuration that did not learn is marked wherever it is shown (`run`, `results`, the report) and is
 never recommended (`recommend`, the report's summary), with this verdict's reason.
 
-Where the check cannot be made it is `not checked`, with why, and neither passes nor fails:
+Where the test cannot be made it is `not checked`, with why, and neither passes nor fails (unless the score is
+not above the baseline's at all: that did not learn, whatever an interval would say):
 - no baseline was run on the model, task and data size, or none was scored on the same test rows;
 - the runs were stored without per-row test results (before they were recorded);
 - the task's metric is not the mean of the per-row results (MCC, F1: per row only correctness is stored, and a
@@ -14,7 +15,7 @@ Where the check cannot be made it is `not checked`, with why, and neither passes
   random-weight model mostly answers at chance, so a verdict would mark nearly every test grid's method as
   not learned and empty every ranking built from it, which would test nothing of the ranking."""
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 from peftbench.stats import Paired, paired_bootstrap
 
@@ -27,18 +28,29 @@ RANDOM_WEIGHTS_REASON = "random-weight model: its scores say nothing about the m
 
 @dataclass(frozen=True)
 class Learning:
-    """A trained configuration's verdict against the best baseline. `reason` is the sentence shown, e.g.
+    """A trained configuration's verdict against the best baseline; its `reason` is the sentence shown, e.g.
     "did not learn: 0.650 vs majority 0.650, difference +0.000 [-0.020, +0.020] over 500 test rows"."""
 
     verdict: str  # learned | did_not_learn | not_checked
-    reason: str
+    evidence: str = ""  # the scores and the difference, as far as they are known
+    why: str = ""  # why it was not checked
     baseline: str | None = None  # the best baseline's label
+    baseline_score: float | None = None  # its mean score
     paired: Paired | None = None  # this configuration minus that baseline, over their shared test rows
 
     @property
     def excluded(self) -> bool:
         """Never recommended: it did not learn."""
         return self.verdict == DID_NOT_LEARN
+
+    @property
+    def headline(self) -> str:
+        return {LEARNED: "learned", DID_NOT_LEARN: "did not learn", NOT_CHECKED: f"not checked ({self.why})"}[
+            self.verdict]
+
+    @property
+    def reason(self) -> str:
+        return f"{self.headline}: {self.evidence}" if self.evidence else self.headline
 
     @property
     def mark(self) -> str:
@@ -48,14 +60,15 @@ class Learning:
     def as_dict(self) -> dict:
         paired = self.paired
         return {"verdict": self.verdict, "reason": self.reason, "baseline": self.baseline,
-                "difference": paired and paired.difference, "low": paired and paired.low,
+                "baseline_score": self.baseline_score, "difference": paired and paired.difference, "low": paired and paired.low,
                 "high": paired and paired.high, "test_rows": paired and paired.n_rows}
 
 
 def judge(config) -> Learning:
     """The verdict on a trained peftbench.configurations.Config: its mean per-row result against that of the
     best-scoring of its baselines tested on the same rows; learned only if the 95% interval of the difference
-    lies above 0."""
+    lies above 0. Without per-row results a score at or below the baseline's still did not learn: no interval
+    is needed to see that it is not above."""
     score = config.score()
     same_rows = [b for b in config.baselines if b.test_digest == config.test_digest and b.score()]
     best = max(same_rows, key=lambda b: b.score().mean, default=None)
@@ -65,21 +78,25 @@ def judge(config) -> Learning:
     if best is None:
         return _unchecked("no baseline was scored on its test rows" if config.baselines else
                           "no baseline was run on this model, task and data size")
-    if config.metric not in PER_ROW_METRICS:
-        return _unchecked(f"its metric, {config.metric}, is not a mean over test rows", best, against)
     ours, theirs = config.per_row(), best.per_row()
-    if ours is None or theirs is None or len(ours) != len(theirs):
-        return _unchecked("runs stored without per-row test results", best, against)
-    paired = paired_bootstrap(ours, theirs)
-    verdict = LEARNED if paired.low > 0 else DID_NOT_LEARN
-    return Learning(verdict, f"{'learned' if verdict == LEARNED else 'did not learn'}: {against}, difference"
-                             f" {paired.difference:+.3f} [{paired.low:+.3f}, {paired.high:+.3f}] over {paired.n_rows}"
-                             " test rows", best.label, paired)
+    if config.metric not in PER_ROW_METRICS:
+        why = f"its metric, {config.metric}, is not a mean over test rows"
+    elif ours is None or theirs is None or len(ours) != len(theirs):
+        why = "runs stored without per-row test results"
+    else:
+        paired = paired_bootstrap(ours, theirs)
+        return Learning(LEARNED if paired.low > 0 else DID_NOT_LEARN,
+                        f"{against}, difference {paired.difference:+.3f} [{paired.low:+.3f}, {paired.high:+.3f}]"
+                        f" over {paired.n_rows} test rows", baseline=best.label, baseline_score=best.score().mean,
+                        paired=paired)
+    if score is not None and score.mean <= best.score().mean:
+        return Learning(DID_NOT_LEARN, f"{against}, not above it, so no interval is needed",
+                        baseline=best.label, baseline_score=best.score().mean)
+    return _unchecked(why, best, against)
 
 
 def _unchecked(why: str, best=None, against: str | None = None) -> Learning:
-    return Learning(NOT_CHECKED, f"not checked ({why})" + (f": {against}" if against else ""),
-                    best.label if best else None)
+    return Learning(NOT_CHECKED, against or "", why, best and best.label, best and best.score().mean)
 
 
 def _fmt(value: float | None) -> str:
