@@ -147,6 +147,13 @@ def configs(rows: list[dict]) -> list[Config]:
     return ordered
 
 
+def learning_of_runs(rows: list[dict]) -> dict[str, dict]:
+    """Run id -> its configuration's verdict (Learning.as_dict), for every finished training run of `rows`
+    (which should hold its baselines): what `results --json` and `run --json` add to each run."""
+    return {run["run_id"]: config.learning.as_dict() for config in configs(rows) if config.learning
+            for run in config.runs}
+
+
 def labels(items: list[Config]) -> list[str]:
     return list(dict.fromkeys(config.label for config in items))
 

@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.text import Text
 
 from peftbench.cli.common import (DEFAULT_STORE, Device, ExecutorKind, JsonFlag, StoreOption, WideFlag, app,
-                                  print_json, show_runs, stdout_console, summary_path, writable_folder)
+                                  print_json, show_tables, stdout_console, summary_path, writable_folder)
 from peftbench.errors import UserError
 
 
@@ -120,12 +120,16 @@ def run(
         raise UserError(f"the runs are stored, but the summary '{summary}' cannot be written ({error.strerror});"
                         " free space or pass --out FOLDER, then run the same command again") from None
     if as_json:
-        from peftbench.configurations import random_weights
+        from peftbench.configurations import learning_of_runs, random_weights
 
+        learning = learning_of_runs(rows)
         print_json({"suite": filed_as, "counts": counts, "store": str(store), "summary": str(summary),
-                     "runs": [{**row, "random_weights": random_weights(row["model"])} for row in rows]})
+                     "runs": [{**row, "random_weights": random_weights(row["model"]),
+                               "learning": learning.get(row["run_id"])} for row in rows]})
         return
-    show_runs(f"suite {filed_as}: {len(rows)} runs", rows, wide)
+    from peftbench.report.config_view import config_views
+
+    show_tables(f"suite {filed_as}: {len(rows)} runs", config_views(rows), wide)
     stdout_console().print(f"trained {counts.get('finished', 0)}, skipped {counts.get('skipped', 0)} already stored,"
                     f" failed {counts.get('failed', 0)}; store {store}; summary {summary} (every run of"
                     f" '{filed_as}' in the store)", markup=False, highlight=False)

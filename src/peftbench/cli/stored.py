@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from peftbench.cli.common import (DEFAULT_STORE, JsonFlag, StoreOption, WideFlag, app, print_json, show_runs,
+from peftbench.cli.common import (DEFAULT_STORE, JsonFlag, StoreOption, WideFlag, app, print_json, show_tables,
                                   stdout_console)
 from peftbench.errors import UserError
 
@@ -19,37 +19,50 @@ RESULT_FIELDS = ("run_id", "kind", "suite", "model", "task", "method", "method_s
                  "stopped_by", "steps", "cost_usd", "budget", "sweep", "val_score", "curve", "cpu_bf16", "precision",
                  "flops", "train_flops_per_s", "infer_flops_per_s", "train_mfu", "infer_mfu", "peak_flops_per_s",
                  "peak_source", "family", "weights", "weights_skipped", "random_weights", "gradient_checkpointing",
-                 "sharding", "ranks", "schema_version", "provenance")
+                 "sharding", "ranks", "schema_version", "provenance", "learning")
 
 
-def _result_json(row: dict) -> dict:
-    """A stored run as `results --json` gives it: with the peak learning rate and the random-weights flag."""
+def _result_json(row: dict, learning: dict[str, dict]) -> dict:
+    """A stored run as `results --json` gives it: with the peak learning rate, the random-weights flag and its
+    configuration's verdict on whether it learned (None for a baseline or an unfinished run)."""
     from peftbench.configurations import random_weights
 
     lr, peak = row.get("lr"), row.get("peak_factor")
     extra = {"peak_lr": lr * peak if lr is not None and peak is not None else None,
-             "random_weights": random_weights(row["model"])}
+             "random_weights": random_weights(row["model"]), "learning": learning.get(row["run_id"])}
     return {key: extra[key] if key in extra else row.get(key) for key in RESULT_FIELDS}
 
 
 @app.command()
 def results(
     store: StoreOption = DEFAULT_STORE,
-    baselines: Annotated[bool, typer.Option("--baselines", help="include majority and zero-shot rows")] = False,
+    seeds: Annotated[bool, typer.Option("--seeds", help="one row per run (seed) with its id, instead of one per"
+                                        " configuration")] = False,
+    baselines: Annotated[bool, typer.Option("--baselines", help="with --seeds or --json: include the majority and"
+                                            " zero-shot rows (one row per configuration always shows them)")] = False,
     suite: Annotated[str | None, typer.Option("--suite", help="only runs of this suite")] = None,
     wide: WideFlag = False,
     as_json: JsonFlag = False,
 ) -> None:
-    """List stored runs (training runs; --baselines adds the baseline rows)."""
+    """Stored results: per model, task and data size one row per configuration (mean ± std over its seeds,
+    baselines included, best first, whether it learned); --seeds lists the runs; --json every run."""
+    from peftbench.configurations import learning_of_runs
+    from peftbench.report.config_view import config_views
+    from peftbench.report.runs import runs_views
     from peftbench.store import read_rows, require_store
 
     require_store(store)
-    rows = [row for row in read_rows(store) if (baselines or row["kind"] == "train")
-            and (suite is None or row["suite"] == suite)]
+    rows = [row for row in read_rows(store) if suite is None or row["suite"] == suite]
+    listed = [row for row in rows if baselines or row["kind"] == "train"]
     if as_json:
-        print_json([_result_json(row) for row in rows])
-        return
-    show_runs(f"{len(rows)} runs in {store}", rows, wide)
+        learning = learning_of_runs(rows)
+        print_json([_result_json(row, learning) for row in listed])
+    elif seeds:
+        show_tables(f"{len(listed)} runs in {store}", runs_views(listed), wide)
+    else:
+        views = config_views(rows)
+        show_tables(f"{sum(len(lines) for _, _, lines, _ in views)} configurations of {len(rows)} runs in {store}",
+                    views, wide)
 
 
 @app.command()
