@@ -194,3 +194,35 @@ def test_recommend_scope_flags_and_a_missing_store(uneven_store, tmp_path):
         assert code == 2 and "no results store at" in err and len(err.strip().splitlines()) == 1
     assert not missing.exists()
 
+
+def test_results_run_and_the_report_mark_what_did_not_learn(judged, uneven_store, tmp_path, monkeypatch):
+    store, _ = judged
+    monkeypatch.setenv("COLUMNS", "80")
+    code, out, err = run_cli("results", "--store", store)
+    assert code == 0, err
+    assert " ".join(out.split()).startswith(f"7 configurations of 12 runs in {store}")
+    for task, trained in (("bbc_topic", ["full", "ln_tuning"]), ("finefood_sentiment", ["ln_tuning"])):
+        table = out.split(f"offline:tiny · {task} · n=16")[1].split("─\n")[1].split("\nlora: did not learn")[0]
+        lines = [line.split()[:4] for line in table.splitlines()]
+        # best first; the baseline ties LoRA and is stored first; a score is `mean ± std` with two seeds
+        assert lines == [[method, "2", "1.000", "±"] for method in trained] + [["majority", "1", f"{lines[-1][2]}",
+                                                                             "baseline"], ["lora", "2", lines[-1][2], "±"]]
+        assert [line.split()[5 if line.split()[0] != "majority" else 3] for line in table.splitlines()] == \
+            ["yes"] * len(trained) + ["baseline", "NO"]
+    assert " ".join(out.split()).count("lora: did not learn: ") == 2
+    rows = run_json("results", "--store", store, "--json", "--baselines")
+    verdicts = {(row["task"], row["method_spec"]): row["learning"] and row["learning"]["verdict"] for row in rows}
+    assert verdicts[("bbc_topic", "lora")] == DID_NOT_LEARN and verdicts[("bbc_topic", "full")] == LEARNED
+    assert verdicts[("bbc_topic", "majority")] is None
+    written = run_json("report", "--store", store, "--out", tmp_path / "report", "--format", "md,csv", "--json")
+    assert "learned" in written["tables"]
+    markdown = (tmp_path / "report" / "report.md").read_text()
+    assert markdown.count(" † |") == 2 and "† did not learn: not significantly above the best baseline" in markdown
+    learned = (tmp_path / "report" / "csv" / "learned.csv").read_text().splitlines()
+    assert sum(line.endswith(",did not learn") for line in learned) == 2
+    assert sum(line.endswith(",learned") for line in learned) == 3
+    suite = uneven_store.parent / "uneven.json"
+    code, out, err = run_cli("run", suite, "--store", uneven_store, "--device", "cpu")  # every run stored: skipped
+    assert code == 0, err
+    assert any(line.split()[:4] == ["method", "seeds", "accuracy", "learned"] for line in out.splitlines())
+    assert "unchecked (random-weight model" in " ".join(out.split())
