@@ -224,8 +224,9 @@ def recommend(
     scope = Scope(task, model, scale, suite)
     limits = Limits(max_memory_gb, max_minutes, max_usd)
     kind = task_type.value if task_type else None
+    rows = read_results(store)  # an absent store has none; a path that cannot be a store is refused
     if store.exists():
-        answer = rank(read_results(store), kind, train_samples, priority.value, limits, scope)
+        answer = rank(rows, kind, train_samples, priority.value, limits, scope)
     else:
         if scope.flags():
             require_store(store)
