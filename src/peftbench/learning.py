@@ -4,16 +4,16 @@ by a paired bootstrap over the test rows both were scored on (peftbench.stats, a
 two). A configuration that did not learn is marked wherever it is shown (`run`, `results`, the report) and is
 never recommended (`recommend`, the report's summary), with this verdict's reason.
 
-Where the test cannot be made it is `not checked`, with why, and neither passes nor fails (unless the score is
-not above the baseline's at all: that did not learn, whatever an interval would say):
+Where the test cannot be made it is `not checked`, with why, and neither passes nor fails (except that a score
+not above the baseline's at all did not learn, whatever an interval would say; random weights excepted):
 - no baseline was run on the model, task and data size, or none was scored on the same test rows;
 - the runs were stored without per-row test results (before they were recorded);
 - the task's metric is not the mean of the per-row results (MCC, F1: per row only correctness is stored, and a
   configuration can raise MCC above the majority answer's 0 without beating its accuracy);
 - the model has random weights (`config:`): its scores exercise the pipeline and say nothing about the
-  methods, so, as for the report's comparison of the top two, no significance is claimed for it. A tiny
-  random-weight model mostly answers at chance, so a verdict would mark nearly every test grid's method as
-  not learned and empty every ranking built from it, which would test nothing of the ranking."""
+  methods, so, as for the report's comparison of the top two, no significance is claimed for it. Such models
+  are tiny pipeline checks (tests, trying a suite) that mostly answer at chance: a verdict would mark nearly
+  every method as not learned and leave their rankings empty, which says nothing that their title does not."""
 
 from dataclasses import dataclass
 

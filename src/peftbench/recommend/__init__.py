@@ -30,9 +30,9 @@ def recommend(rows: list[dict], kind: str | None, n: int | None, priority: str, 
     if scope.task and trained and task_type(trained[0]) != kind:
         raise UserError(f"--task {scope.task} is a {task_type(trained[0])} task, not {kind}: drop --task-type or"
                         f" ask --task-type {task_type(trained[0])}")
-    n = n or _only("--train-samples", {row["n_train"] for row in trained}, scope)
     measured = [row for row in chosen if task_type(row) == kind]
     sizes = {row["n_train"] for row in measured if row["kind"] == "train"}
+    n = n or _only("--train-samples", sizes, scope)
     near = [size for size in sizes if max(size, n) / max(min(size, n), 1) <= NEARBY_FACTOR]
     if near:
         size = min(near, key=lambda size: abs(math.log(size / n)))

@@ -32,7 +32,8 @@ class Scope:
 
     def of(self) -> str:
         """' of --task X --model Y' to end a phrase with; '' when no flag chooses."""
-        return "".join(f" {flag} {value}" for flag, value in self.flags().items()).replace(" --", " of --", 1)
+        chosen = " ".join(f"{flag} {value}" for flag, value in self.flags().items())
+        return f" of {chosen}" if chosen else ""
 
     def choose(self, rows: list[dict]) -> list[dict]:
         """The rows every flag keeps; a flag that keeps none is a UserError naming what the store has."""
