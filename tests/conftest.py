@@ -126,7 +126,7 @@ def expected_report(rows: list[dict]) -> tuple[set[str], set[str]]:
     tables = {f"{kind}-{block(row)}" for row in done for kind in ("scores", "convergence", "ratios")} \
         | {f"ablations-{name}" for name in ablated} | {f"efficiency-{slug(row['model'])}" for row in done} \
         | {f"predictions-{where(row)}" for row in labelled if row["model"] in generative} \
-        | {f"forgetting-{block(row)}" for row in forgot} | {"statistics", "significance", "runs"}
+        | {f"forgetting-{block(row)}" for row in forgot} | {"statistics", "learned", "significance", "runs"}
     plots = {f"{kind}-{where(row)}" for row in done
              for kind in ("scores", "pareto-params", "pareto-memory", "val-loss", "train-loss")} \
         | {f"predictions-{where(row)}" for row in labelled} | {f"pareto-forgetting-{where(row)}" for row in forgot}

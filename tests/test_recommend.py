@@ -8,6 +8,7 @@ import statistics
 
 from conftest import GRID_METHODS, run_cli, run_json
 
+from peftbench.configurations import configs
 from peftbench.store import read_rows
 
 
@@ -49,9 +50,10 @@ def test_far_from_the_measured_sizes_the_priors_answer_with_citations(grid_store
     assert [choice["method"] for choice in low["ranking"]][0] == "full"  # full converges faster with little data
 
 
-def test_an_empty_store_falls_back_to_priors_and_a_small_budget_cites_hamilton(tmp_path):
+def test_no_store_says_so_then_the_priors_answer_and_a_small_budget_cites_hamilton(tmp_path):
     answer = ask(tmp_path / "none.db", "--task-type", "generation", "--train-samples", "16", "--max-usd", "1")
     assert answer["source"] == "priors" and not (tmp_path / "none.db").exists()
+    assert answer["notes"][0].startswith(f"There is no results store at '{tmp_path / 'none.db'}', so this ranking")
     assert any("Hamilton & Mueller" in note and "Table 1" in note for note in answer["notes"])
     assert any("prompt tuning nearly failed" in note for note in answer["notes"])  # generation, low scale
     assert any("--max-usd cannot be checked" in note for note in answer["notes"])
@@ -123,7 +125,7 @@ def test_cpu_memory_noise_random_weights_and_one_seed_are_said(grid_store):
     from peftbench.recommend import Limits, from_measurements
 
     one_seed = [r for r in read_rows(grid_store) if r["seed"] == 0 and r["n_train"] == 8 and r["task"] == "bbc_topic"]
-    notes = from_measurements(one_seed, "classification", 8, 8, "performance", Limits()).notes
+    notes = from_measurements(configs(one_seed), "classification", 8, 8, "performance", Limits()).notes
     assert any(note.startswith("One seed per configuration") for note in notes)
 
 
@@ -139,11 +141,11 @@ def test_ties_are_explained():
 
     rows = [run("lora", s, 0.80, 1e9) for s in (0, 1)] + [run("ia3", s, 0.90, 1e9) for s in (0, 1)] + \
         [run("full", s, 0.90, 2e9) for s in (0, 1)]
-    memory = from_measurements(rows, "classification", 8, 8, "memory", Limits())
+    memory = from_measurements(configs(rows), "classification", 8, 8, "memory", Limits())
     assert [choice.method for choice in memory.ranking] == ["ia3", "lora", "full"]
     assert "ties with lora on memory (100% of the best); ia3 is placed first by its higher score" in \
         memory.ranking[0].reasons
-    performance = from_measurements(rows, "classification", 8, 8, "performance", Limits())
+    performance = from_measurements(configs(rows), "classification", 8, 8, "performance", Limits())
     assert [choice.method for choice in performance.ranking][:2] == ["full", "ia3"]  # full tuning first
     assert any(reason.startswith("ties with ia3 on performance") and "their scores tie too" in reason
                for reason in performance.ranking[0].reasons)

@@ -14,7 +14,8 @@ SCORES = {("full", 0): 0.925, ("full", 1): 0.9325, ("lora_scaling[r=2,s=1,target
 
 
 def small_store(path):
-    """A store of five finished runs and one failed one, with fixed numbers (written through the Store API)."""
+    """A store of five finished training runs, a majority baseline and a failed run, with fixed numbers (written
+    through the Store API)."""
     store = Store(path)
     for i, ((spec, seed), score) in enumerate(SCORES.items()):
         run_id = f"run{i}"
@@ -24,6 +25,9 @@ def small_store(path):
             "primary_metric": "accuracy", "score": score, "wall_s": 61.5 + 100 * i, "trainable_params": 1000 * (i + 1),
             "total_params": 22_000_000, "best_epoch": 3 + i, "stopped_by": "early_stopping",
             "peak_memory_bytes": 1_500_000_000 + i, "train_tokens_per_s": 1234.5, "infer_tokens_per_s": 3456.7})
+    store.claim("majority", "baseline", "demo", {**SPEC, "method": "majority", "method_spec": "majority", "seed": 0},
+                "me", 0.0, 60)
+    store.end("majority", "me", "finished", {"primary_metric": "accuracy", "score": 0.2135, "wall_s": 2.0})
     store.claim("broken", "train", "demo", {**SPEC, "method": "prompt_tuning", "method_spec": "prompt_tuning[tokens=20]",
                                             "seed": 0}, "me", 0.0, 60)
     store.end("broken", "me", "failed", {}, "RuntimeError: CUDA out of memory. Tried to allocate 20.00 MiB")
@@ -35,15 +39,47 @@ def _lines(text: str) -> list[str]:
     return [line.rstrip() for line in text.splitlines()]
 
 
-def test_results_at_80_columns_is_pinned(tmp_path, monkeypatch):
+def results_at_80(tmp_path, monkeypatch, heading: str, *flags) -> tuple[str, list[str]]:
+    """`results` of the small store at 80 columns: its first line (which a long store path may wrap onto more),
+    without spaces, and the lines from the table's heading on."""
     monkeypatch.setenv("COLUMNS", "80")
     store = small_store(tmp_path / "small.db")
-    code, out, err = run_cli("results", "--store", store)
+    code, out, err = run_cli("results", "--store", store, *flags)
     assert code == 0, err
     lines = _lines(out)
-    title = lines.index("offline:minilm-l6 · bbc_topic · n 100")  # the first line may wrap a long store path
-    assert "".join(lines[:title]).replace(" ", "") == f"6runsin{store}"
-    assert lines[title:] == [
+    title = lines.index(heading)
+    return "".join(lines[:title]).replace(" ", "").replace(str(store).replace(" ", ""), "STORE"), lines[title:]
+
+
+def test_results_at_80_columns_is_pinned(tmp_path, monkeypatch):
+    first, lines = results_at_80(tmp_path, monkeypatch, "offline:minilm-l6 · bbc_topic · low (100 training examples)")
+    assert first == "4configurationsof7runsinSTORE"
+    assert lines == [
+        "offline:minilm-l6 · bbc_topic · low (100 training examples)",
+        "method                              seeds       accuracy  learned    time",
+        "─────────────────────────────────────────────────────────────────────────",
+        "ia3[layout=tfew]                        1          0.954  unchecked  7:42",
+        "lora_scaling[r=2,s=1,targets=qkvo]      2  0.929 ± 0.001  unchecked  5:12",
+        "full                                    2  0.929 ± 0.005  unchecked  1:52",
+        "majority                                1          0.213  baseline   0:02",
+        "unchecked (runs stored without per-row test results): ia3[layout=tfew],",
+        "lora_scaling[r=2,s=1,targets=qkvo], full.",
+        "prompt_tuning[tokens=20] seed 0 failed: RuntimeError: CUDA out of memory. Tried",
+        "to allocate 20.00 MiB",
+        "learned: yes, significantly above the best baseline on the same test rows",
+        "(paired bootstrap, 95%); NO, not: it learned nothing usable and is never",
+        "recommended; unchecked, not testable (why: under its table). Score: mean ±",
+        "sample std over seeds; time, peak MB, tok/s: means. `peftbench results --seeds`",
+        "lists every run with its id.",
+        "not shown at 80 columns: trainable, best epoch, peak MB, lr, peak lr, train",
+        "tok/s, infer tok/s (--wide shows every column)",
+    ]
+
+
+def test_results_seeds_at_80_columns_is_pinned(tmp_path, monkeypatch):
+    first, lines = results_at_80(tmp_path, monkeypatch, "offline:minilm-l6 · bbc_topic · n 100", "--seeds")
+    assert first == "6runsinSTORE"
+    assert lines == [
         "offline:minilm-l6 · bbc_topic · n 100",
         "method                              seed  accuracy  run     time  trainable",
         "───────────────────────────────────────────────────────────────────────────",

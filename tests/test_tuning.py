@@ -194,3 +194,24 @@ def test_every_methods_defaults_lie_in_its_own_axes():
         defaults = method.options()
         for axis in method.tuning_axes:
             assert axis.contains(getattr(defaults, axis.name)), (method.name, axis)
+
+
+def test_recommend_and_the_report_compare_tuned_methods_at_their_tuned_settings_and_say_so(tuned, tmp_path):
+    import shutil
+
+    suite, store, _ = tuned
+    copy = tmp_path / "both.db"
+    shutil.copy(store, copy)
+    run_json("run", suite, "--store", copy, "--json")  # the untuned grid beside the studies, in the same blocks
+    answer = run_json("recommend", "--store", copy, "--task-type", "classification", "--train-samples", "32",
+                      "--json")
+    assert sorted(choice["method"] for choice in answer["ranking"]) == ["ia3 (tuned)", "lora (tuned)"]
+    assert any(note.startswith("Tuned methods are compared at their tuned settings") for note in answer["notes"])
+    out = tmp_path / "report"
+    run_json("report", "--store", copy, "--out", out, "--format", "md", "--json")
+    text = (out / "report.md").read_text()
+    assert "## Tuned against default: config:tiny-bert (random weights), bbc_topic, n=32" in text
+    assert (out / "plots" / "sensitivity-config-tiny-bert-bbc-topic-n-32.png").stat().st_size > 10_000
+    summary = text[text.index("## Summary"):text.index("## Scores")]
+    picked = {line.split("|")[2].strip() for line in summary.splitlines() if line.startswith("| performance")}
+    assert picked <= {"ia3 (tuned)", "lora (tuned)"}

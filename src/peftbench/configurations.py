@@ -1,10 +1,13 @@
 """Stored runs grouped into configurations: a method on a model, task and data size, over its seeds. The
-report's tables, plots and summary and `recommend`'s ranking are all computed from these."""
+report's tables, plots and summary and `recommend`'s ranking are all computed from these, and so is each
+trained configuration's verdict on whether it learned anything (peftbench.learning)."""
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import cached_property
 
 from peftbench.identity import SEED_KEY, configuration_key
+from peftbench.learning import Learning, judge
 from peftbench.stats import METRIC_RANGES, Summary, summarise
 from peftbench.sweep import final_rows
 from peftbench.tuning.studies import roles
@@ -32,6 +35,8 @@ class Config:
     runs: list[dict]
     label: str = ""
     tuning: str | None = None  # of a tuning study: default, tuned, or `default = tuned` (peftbench.tuning)
+    # The baselines run on the same model, task and data size (configs() fills it): what it must beat.
+    baselines: list["Config"] = field(default_factory=list, compare=False, repr=False)
 
     @property
     def seeds(self) -> int:
@@ -59,6 +64,26 @@ class Config:
 
     def first(self, key: str):
         return next((run[key] for run in self.runs if run.get(key) is not None), None)
+
+    @property
+    def test_digest(self) -> str | None:
+        """Which test rows its runs were scored on (the first run's; per_row checks that they agree)."""
+        return (self.runs[0].get("data_digest") or {}).get("test")
+
+    def per_row(self) -> list[float] | None:
+        """Per-test-row score averaged over the seeds (0/1 correct, or ROUGE-L); None if a run lacks it or
+        the runs were not tested on the same rows (their data digests differ)."""
+        records = [run.get("metrics", {}).get("per_example") for run in self.runs]
+        digests = {(run.get("data_digest") or {}).get("test") for run in self.runs}
+        if any(record is None for record in records) or len(digests) != 1 or len({len(r) for r in records}) != 1:
+            return None
+        return [sum(values) / len(values) for values in zip(*records)]
+
+    @cached_property
+    def learning(self) -> Learning | None:
+        """Whether it learned: significantly above the best of its baselines (peftbench.learning.judge). None
+        for a baseline, which is the yardstick itself."""
+        return judge(self) if self.kind == "train" else None
 
     def lr_text(self) -> str | None:
         """`3e-05 → peak 3e-04`: the starting LR and where warm-up takes it (train.lr_factor)."""
@@ -88,10 +113,10 @@ def _flat(spec: dict, prefix: str = "") -> dict[str, object]:
 
 
 def configs(rows: list[dict]) -> list[Config]:
-    """Finished runs grouped over seeds, in the order they were first stored (baselines first, then the reference).
-    Runs are seeds of one configuration when their specs are equal but for the seed (identity.configuration_key):
-    a difference in any other field, of a budget or a precision switch as much as of a hyper-parameter, keeps
-    them apart. A method spec that appears in several configurations for the same model, task and data size
+    """Finished runs grouped over seeds, in the order they were first stored (baselines first, then the reference),
+    each trained configuration holding the baselines of its model, task and data size. Runs are seeds of one
+    configuration when their specs are equal but for the seed (identity.configuration_key): a difference in any
+    other field, of a budget or a precision switch as much as of a hyper-parameter, keeps them apart. A method spec that appears in several configurations for the same model, task and data size
     gets what differs in its label, e.g. `lora (lr=0.001, peak 0.01)`. Of a tuning study only its defaults and its
     best trial are configurations (peftbench.tuning.studies), named `lora (default)` and `lora (tuned)`."""
     groups: dict[tuple, Config] = {}
@@ -103,6 +128,13 @@ def configs(rows: list[dict]) -> list[Config]:
             groups[key] = Config(row["model"], row["task"], row["scale"], row["n_train"], row["method_spec"],
                                  row["kind"], [], tuning=role.get(row["run_id"]))
         groups[key].runs.append(row)
+    baselines: dict[tuple, list[Config]] = {}
+    for config in groups.values():
+        if config.kind == "baseline":
+            baselines.setdefault((config.model, config.task, config.n_train), []).append(config)
+    for config in groups.values():
+        if config.kind == "train":
+            config.baselines = baselines.get((config.model, config.task, config.n_train), [])
     siblings: dict[tuple, list[Config]] = {}
     for config in groups.values():
         if config.tuning:  # a study's configuration is named by its role: `lora (tuned)`, `lora (default)`
@@ -122,6 +154,33 @@ def configs(rows: list[dict]) -> list[Config]:
     ordered = list(groups.values())
     ordered.sort(key=lambda c: (c.kind != "baseline", not c.is_reference))  # stable: storage order otherwise
     return ordered
+
+
+def at_tuned_settings(items: list[Config]) -> tuple[list[Config], list[str]]:
+    """What a ranking compares: in a block (model x task x data size) where `peftbench tune` tuned a method, its
+    tuned configuration stands for it, and its defaults and any untuned configuration of the same method spec are
+    left out; elsewhere every configuration as it is. The note says which methods were taken at their tuned
+    setting, and where."""
+    tuned = {(c.model, c.task, c.n_train, c.first("tune")["method_spec"]) for c in items
+             if c.tuning in ("tuned", "default = tuned")}
+    kept = [c for c in items if c.tuning in ("tuned", "default = tuned") or
+            (c.model, c.task, c.n_train, c.first("tune")["method_spec"] if c.tuning else c.method_spec) not in tuned]
+    if not tuned:
+        return kept, []
+    where: dict[str, list[str]] = {}
+    for model, task, n_train, method in sorted(tuned):
+        where.setdefault(f"{model} / {task} / n={n_train}", []).append(method)
+    return kept, ["Tuned methods are compared at their tuned settings (`peftbench tune`: the same trials for each,"
+                  " chosen on validation): " + "; ".join(f"{', '.join(methods)} on {block}"
+                                                         for block, methods in where.items())
+                  + ". Their defaults are in the report's tuned-against-default tables."]
+
+
+def learning_of_runs(rows: list[dict]) -> dict[str, dict]:
+    """Run id -> its configuration's verdict (Learning.as_dict), for every finished training run of `rows`
+    (which should hold its baselines): what `results --json` and `run --json` add to each run."""
+    return {run["run_id"]: config.learning.as_dict() for config in configs(rows) if config.learning
+            for run in config.runs}
 
 
 def labels(items: list[Config]) -> list[str]:

@@ -49,14 +49,13 @@ def show_view(title: str | None, view: tuple, wide: bool = False) -> None:
     print_table(title, cols, rows, wide=wide, notes=notes, out=stdout_console())
 
 
-def show_runs(title: str, rows: list[dict], wide: bool) -> None:
-    """Stored runs, one table per model and task, under a title line."""
-    from peftbench.report.runs import runs_views
+def show_tables(title: str, views: list[tuple], wide: bool) -> None:
+    """Tables (title, columns, lines, notes: report.runs.runs_views, report.config_view.config_views) under a
+    title line; the columns left out at this width are named once, after the last."""
     from peftbench.terminal import print_table
 
     out = stdout_console()
     out.print(title, markup=False, highlight=False, style="bold")
-    views = runs_views(rows)
     hidden = [print_table(heading, cols, lines, wide=wide, notes=notes, out=out, say_hidden=False)
               for heading, cols, lines, notes in views]
     for line in dict.fromkeys(line for line in hidden if line):

@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.text import Text
 
 from peftbench.cli.common import (DEFAULT_STORE, Device, ExecutorKind, JsonFlag, StoreOption, WideFlag, app,
-                                  print_json, show_runs, stdout_console, summary_path, writable_folder)
+                                  print_json, show_tables, stdout_console, summary_path, writable_folder)
 from peftbench.terminal import print_table
 from peftbench.errors import UserError
 
@@ -104,12 +104,16 @@ def run(
     grid, counts, rows, summary = done
     filed_as = grid.suite.name
     if as_json:
-        from peftbench.configurations import random_weights
+        from peftbench.configurations import learning_of_runs, random_weights
 
+        learning = learning_of_runs(rows)
         print_json({"suite": filed_as, "counts": counts, "store": str(store), "summary": str(summary),
-                     "runs": [{**row, "random_weights": random_weights(row["model"])} for row in rows]})
+                     "runs": [{**row, "random_weights": random_weights(row["model"]),
+                               "learning": learning.get(row["run_id"])} for row in rows]})
         return
-    show_runs(f"suite {filed_as}: {len(rows)} runs", rows, wide)
+    from peftbench.report.config_view import config_views
+
+    show_tables(f"suite {filed_as}: {len(rows)} runs", config_views(rows), wide)
     _say_counts(filed_as, counts, store, summary)
 
 

@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from peftbench.cli.common import (DEFAULT_STORE, JsonFlag, StoreOption, WideFlag, app, print_json, show_runs,
+from peftbench.cli.common import (DEFAULT_STORE, JsonFlag, StoreOption, WideFlag, app, print_json, show_tables,
                                   stdout_console)
 from peftbench.errors import UserError
 
@@ -19,37 +19,50 @@ RESULT_FIELDS = ("run_id", "kind", "suite", "model", "task", "method", "method_s
                  "stopped_by", "steps", "cost_usd", "budget", "sweep", "val_score", "curve", "cpu_bf16", "precision",
                  "flops", "train_flops_per_s", "infer_flops_per_s", "train_mfu", "infer_mfu", "peak_flops_per_s",
                  "peak_source", "family", "weights", "weights_skipped", "random_weights", "gradient_checkpointing",
-                 "sharding", "ranks", "schema_version", "provenance")
+                 "sharding", "ranks", "schema_version", "provenance", "learning")
 
 
-def _result_json(row: dict) -> dict:
-    """A stored run as `results --json` gives it: with the peak learning rate and the random-weights flag."""
+def _result_json(row: dict, learning: dict[str, dict]) -> dict:
+    """A stored run as `results --json` gives it: with the peak learning rate, the random-weights flag and its
+    configuration's verdict on whether it learned (None for a baseline or an unfinished run)."""
     from peftbench.configurations import random_weights
 
     lr, peak = row.get("lr"), row.get("peak_factor")
     extra = {"peak_lr": lr * peak if lr is not None and peak is not None else None,
-             "random_weights": random_weights(row["model"])}
+             "random_weights": random_weights(row["model"]), "learning": learning.get(row["run_id"])}
     return {key: extra[key] if key in extra else row.get(key) for key in RESULT_FIELDS}
 
 
 @app.command()
 def results(
     store: StoreOption = DEFAULT_STORE,
-    baselines: Annotated[bool, typer.Option("--baselines", help="include majority and zero-shot rows")] = False,
+    seeds: Annotated[bool, typer.Option("--seeds", help="one row per run (seed) with its id, instead of one per"
+                                        " configuration")] = False,
+    baselines: Annotated[bool, typer.Option("--baselines", help="with --seeds or --json: include the majority and"
+                                            " zero-shot rows (one row per configuration always shows them)")] = False,
     suite: Annotated[str | None, typer.Option("--suite", help="only runs of this suite")] = None,
     wide: WideFlag = False,
     as_json: JsonFlag = False,
 ) -> None:
-    """List stored runs (training runs; --baselines adds the baseline rows)."""
+    """Stored results: per model, task and data size one row per configuration (mean ± std over its seeds,
+    baselines included, best first, whether it learned); --seeds lists the runs; --json every run."""
+    from peftbench.configurations import learning_of_runs
+    from peftbench.report.config_view import config_views
+    from peftbench.report.runs import runs_views
     from peftbench.store import read_rows, require_store
 
     require_store(store)
-    rows = [row for row in read_rows(store) if (baselines or row["kind"] == "train")
-            and (suite is None or row["suite"] == suite)]
+    rows = [row for row in read_rows(store) if suite is None or row["suite"] == suite]
+    listed = [row for row in rows if baselines or row["kind"] == "train"]
     if as_json:
-        print_json([_result_json(row) for row in rows])
-        return
-    show_runs(f"{len(rows)} runs in {store}", rows, wide)
+        learning = learning_of_runs(rows)
+        print_json([_result_json(row, learning) for row in listed])
+    elif seeds:
+        show_tables(f"{len(listed)} runs in {store}", runs_views(listed), wide)
+    else:
+        views = config_views(rows)
+        show_tables(f"{sum(len(lines) for _, _, lines, _ in views)} configurations of {len(rows)} runs in {store}",
+                    views, wide)
 
 
 @app.command()
@@ -179,8 +192,11 @@ class Priority(str, Enum):
 
 @app.command()
 def recommend(
-    task_type: Annotated[TaskType, typer.Option("--task-type", help="what the task asks for")],
-    train_samples: Annotated[int, typer.Option("--train-samples", min=1, help="training examples you have")],
+    task_type: Annotated[TaskType | None, typer.Option("--task-type", help="what the task asks for (default: what"
+                                                       " the runs chosen by --task etc. are)")] = None,
+    train_samples: Annotated[int | None, typer.Option("--train-samples", min=1, help="training examples you have"
+                                                      " (default: the runs chosen by --scale etc., if one size)")]
+    = None,
     priority: Annotated[Priority, typer.Option("--priority", help="what to optimise")] = Priority.performance,
     max_memory_gb: Annotated[float | None, typer.Option("--max-memory-gb", min=0, help="exclude methods whose"
                                                         " measured peak memory exceeds this")] = None,
@@ -188,33 +204,58 @@ def recommend(
                                                       " took longer")] = None,
     max_usd: Annotated[float | None, typer.Option("--max-usd", min=0, help="exclude methods whose runs cost"
                                                   " more (or have no known price)")] = None,
+    task: Annotated[str | None, typer.Option("--task", help="only runs of this task")] = None,
+    model: Annotated[str | None, typer.Option("--model", help="only runs of this model")] = None,
+    scale: Annotated[str | None, typer.Option("--scale", help="only runs of this scale (as the suite names it,"
+                                              " e.g. low or 100, or a number of training examples)")] = None,
+    suite: Annotated[str | None, typer.Option("--suite", help="only runs of this suite")] = None,
     store: StoreOption = DEFAULT_STORE,
     as_json: JsonFlag = False,
 ) -> None:
-    """Rank methods for a task: from the store's measurements at a nearby data size when it has them,
-    otherwise from the papers' findings, each cited."""
-    from peftbench.recommend import Limits
+    """Rank methods for a task: from the store's measurements at a nearby data size when it has them (methods
+    compared on the blocks every one of them ran on; one that did not learn is never recommended), otherwise
+    from the papers' findings, each cited. Without a store it says so in one line and gives the papers'
+    ranking; --task, --model, --scale and --suite need a store."""
+    from peftbench.recommend import Limits, Scope, from_priors
     from peftbench.recommend import recommend as rank
     from peftbench.recording import read_results
+    from peftbench.store import require_store
 
-    answer = rank(read_results(store), task_type.value, train_samples, priority.value,
-                  Limits(max_memory_gb, max_minutes, max_usd))
+    scope = Scope(task, model, scale, suite)
+    limits = Limits(max_memory_gb, max_minutes, max_usd)
+    kind = task_type.value if task_type else None
+    rows = read_results(store)  # an absent store has none; a path that cannot be a store is refused
+    if store.exists():
+        answer = rank(rows, kind, train_samples, priority.value, limits, scope)
+    else:
+        if scope.flags():
+            require_store(store)
+        if kind is None or train_samples is None:
+            raise UserError(f"--task-type and --train-samples are needed: there is no results store at '{store}'"
+                            " to take them from")
+        answer = from_priors(kind, train_samples, priority.value, limits)
+        answer.notes.insert(0, f"There is no results store at '{store}', so this ranking comes from the papers,"
+                               " not from measurements (`peftbench run` measures your own; --store PATH reads"
+                               " another store).")
     if as_json:
         print_json(answer.as_dict())
         return
     console = stdout_console()
-    console.print(f"{answer.task_type}, {answer.train_samples} training examples, priority {answer.priority}:"
-                  f" ranked from {answer.source.upper()}", markup=False, highlight=False)
+    say = lambda text: console.print(text, markup=False, highlight=False, soft_wrap=True)  # noqa: E731
+    chosen = "".join(f", {flag} {value}" for flag, value in answer.scope.items())
+    say(f"{answer.task_type}, {answer.train_samples} training examples, priority {answer.priority}{chosen}:"
+        f" ranked from {answer.source.upper()}")
+    say(answer.notes[0])  # where the ranking comes from, and why
     for place, choice in enumerate(answer.ranking, 1):
-        console.print(f"{place}. {choice.method}", markup=False, highlight=False)
+        say(f"{place}. {choice.method}")
         for reason in choice.reasons:
-            console.print(f"   - {reason}", markup=False, highlight=False)
+            say(f"   - {reason}")
         for source in dict.fromkeys(choice.sources):
-            console.print(f"   source: {source}", markup=False, highlight=False)
+            say(f"   source: {source}")
         if choice.evidence:
             shown = ", ".join(choice.evidence[:6]) + (" ..." if len(choice.evidence) > 6 else "")
-            console.print(f"   evidence: {len(choice.evidence)} runs ({shown})", markup=False, highlight=False)
+            say(f"   evidence: {len(choice.evidence)} runs ({shown})")
     for item in answer.excluded:
-        console.print(f"excluded {item['method']}: {item['reason']}", markup=False, highlight=False)
-    for note in answer.notes:
-        console.print(f"note: {note}", markup=False, highlight=False)
+        say(f"excluded {item['method']}: {item['reason']}")
+    for note in answer.notes[1:]:
+        say(f"note: {note}")

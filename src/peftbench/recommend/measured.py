@@ -1,12 +1,14 @@
 """Ranking from measurements: the store's finished runs of one data size, each method's measurement relative to
-the best in its model x task group, hard limits applied, and warnings where a lead is within noise."""
+the best in its block (model × task × data size), over the blocks every ranked method ran on; methods that broke
+a hard limit or did not learn excluded, and warnings where a lead is within noise."""
 
 import math
 from collections import defaultdict
 from dataclasses import dataclass
 
-from peftbench.configurations import Config, configs
+from peftbench.configurations import Config, at_tuned_settings
 from peftbench.recommend.answer import Choice, Limits, Recommendation
+from peftbench.recommend.coverage import block_name, block_of, shared_blocks
 from peftbench.stats import summarise
 
 MEASURES = {  # priority -> (stored key, higher is better)
@@ -101,7 +103,8 @@ def _cpu_memory(configs_of: list[Config]) -> Noise:
 
 def noise(groups: dict[tuple, list[Config]], order: list[str], priority: str) -> list[Noise]:
     """Warnings that the ranking's lead on `priority` cannot be told from measurement noise: one seed,
-    a lead smaller than the seeds' spread, or CPU resident-set memory (mostly the process itself)."""
+    a lead smaller than the seeds' spread, or CPU resident-set memory (mostly the process itself).
+    `groups`: the compared configurations by block (coverage.Block)."""
     configs_of = [c for group in groups.values() for c in group]
     if len(order) < 2:
         return []
@@ -112,11 +115,11 @@ def noise(groups: dict[tuple, list[Config]], order: list[str], priority: str) ->
                            " deciding on them.", "one seed: cannot be told from noise"))
     first, second = order[:2]
     close = []
-    for (model, task), group in groups.items():
+    for block, group in groups.items():
         a = next((_measure(c, priority) for c in group if c.label == first), None)
         b = next((_measure(c, priority) for c in group if c.label == second), None)
         if a and b and a.std is not None and b.std is not None and abs(a.mean - b.mean) <= max(a.std, b.std):
-            close.append(f"{model} / {task}")
+            close.append(block_name(block))
     if close:
         found.append(Noise("within_spread", f"{first} leads {second} on {priority} by less than their seed-to-seed"
                            f" spread on {', '.join(close)}: the order between them is within measurement noise.",
@@ -169,28 +172,41 @@ def _nearest(trained: list[Config], limits: Limits) -> list[str]:
     return notes
 
 
-def from_measurements(rows: list[dict], kind: str, n: int, size: int, priority: str,
-                      limits: Limits) -> Recommendation:
-    """Rank method specs by the priority's measurement relative to the best in each model x task (so
-    tasks of different difficulty weigh alike), averaged over the model x task groups a method ran in;
-    ties go to the better score, and are said. A method with any run over a hard limit is excluded."""
-    items = configs(rows)
-    trained = [c for c in items if c.kind == "train"]
-    groups: dict[tuple, list[Config]] = defaultdict(list)
-    for config in trained:
-        groups[(config.model, config.task)].append(config)
-    excluded, allowed = {}, []
+def _excluded(trained: list[Config], limits: Limits) -> dict[str, str]:
+    """Method -> why it is never recommended: any run over a hard limit, or any configuration of it that did
+    not learn (on any of its blocks: where it learned nothing it is no safe choice)."""
+    excluded = {}
     for config in trained:
         reason = _broken_limit(config, limits)
+        if reason is None and config.learning.excluded:
+            reason = f"did not learn on {block_name(block_of(config))} ({config.learning.evidence})"
         if reason and config.label not in excluded:
             excluded[config.label] = reason
-        elif not reason:
-            allowed.append(config)
-    allowed = [c for c in allowed if c.label not in excluded]
+    return excluded
+
+
+def from_measurements(items: list[Config], kind: str, n: int, size: int, priority: str,
+                      limits: Limits) -> Recommendation:
+    """Rank method specs by the priority's measurement relative to the best in each block (model × task ×
+    data size, so tasks of different difficulty weigh alike), averaged over the blocks every ranked method ran
+    on (coverage.shared_blocks); ties go to the better score, and are said. A method with any run over a hard
+    limit, or any configuration that did not learn (peftbench.learning), is excluded with the reason. A method
+    tuned in a block is ranked at its tuned setting there (configurations.at_tuned_settings), and said so.
+    `items`: the configurations (configurations.configs) of the finished runs of one task type and data size."""
+    items, tuned_notes = at_tuned_settings(items)
+    trained = [c for c in items if c.kind == "train"]
+    excluded = _excluded(trained, limits)
+    coverage = shared_blocks([c for c in trained if c.label not in excluded])
+    excluded |= {label: f"not compared: it ran only on {', '.join(map(block_name, blocks))}, and no block holds it"
+                        " with every other method" for label, blocks in coverage.dropped.items()}
+    allowed = [c for c in trained if c.label in coverage.methods and block_of(c) in coverage.shared]
+    groups: dict[tuple, list[Config]] = defaultdict(list)
+    for config in allowed:
+        groups[block_of(config)].append(config)
     relative: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
     for group in groups.values():
         for measure in {priority, "performance"}:
-            for label, share in _relative([c for c in group if c in allowed], measure).items():
+            for label, share in _relative(group, measure).items():
                 relative[label][measure].append(share)
     order = sorted(relative, key=lambda label: (-_rounded(_mean(relative[label][priority])),
                                                 -_rounded(_mean(relative[label]["performance"]))))
@@ -204,48 +220,53 @@ def from_measurements(rows: list[dict], kind: str, n: int, size: int, priority: 
         seconds = max((run.get("wall_s") or 0 for run in runs), default=0)
         infer = summarise([run.get("infer_tokens_per_s") for run in runs])
         reasons = [f"{priority}: {_mean(relative[label][priority]):.0%} of the best on average over"
-                   f" {len(relative[label][priority])} model × task group(s)"]
+                   f" {len(relative[label][priority])} model × task × data size block(s)"]
         reasons += [ties[label]] if label in ties else []
         for config in mine:
             score = config.score()
             if score:
                 spread = f" ± {score.std:.3f} over {score.n} seeds" if score.std is not None else " (one seed: spread unknown)"
                 weights = " (random weights: not evidence about the method)" if config.random_weights else ""
-                reasons.append(f"score {score.mean:.3f}{spread} on {config.model} / {config.task}{weights}")
+                learned = "" if config.random_weights else f"; {config.learning.headline}"
+                reasons.append(f"score {score.mean:.3f}{spread} on {config.model} / {config.task}{weights}{learned}")
         reasons.append(f"peak memory up to {peak:.2f} GB, up to {seconds:,.1f} s per run"
                        + (f", inference {infer.mean:,.0f} tokens/s" if infer else ""))
         ranking.append(Choice(label, reasons, evidence=[run["run_id"] for run in runs]))
-    notes = [f"Ranked from measurements: {len([r for r in rows if r['kind'] == 'train'])} finished {kind} runs"
-             f" with {size} training examples (asked: {n}) on "
-             + ", ".join(sorted({f'{m} / {t}' for m, t in groups})) + "."]
+    blocks = sorted({block_of(c) for c in trained})
+    notes = [f"Ranked from measurements: {sum(c.seeds for c in trained)} finished {kind} runs"
+             f" with {size} training examples (asked: {n}) on " + ", ".join(map(block_name, blocks)) + "."]
+    notes += coverage.notes() + tuned_notes
     if randoms:
         notes.append(f"{', '.join(randoms)}: random weights. Their scores exercise the pipeline and say nothing"
                      " about the methods; no significance is claimed.")
-    notes += [n.long for n in noise({key: [c for c in group if c in allowed] for key, group in groups.items()},
-                                    order, priority)]
-    notes += _baseline_notes(items, groups)
+    notes += [n.long for n in noise(groups, order, priority)]
+    notes += _baseline_notes(trained)
     if not ranking:
-        nearest = _nearest(trained, limits)
-        notes.append("No measured method meets the hard limits" + (": " + "; ".join(nearest) if nearest else "") + ".")
+        notes.append(_none_left(trained, limits))
     return Recommendation("measurements", kind, n, priority, ranking,
-                          [{"method": label, "reason": reason} for label, reason in excluded.items()], notes)
+                          [{"method": label, "reason": reason} for label, reason in excluded.items()], notes,
+                          [block_name(block) for block in coverage.shared])
+
+
+def _none_left(trained: list[Config], limits: Limits) -> str:
+    """Why nothing is ranked: no method learned, or the limits exclude every one (and what would keep one)."""
+    if trained and all(c.learning.excluded for c in trained):
+        return ("No measured method learned: none scored significantly above the best baseline, so none is"
+                " recommended (the exclusions say by how much).")
+    nearest = _nearest(trained, limits)
+    return "No measured method meets the hard limits" + (": " + "; ".join(nearest) if nearest else "") + "."
 
 
 def _mean(values: list[float]) -> float:
     return sum(values) / len(values) if values else -math.inf
 
 
-def _baseline_notes(items: list[Config], groups: dict[tuple, list[Config]]) -> list[str]:
-    """Hamilton & Mueller's check: does any method beat the best baseline of its model x task?"""
-    mean_score = lambda c: (s := c.summary(lambda r: r.get("score"))) and s.mean
-    notes = []
-    for (model, task), group in groups.items():
-        best_method = max((m for c in group if (m := mean_score(c)) is not None), default=None)
-        baselines = [(m, c.method_spec) for c in items if c.kind == "baseline" and (c.model, c.task) == (model, task)
-                     and (m := mean_score(c)) is not None]
-        if baselines and best_method is not None and best_method <= max(baselines)[0]:
-            reference, name = max(baselines)
-            notes.append(f"On {model} / {task} no method beat the {name} baseline ({reference:.3f} vs best"
-                         f" {best_method:.3f}): as Hamilton & Mueller found with OPT-125m/350m (Table 1, 4.3), a"
-                         " larger base model may be needed before any method helps.")
-    return notes
+def _baseline_notes(trained: list[Config]) -> list[str]:
+    """Hamilton & Mueller's finding, where it repeats: on a block, no method learned."""
+    blocks: dict[tuple, list[Config]] = defaultdict(list)
+    for config in trained:
+        blocks[block_of(config)].append(config)
+    return [f"On {block_name(block)} no method learned (none scored significantly above the"
+            f" {group[0].learning.baseline} baseline): as Hamilton & Mueller found with OPT-125m/350m (Table 1,"
+            " 4.3), a larger base model may be needed before any method helps."
+            for block, group in blocks.items() if all(c.learning.excluded for c in group)]

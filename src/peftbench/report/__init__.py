@@ -81,7 +81,7 @@ def build(rows: list[dict], title: str, store: Path | None = None) -> Report:
                      " in the statistics table, and a paired bootstrap for the top two methods of each block.")
     if not any(t.key == "cost" for t in tables):
         intro.append("No run has a known price, so there is no cost table.")
-    return Report(title, intro, blocks(rows, items, comparisons), tables, items, _provenance(rows, store), studies)
+    return Report(title, intro, blocks(items, comparisons), tables, items, _provenance(rows, store), studies)
 
 
 def summary_markdown(rows: list[dict], title: str, store: Path | None = None) -> str:

@@ -82,7 +82,7 @@ def csv_text(table: Table) -> str:
 
 TEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
                "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
-               "±": r"$\pm$", "–": "--", "−": "$-$", "→": r"$\to$"}
+               "±": r"$\pm$", "–": "--", "−": "$-$", "→": r"$\to$", "†": r"$^\dagger$"}
 
 
 def tex_escape(text: str) -> str:

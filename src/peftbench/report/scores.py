@@ -1,6 +1,7 @@
 """The report's score tables (Pu et al. Table 1 per model and data size, every configuration's statistics over
 seeds) and the paired bootstrap of each block's top two; the blocks and notes the other tables share."""
 
+import math
 from collections import defaultdict
 from dataclasses import dataclass
 
@@ -34,16 +35,6 @@ def lr_note(items: list[Config]) -> str | None:
     return "Learning rate (start → peak after warm-up): " + "; ".join(f"{label} {text}" for label, text in texts.items()) + "."
 
 
-def per_example(config: Config) -> list[float] | None:
-    """Per-test-row score averaged over the configuration's seeds; None if a run lacks it or the runs
-    were not tested on the same rows (their data digests differ)."""
-    records = [run.get("metrics", {}).get("per_example") for run in config.runs]
-    digests = {(run.get("data_digest") or {}).get("test") for run in config.runs}
-    if any(record is None for record in records) or len(digests) != 1 or len({len(r) for r in records}) != 1:
-        return None
-    return [sum(values) / len(values) for values in zip(*records)]
-
-
 @dataclass
 class Comparison:
     model: str
@@ -73,14 +64,13 @@ def compare_top_two(items: list[Config]) -> list[Comparison]:
             if len(ranked) < 2:
                 continue
             first, second = ranked[:2]
-            a, b = per_example(first), per_example(second)
-            digest = lambda c: (c.runs[0].get("data_digest") or {}).get("test")  # noqa: E731
+            a, b = first.per_row(), second.per_row()
             if random_weights(model):
                 comparisons.append(Comparison(model, scale, task, first, second, None, "random-weight model"))
             elif a is None or b is None:
                 comparisons.append(Comparison(model, scale, task, first, second, None,
                                               "runs stored without per-example results"))
-            elif digest(first) != digest(second) or len(a) != len(b):
+            elif first.test_digest != second.test_digest or len(a) != len(b):
                 comparisons.append(Comparison(model, scale, task, first, second, None, "test rows differ"))
             else:
                 comparisons.append(Comparison(model, scale, task, first, second, paired_bootstrap(a, b)))
@@ -108,18 +98,61 @@ def scores_tables(items: list[Config], comparisons: list[Comparison]) -> list[Ta
             cells = [Cell(label, label)]
             for task in tasks:
                 found = find_config(block, label, task)
-                cells.append(stat_cell(found.score()) if found else Cell("–"))
+                cells.append(_score_cell(found) if found else Cell("–"))
             rows.append(cells)
         for column in range(1, len(tasks) + 1):
             mark_best(rows, column, eligible=_trained(rows, block))
         notes = [seed_note(block), "Best trained method per column in bold (baselines are references, not"
                  " candidates). Metric: " + ", ".join(f"{task} {metric[task]}" for task in tasks) + "."]
+        if any(c.learning and c.learning.excluded for c in block):
+            notes.append(f"{NOT_LEARNED_MARK} did not learn: not significantly above the best baseline (the table"
+                         " \"Did each configuration learn?\" says by how much); never recommended.")
         notes += [RANDOM_WEIGHTS] if random_weights(model) else []
         notes += [n for n in [lr_note(block)] if n]
         notes += [comparison_sentence(c) for c in comparisons if (c.model, c.scale) == (model, scale)]
         tables.append(Table(f"scores-{slug(model)}-{slug(scale_name(scale))}",
                             f"Scores: {model_title(model)}, {scale_name(scale)}", ["method", *tasks], rows, notes))
     return tables
+
+
+NOT_LEARNED_MARK = "†"
+
+
+def _score_cell(config: Config) -> Cell:
+    """Mean ± std over seeds, marked where the configuration did not learn."""
+    cell = stat_cell(config.score())
+    if config.learning and config.learning.excluded:
+        cell.text += f" {NOT_LEARNED_MARK}"
+    return cell
+
+
+def learned_table(items: list[Config]) -> Table:
+    """Each trained configuration against the best baseline of its model, task and data size, as
+    peftbench.learning judged it: Hamilton & Mueller's question, does a method beat the baseline, per block."""
+    rows = []
+    trained = [c for c in items if c.kind == "train"]
+    trained.sort(key=lambda c: (c.model, c.task, c.n_train, -c.score().mean if c.score() else math.inf))
+    for config in trained:
+        learning, score = config.learning, config.score()
+        paired = learning.paired
+        rows.append([Cell(config.model, config.model), Cell(config.task, config.task),
+                     Cell(scale_name(config.scale), str(config.scale)), Cell(config.label, config.label),
+                     Cell(fmt(score and score.mean), score and score.mean), Cell(learning.baseline or "–", learning.baseline),
+                     Cell(fmt(learning.baseline_score), learning.baseline_score),
+                     *[Cell(fmt(value), value) for value in (paired and paired.difference, paired and paired.low,
+                                                             paired and paired.high)],
+                     Cell(learning.headline, learning.headline)])
+    return Table("learned", "Did each configuration learn? Against the best baseline",
+                 ["model", "task", "scale", "method", "score", "best baseline", "baseline score", "difference",
+                  "95% low", "95% high", "verdict"], rows,
+                 ["A configuration learned when its score is significantly above that of the best baseline (majority"
+                  " answer or zero-shot model) of its model, task and data size: the 95% interval of the difference,"
+                  " resampling the test rows both were scored on together (a paired bootstrap, 2,000 resamples; per"
+                  " row 0/1 correct or ROUGE-L, averaged over seeds), lies above 0. One that did not learned nothing"
+                  " usable: it is marked in every table and never recommended. Not checked: random-weight models (no"
+                  " significance is claimed for them), blocks without a baseline, and runs stored without per-row"
+                  " results or scored by a metric that is no mean over rows (MCC, F1), unless their score is not"
+                  " above the baseline's at all: those did not learn."])
 
 
 def comparison_sentence(comparison: Comparison) -> str:

@@ -89,29 +89,25 @@ def _comparison_text(comparison: Comparison | None) -> str | None:
     return f"{comparison.verdict} (paired bootstrap over {paired.n_rows} test rows, p = {paired.p_value:.3f})"
 
 
-def _against_baseline(pick: Config, baselines: list[Config]) -> str | None:
-    """The pick's score against the best baseline: a method that does not beat it learnt nothing usable."""
-    scored = [(s.mean, c.label) for c in baselines if (s := c.score())]
-    if not scored or not pick.score():
-        return None
-    best, label = max(scored)
-    lead = pick.score().mean - best
-    return f"{lead:+.3f} over the {label} baseline ({fmt(best)})" if lead > 0 else \
-        f"does not beat the {label} baseline ({fmt(best)})"
+def _against_baseline(pick: Config) -> str | None:
+    """The pick against the best baseline, as peftbench.learning judged it; for random weights only the numbers
+    (the block's note says why they get no verdict)."""
+    learning = pick.learning
+    return (learning.evidence or None) if pick.random_weights else learning.reason
 
 
 def _why(priority: str, ranked: list[Config], tie: str | None, comparison: Comparison | None,
-         noise_short: list[str], baselines: list[Config]) -> list[str]:
+         noise_short: list[str]) -> list[str]:
     """Why this method under this priority: what it leads on and by how much, and how far to trust that."""
     what, shown = LEADS[priority]
     why = [what + (f"; next: {ranked[1].label} at {shown(ranked[1])}" if len(ranked) > 1 else "")]
     why += [tie] if tie else []
     if priority == "performance":
-        why += [text for text in (_against_baseline(ranked[0], baselines), _comparison_text(comparison)) if text]
+        why += [text for text in (_against_baseline(ranked[0]), _comparison_text(comparison)) if text]
     return why + noise_short
 
 
-def blocks(rows: list[dict], items: list[Config], comparisons: list[Comparison]) -> list[Block]:
+def blocks(items: list[Config], comparisons: list[Comparison]) -> list[Block]:
     """One block per model, task and data size that trained something, sorted by those."""
     found: dict[tuple, Block] = {}
     for config in items:
@@ -123,25 +119,25 @@ def blocks(rows: list[dict], items: list[Config], comparisons: list[Comparison])
                                                                                   item[0][2])):
         if not block.trained:
             continue
-        mine = [row for row in rows if (row.get("model"), row.get("task"), row.get("n_train")) == (model, task, n_train)
-                and row.get("status") == "finished"]
         kind = task_type(block.trained[0].runs[0])
         notes: list[str] = []
         for priority in PRIORITIES:
-            answer = from_measurements(mine, kind, n_train, n_train, priority, Limits())
-            if not answer.ranking:
-                continue
-            by_label = {c.label: c for c in block.trained}
-            ranked = [by_label[choice.method] for choice in answer.ranking]
-            tie = next((r for r in answer.ranking[0].reasons if r.startswith("ties with")), None)
-            comparison = next((c for c in comparisons if (c.model, c.task, c.scale) == (model, task, block.scale)
-                               and c.first.label == ranked[0].label), None)
-            found_noise = noise({(model, task): block.trained}, [c.label for c in ranked], priority)
-            block.general.update({n.kind: GENERAL_NOTES[n.kind] for n in found_noise})
-            block.picks.append(Pick(priority, ranked[0], _why(priority, ranked, tie, comparison,
-                                                              [n.short for n in found_noise], block.baselines)))
-            long_noise = {n.long for n in found_noise}
-            notes += [note for note in answer.notes[1:] if note not in long_noise and note not in notes]
+            answer = from_measurements(block.baselines + block.trained, kind, n_train, n_train, priority, Limits())
+            long_noise = set()  # said in short in the pick's cell, and once for the summary (GENERAL_NOTES)
+            if answer.ranking:
+                by_label = {c.label: c for c in block.trained}
+                ranked = [by_label[choice.method] for choice in answer.ranking]
+                tie = next((r for r in answer.ranking[0].reasons if r.startswith("ties with")), None)
+                comparison = next((c for c in comparisons if (c.model, c.task, c.scale) == (model, task, block.scale)
+                                   and c.first.label == ranked[0].label), None)
+                found_noise = noise({(model, task, n_train): ranked}, [c.label for c in ranked], priority)
+                block.general.update({n.kind: GENERAL_NOTES[n.kind] for n in found_noise})
+                block.picks.append(Pick(priority, ranked[0], _why(priority, ranked, tie, comparison,
+                                                                  [n.short for n in found_noise])))
+                long_noise = {n.long for n in found_noise}
+            excluded = [f"Not recommended under any priority: {item['method']}, which {item['reason']}."
+                        for item in answer.excluded]
+            notes += [note for note in excluded + answer.notes[1:] if note not in long_noise and note not in notes]
         if random_weights(model):
             notes = [f"{model}: {RANDOM_WEIGHTS}"] + [note for note in notes if "random weights" not in note]
         block.notes = notes

@@ -9,8 +9,8 @@ from collections import defaultdict
 from peftbench.configurations import RANDOM_WEIGHTS, Config, configs, labels, random_weights
 from peftbench.report.configs import (Cell, Table, fmt, fmt_count, mark_best, model_title, range_cell, scale_name, slug,
                                       stat_cell)
-from peftbench.report.scores import (Comparison, compare_top_two, find_config, model_scale_blocks, scores_tables,
-                                     seed_note, significance_table, statistics_table)
+from peftbench.report.scores import (Comparison, compare_top_two, find_config, learned_table, model_scale_blocks,
+                                     scores_tables, seed_note, significance_table, statistics_table)
 from peftbench.results import OTHER
 from peftbench.stats import summarise
 
@@ -289,7 +289,8 @@ def all_tables(rows: list[dict]) -> tuple[list[Table], list[Config], list[Compar
 
     items = configs(rows)
     comparisons = compare_top_two(items)
-    tables = [*scores_tables(items, comparisons), statistics_table(items), significance_table(comparisons),
+    tables = [*scores_tables(items, comparisons), statistics_table(items), learned_table(items),
+              significance_table(comparisons),
               *ablation_tables(items), *convergence_tables(items), *ratio_tables(items), *efficiency_tables(items),
               *forgetting_tables(items)]
     if (cost := cost_table(items)) is not None:
