@@ -70,10 +70,13 @@ def test_every_method_gets_exactly_n_trials_the_first_at_its_defaults_and_some_a
 def test_the_best_trial_and_the_defaults_run_on_every_seed_and_are_chosen_on_validation(tuned):
     suite, store, output = tuned
     rows = results(store)
+    trials = _trials(store)
     for study in output["studies"]:
-        complete = [entry for entry in study["validation"] if entry["state"] == "complete"]
-        best = max(complete, key=lambda entry: (entry["value"], -entry["trial"]))
-        assert study["tuned"]["trial"] == best["trial"] and study["default"]["trial"] == 0
+        complete = [trials[(study["method"], entry["trial"])] for entry in study["validation"]
+                    if entry["state"] == "complete"]
+        # The best validation score; among equal scores the lower validation loss, then the earlier trial.
+        best = max(complete, key=lambda row: (row["val_score"], -row["best_val_loss"], -row["tune"]["trial"]))
+        assert study["tuned"]["trial"] == best["tune"]["trial"] and study["default"]["trial"] == 0
         for chosen in (study["default"], study["tuned"]):
             runs = [row for row in rows if row["run_id"] in chosen["runs"]]
             assert sorted(row["seed"] for row in runs) == [0, 1]  # the trial, then the same setting on seed 1

@@ -33,7 +33,7 @@ from peftbench.sharding import processes, train_sharded
 from peftbench.tasks import TaskSpec
 from peftbench.train import OnEpoch, train
 from peftbench.tuning.search import Pruning
-from peftbench.tuning.studies import TrialContext
+from peftbench.tuning.studies import TrialContext, objective
 
 EVAL_BATCH_FACTOR = 2  # evaluation holds no gradients, so it can take larger batches
 
@@ -164,10 +164,12 @@ def _pruner(trial: TrialContext, task: TaskSpec, splits: Splits, spec: dict) -> 
     pruning = Pruning(trial.settings, list(trial.history))
 
     def on_epoch(task_model: TaskModel, epoch: int, val_loss: float) -> tuple[dict, bool]:
-        if trial.select_by == "val_loss":
-            return {}, pruning.should_stop(epoch, -val_loss)
-        score = _evaluate_timed(task_model, splits.val, spec, spec["batch_size"])["metrics"].get(task.primary_metric)
-        return {"val_score": score}, score is not None and pruning.should_stop(epoch, score)
+        observed = {}
+        if trial.select_by == "val_score":
+            metrics = _evaluate_timed(task_model, splits.val, spec, spec["batch_size"])["metrics"]
+            observed = {"val_score": metrics.get(task.primary_metric)}
+        value = objective(trial.select_by, observed.get("val_score"), val_loss)
+        return observed, value is not None and pruning.should_stop(epoch, value)
 
     return lambda task_model: functools.partial(on_epoch, task_model)
 

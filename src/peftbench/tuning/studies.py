@@ -10,7 +10,6 @@ other seeds are the same spec at another seed, so they group with it into one co
 import math
 from dataclasses import dataclass, field
 
-from peftbench.sweep import sweep_score
 
 TUNE_KEY = "tune"
 ENDED = ("finished", "failed")  # a trial that ended either way keeps its place in the study; it is never retried
@@ -38,14 +37,24 @@ class HistoryTrial:
     steps: tuple[tuple[int, float], ...]
 
 
+# A validation score ties often (early epochs of a small validation set all at the majority rate): the validation
+# loss breaks the tie, at a weight so small that it never outweighs one validation row (1 / 10,000) of the score.
+TIE_BREAK = 1e-6
+
+
+def objective(select_by: str, score: float | None, loss: float | None) -> float | None:
+    """What a study maximises: the validation score (ties broken by the lower validation loss), or minus the
+    validation loss; None when it is not known or not finite."""
+    if loss is None or not math.isfinite(loss) or select_by == "val_score" and (score is None or not math.isfinite(score)):
+        return None
+    return score - TIE_BREAK * loss if select_by == "val_score" else -loss
+
+
 def objective_steps(row: dict, select_by: str) -> tuple[tuple[int, float], ...]:
-    """The validation metric after each epoch, higher is better: the score, or minus the loss."""
-    steps = []
-    for point in row.get("curve") or []:
-        value = point.get("val_score") if select_by == "val_score" else -point["val_loss"]
-        if value is not None and math.isfinite(value):
-            steps.append((point["epoch"], float(value)))
-    return tuple(steps)
+    """The objective after each epoch, as the pruner saw it."""
+    steps = [(point["epoch"], objective(select_by, point.get("val_score"), point["val_loss"]))
+             for point in row.get("curve") or []]
+    return tuple((epoch, value) for epoch, value in steps if value is not None)
 
 
 @dataclass(frozen=True)
@@ -84,11 +93,18 @@ class Trial:
         return "pruned" if self.row.get("stopped_by") == "pruned" else "complete"
 
     def value(self, select_by: str) -> float | None:
-        """The objective of a complete trial: the validation metric of the weights it keeps (the best epoch's)."""
+        """The objective of a complete trial: that of the weights it keeps (its best epoch's)."""
         if self.state != "complete":
             return None
-        score = sweep_score(self.row, select_by)
-        return score if math.isfinite(score) else None
+        return objective(select_by, self.row.get("val_score"), self.row.get("best_val_loss"))
+
+    def shown(self, select_by: str) -> float | None:
+        """What the study judged the trial by, as the metric reads: a complete trial's validation score (or
+        loss) at the weights it keeps, a pruned one's at the epoch it was stopped."""
+        if self.state == "complete":
+            return self.row.get("val_score" if select_by == "val_score" else "best_val_loss")
+        curve = self.row.get("curve") or []
+        return curve[-1].get(select_by) if curve else None
 
     def history(self, select_by: str) -> HistoryTrial:
         return HistoryTrial(self.number, dict(self.params), self.state, self.value(select_by),

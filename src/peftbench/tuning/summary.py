@@ -55,14 +55,6 @@ def _scored(study: Study, trial: Trial | None) -> Scored | None:
     return Scored(trial.number, trial.params, score, [row["run_id"] for row in runs])
 
 
-def _validation_value(trial: Trial, select_by: str) -> float | None:
-    """What the study saw of a trial, as the metric reads (a loss stays a loss): a complete trial's objective,
-    a pruned one's value at the epoch it was stopped."""
-    steps = trial.history(select_by).steps
-    value = trial.value(select_by) if trial.state == "complete" else steps[-1][1] if steps else None
-    return None if value is None else -value if select_by == "val_loss" else value
-
-
 def summaries(rows: list[dict]) -> list[StudySummary]:
     """One summary per study in `rows`, sorted by model, task, training size and method spec."""
     found = []
@@ -71,7 +63,7 @@ def summaries(rows: list[dict]) -> list[StudySummary]:
         metric = next((row.get("primary_metric") for row in study.rows if row.get("primary_metric")), None)
         default = study.default()
         validation = [{"trial": trial.number, "params": trial.params, "state": trial.state,
-                       "value": _validation_value(trial, study.select_by),
+                       "value": trial.shown(study.select_by),
                        "epochs": len(trial.row.get("curve") or [])} for _, trial in sorted(study.trials.items())]
         found.append(StudySummary(
             first["model"], first["task"], first["scale"], first["n_train"], study.method_spec, study.id,
