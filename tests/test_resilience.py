@@ -156,7 +156,7 @@ def test_a_ray_run_whose_worker_dies_is_retried_once(tmp_path):
         def __init__(self):
             self.seen, self.outcomes = {}, []
 
-        def start(self, runs, skipped, suite):
+        def start(self, runs, skipped, suite, waiting=0):
             pass
 
         def step(self, run, done, total, loss=None):

@@ -38,7 +38,7 @@ class GridProgress:
     walls: dict = field(default_factory=lambda: {"train": [], "baseline": []})
     pending: dict = field(default_factory=lambda: {"train": 0, "baseline": 0})
     active: dict = field(default_factory=dict)
-    waiting: int = 0
+    may_follow: int = 0  # runs the stages may still add (counted in the total until they are known)
 
     def __post_init__(self):
         self.progress = Progress(TextColumn("{task.description}"), BarColumn(bar_width=18),
@@ -64,7 +64,7 @@ class GridProgress:
 
     def start(self, runs: list, skipped: int, suite: str, waiting: int = 0) -> None:
         """`waiting`: runs that stages may add later (a sweep's seeds, tuning studies' trials and seeds), at most."""
-        self.total, self.waiting = len(runs) + waiting, waiting
+        self.total, self.may_follow = len(runs) + waiting, waiting
         for run in runs:
             self.pending[run.kind] += 1
         self.pending["train"] += waiting
@@ -77,8 +77,8 @@ class GridProgress:
     def more(self, runs: list, skipped: int) -> None:
         """Runs that became known later: tuning studies' next trials, or the other seeds of a chosen setting
         (a sweep's learning rate, a study's best trial and its defaults)."""
-        expected = min(self.waiting, len(runs) + skipped)  # these were counted as waiting when the grid started
-        self.waiting -= expected
+        expected = min(self.may_follow, len(runs) + skipped)  # these were counted as waiting when the grid started
+        self.may_follow -= expected
         self.total += len(runs) - expected
         self.pending["train"] += len(runs) - expected
         trials = sum(is_trial(run.spec) for run in runs)
