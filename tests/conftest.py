@@ -15,9 +15,16 @@ HF_TEST_HOME = Path(tempfile.mkdtemp(prefix="peftbench-hf-"))
 atexit.register(shutil.rmtree, HF_TEST_HOME, ignore_errors=True)
 os.environ.update(HF_HUB_OFFLINE="1", HF_HUB_CACHE=str(HF_TEST_HOME / "hub"),
                   HF_DATASETS_CACHE=str(HF_TEST_HOME / "datasets"))
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # `make test` runs two workers on two cores: each worker, and every command it starts, computes on one
+    # thread, or four threads would contend for the two cores.
+    os.environ["OMP_NUM_THREADS"] = "1"
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    torch.set_num_threads(1)
 
 from peftbench import cli  # noqa: E402
 
@@ -140,3 +147,10 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+def pytest_collection_modifyitems(items):
+    """Tests that read the session's grid store run in one worker, so the store is trained once per session."""
+    for item in items:
+        if "grid_store" in item.fixturenames:
+            item.add_marker(pytest.mark.xdist_group("grid_store"))

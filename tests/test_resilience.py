@@ -118,6 +118,7 @@ def test_sigint_stores_the_run_as_interrupted_and_a_rerun_finishes_it(tmp_path):
     assert rerun["status"] == "finished" and rerun["attempts"] == 2
 
 
+@pytest.mark.xdist_group("ray")  # one local Ray cluster at a time on the two cores
 def test_ray_executor_gives_the_rows_of_the_local_one(tmp_path):
     suite = write_suite(tmp_path / "same.json", methods=["lora", "ia3"])
     local = run_json("run", suite, "--store", tmp_path / "local.db", "--json")
@@ -135,6 +136,7 @@ def test_ray_executor_gives_the_rows_of_the_local_one(tmp_path):
         assert ray_rows[run_id]["data_digest"] == row["data_digest"]
 
 
+@pytest.mark.xdist_group("ray")  # one local Ray cluster at a time on the two cores
 def test_a_ray_run_whose_worker_dies_is_retried_once(tmp_path):
     import ray
 
