@@ -319,3 +319,22 @@ def test_prompt_methods_work_on_an_encoder_through_the_mean_pooling_head():
 def test_bad_options_are_user_errors(spec, message):
     with pytest.raises(UserError, match=message):
         _build(spec, BERT)
+
+
+def test_tfew_ia3_on_biased_layers_is_peft_ia3_scaling_outputs():
+    """On BERT (every linear layer has a bias) T-Few's (IA)3 computes what PEFT's IA3 does when it scales the
+    same layers' outputs (no feed-forward input scaling): with equal vectors and biases, equal outputs."""
+    from peft import IA3Config, get_peft_model
+
+    _, ours, _ = _build("ia3[layout=tfew]", BERT)
+    names = [name for name, module in ours.named_modules() if isinstance(module, ScaledLoraLinear)]
+    ia3 = get_peft_model(load_model(BERT).model, IA3Config(target_modules=names, feedforward_modules=[]))
+    generator = torch.Generator().manual_seed(6)
+    with torch.no_grad():
+        for name in names:
+            mine, theirs = ours.get_submodule(name), ia3.base_model.model.get_submodule(name)
+            scale, bias = torch.randn(mine.out_features, generator=generator), torch.randn(mine.out_features,
+                                                                                           generator=generator)
+            mine.multi_lora_b.copy_(scale[:, None]), theirs.ia3_l["default"].copy_(scale[:, None])
+            mine.bias.copy_(bias), theirs.base_layer.bias.copy_(bias)
+        torch.testing.assert_close(output("encoder", ours.eval()), output("encoder", ia3.eval()))
