@@ -116,6 +116,30 @@ def _catalogue(tmp):
         "labels 0 and 0.0": (["run", file_task(data("floats", [{"text": f"t{i}", "label": [0, 0.0][i % 2]}
                                                               for i in range(20)]))], "a number with a decimal point"),
         "list label": (["run", file_task(data("lists", [{"text": "a", "label": ["x"]}] * 20))], "'label' is a list"),
+        # one label rule for CSV and JSONL: decimals are refused in either, as numbers or as text
+        "CSV decimal labels": (["run", file_task(_text(tmp / "scores.csv", "text,label\n" + "".join(
+            f"t{i},{i / 7:.3f}\n" for i in range(20))))], "a number with a decimal point in 20 of 20 rows (row 1: "),
+        "CSV labels 1 and 1.0": (["run", file_task(_text(tmp / "ones.csv", "text,label\n" + "".join(
+            f"t{i},{['1', '1.0'][i % 2]}\n" for i in range(20))))], "in 10 of 20 rows (row 2: \"1.0\")"),
+        "JSON decimal label as text": (["run", file_task(data("strfloat", [
+            {"text": f"t{i}", "label": ["1", "2.5"][i % 2]} for i in range(20)]))], "in 10 of 20 rows"),
+        # a test file must not repeat the training file's inputs, unless allowed
+        "test file repeats training inputs": (
+            ["run", good, "--task", f"file:{data('train_o', ROWS)}", "--test-file",
+             data("test_o", [{"text": t, "label": "a"} for t in ("t0", "t1 ", "t2", "x")])],
+            "shares 3 of its 4 distinct inputs with"),
+        "suite test file repeats training inputs": (
+            ["run", suite("ov", tasks=[{"file": str(data("train_s", ROWS)), "test": str(data("test_s", ROWS[:5]))}])],
+            "or pass --allow-overlap"),
+        "allow overlap without a test file": (
+            ["run", good, "--task", f"file:{data('train_a', ROWS)}", "--allow-overlap"],
+            "add --test-file PATH, or drop --allow-overlap"),
+        "allow_overlap without test in a suite": (["run", suite("ovs", tasks=[{"file": str(data("train_b", ROWS)),
+                                                                               "allow_overlap": True}])],
+                                                  "allow_overlap concerns a test file"),
+        "misspelt file task key": (
+            ["run", suite("tk", tasks=[{"file": str(data("train_k", ROWS)), "tset": "t.jsonl"}])],
+            "unknown key 'tasks.0.tset'. Did you mean 'test'?"),
         "object text": (["run", file_task(data("objects", [{"text": {"a": 1}, "label": "x"}] * 20))],
                         "'text' is an object"),
     }
@@ -150,7 +174,10 @@ CASE_NAMES = [
     "duplicated option", "infinite method option", "NaN learning rate", "infinite time cap", "suite name with folders",
     "absolute suite name", "NUL in suite name", "negative price", "zero price in the price table", "out names a file",
     "superscript scale", "seed beyond 64 bits", "negative seed in a suite", "prompt longer than the positions",
-    "input longer than the positions", "labels 0 and 0.0", "list label", "object text",
+    "input longer than the positions", "labels 0 and 0.0", "list label", "object text", "CSV decimal labels",
+    "CSV labels 1 and 1.0", "JSON decimal label as text", "test file repeats training inputs",
+    "suite test file repeats training inputs", "allow overlap without a test file",
+    "allow_overlap without test in a suite", "misspelt file task key",
 ]
 LEASES = ["0", "-5", "nan", "inf", "soon"]
 

@@ -81,7 +81,9 @@ def test_file_task_with_held_out_test_file(tmp_path):
     train = tmp_path / "train.jsonl"
     train.write_text("".join(json.dumps(r) + "\n" for r in rows))
     test = tmp_path / "test.jsonl"
-    test.write_text("".join(json.dumps(r) + "\n" for r in rows[:6]))
+    held_out = [{"text": f"{'good' if i % 2 else 'bad'} new item {i}", "label": "pos" if i % 2 else "neg"}
+                for i in range(6)]
+    test.write_text("".join(json.dumps(r) + "\n" for r in held_out))  # no training input: an overlap is refused
     suite = write_suite(tmp_path / "files.json", tasks=[{"file": str(train), "test": str(test)}], scales=[20])
     code, out, err = run_cli("run", suite, "--store", tmp_path / "r.db", "--json")
     assert code == 0, err

@@ -90,3 +90,48 @@ def test_columns_of_another_name_are_mapped(tmp_path):
 def test_a_path_given_as_a_task_name_is_told_to_use_file(tmp_path):
     with pytest.raises(UserError, match=r"unknown task 'reviews.jsonl'; for your own data file write file:reviews.jsonl"):
         get_task("reviews.jsonl")
+
+
+def test_labels_follow_one_rule_in_csv_and_jsonl(tmp_path):
+    """Integers, true/false and names are classes as written in either format; a decimal is refused in
+    either, whether a JSON number, a JSON string or CSV text, naming how many rows hold one."""
+    labels = [0, 1, "pos", True]
+    jsonl = _jsonl(tmp_path / "a.jsonl", [{"text": f"t{i}", "label": labels[i % 4]} for i in range(12)])
+    csv_path = tmp_path / "a.csv"
+    csv_path.write_text("text,label\n" + "".join(f"t{i},{['0', '1', 'pos', 'true'][i % 4]}\n" for i in range(12)),
+                        encoding="utf-8")
+    assert get_task(f"file:{jsonl}").labels == get_task(f"file:{csv_path}").labels == ["0", "1", "pos", "true"]
+    for name, label in [("number.jsonl", 1.0), ("string.jsonl", "1.0"), ("exponent.jsonl", "1e3")]:
+        path = _jsonl(tmp_path / name, [{"text": f"t{i}", "label": [1, label][i % 2]} for i in range(12)])
+        with pytest.raises(UserError, match=r"'label' is a number with a decimal point in 6 of 12 rows \(row 2: "):
+            get_task(f"file:{path}")
+    csv_path.write_text("text,label\n" + "".join(f"t{i},{i / 3:.2f}\n" for i in range(12)), encoding="utf-8")
+    with pytest.raises(UserError, match=r"in 12 of 12 rows \(row 1: \"0.00\"\)"):
+        get_task(f"file:{csv_path}")
+
+
+def test_a_test_file_repeating_training_inputs_is_counted(tmp_path):
+    """Refused with the counts by default; allowed, the counts are a note the plan prints and part of the
+    task's description. Inputs are compared with runs of whitespace as one space."""
+    train = _jsonl(tmp_path / "train.jsonl", [{"text": f"review {i}", "label": "ab"[i % 2]} for i in range(20)])
+    test = _jsonl(tmp_path / "test.jsonl",
+                  [{"text": text, "label": "a"} for text in ("review  0", "review 1\n", "new", "new")])
+    with pytest.raises(UserError, match=r"shares 2 of its 3 distinct inputs with .*train.jsonl'.*--allow-overlap"):
+        get_task(f"file:{train}", str(test))
+    task = get_task(f"file:{train}", str(test), allow_overlap=True)
+    assert task.notes == (f"test file '{test}' shares 2 of its 3 distinct inputs with '{train}'"
+                          " (allowed by --allow-overlap)",)
+    assert task.notes[0] in task.description
+    assert get_task(f"file:{train}", str(_jsonl(tmp_path / "fresh.jsonl", [{"text": "new", "label": "a"}]))).notes == ()
+
+
+def test_the_plan_prints_an_allowed_overlap(tmp_path):
+    from conftest import run_cli
+
+    train = _jsonl(tmp_path / "train.jsonl", [{"text": f"review {i}", "label": "ab"[i % 2]} for i in range(20)])
+    test = _jsonl(tmp_path / "test.jsonl", [{"text": "review 3", "label": "b"}, {"text": "new", "label": "a"}])
+    args = ["run", "--model", "config:tiny-bert", "--task", f"file:{train}", "--test-file", test, "--method", "lora",
+            "--scale", "8", "--store", tmp_path / "s.db", "--dry-run"]
+    code, out, err = run_cli(*args, "--allow-overlap")
+    assert code == 0 and f"note: test file '{test}' shares 1 of its 2 distinct inputs with '{train}'" in err
+    assert "lora" in out and not (tmp_path / "s.db").exists()

@@ -94,6 +94,21 @@ def test_exact_counts_and_ownership(spec, model_name):
     assert trainable == {name for name, _ in model.named_parameters() if owns(name)}
 
 
+@pytest.mark.parametrize("spec,scaling", [("unipelt[tokens=4]", 1.0), ("unipelt[tokens=4,alpha=2]", 2 / 8)])
+def test_the_lora_gate_replaces_alpha_over_r(spec, scaling):
+    """Mao et al.'s lora_layers.py and AdapterHub's LoRA: base + sigmoid(g(x)) * B A x, the gate in the place
+    of alpha/r (r = 8 here); `alpha` given multiplies it by alpha/r. Computed by hand on one wrapped query."""
+    _, model = build(spec, BERT)
+    randomise(model, BERT)
+    layer = model.encoder.layer[0].attention.self.query
+    assert isinstance(layer, GatedLoRA)
+    x = torch.randn(2, 5, 32, generator=torch.Generator().manual_seed(3))
+    base, a, b, gate = layer.base_layer, layer.adapter_lora_a.weight, layer.adapter_lora_b.weight, layer.adapter_gate
+    by_hand = x @ base.weight.T + base.bias + torch.sigmoid(x @ gate.weight.T + gate.bias) * scaling * (x @ a.T @ b.T)
+    with torch.no_grad():
+        torch.testing.assert_close(layer(x), by_hand, atol=1e-6, rtol=1e-6)
+
+
 @pytest.mark.parametrize("model_name", FAMILIES)
 def test_unipelt_has_its_three_gates_at_every_site(model_name):
     _, model = build("unipelt[tokens=4]", model_name)

@@ -182,6 +182,26 @@ def test_ia3_tfew_layout_scales_outputs_of_k_v_and_the_ungated_ffn_branch():
     assert _ia3_layers(liu)["encoder.block.0.layer.1.DenseReluDense.wo"] == (1, 64)
 
 
+@pytest.mark.parametrize("spec", ["ia3[layout=tfew]", "lora_scaling[train=scaling_out,targets=ia3]"])
+@pytest.mark.parametrize("model_name,layer", [(BERT, "encoder.layer.0.attention.self.value"),
+                                              ("config:tiny-opt", "model.decoder.layers.0.self_attn.v_proj")])
+def test_tfew_output_scaling_multiplies_the_bias_too(spec, model_name, layer):
+    """T-Few's LoRALinear (rank 0, scaling rank 1) computes F.linear(x, W, b) * l, as PEFT's IA3 does: the
+    bias is scaled with the rest, (W x + b) * l, by hand here on a layer with a bias; merged, the same."""
+    _, model, _ = _build(spec, model_name)
+    module = model.get_submodule(layer)
+    assert module.bias is not None and module.multi_lora_b.requires_grad
+    with torch.no_grad():
+        generator = torch.Generator().manual_seed(2)
+        module.multi_lora_b.copy_(torch.randn(module.multi_lora_b.shape, generator=generator))
+        module.bias.copy_(torch.randn(module.bias.shape, generator=generator))  # the tiny models' biases start at 0
+        x = torch.randn(2, 5, module.in_features, generator=torch.Generator().manual_seed(3))
+        by_hand = (x @ module.weight.T + module.bias) * module.multi_lora_b[:, 0]
+        torch.testing.assert_close(module(x), by_hand, atol=1e-6, rtol=1e-6)
+        merged = torch.nn.functional.linear(x, module.merged_weight(), module.merged_bias())
+        torch.testing.assert_close(merged, by_hand, atol=1e-6, rtol=1e-6)
+
+
 def test_ia3_tfew_layout_on_a_non_gated_t5_picks_wi():
     from peftbench.methods.tfew_ia3 import is_tfew_ia3_target
 
@@ -299,3 +319,22 @@ def test_prompt_methods_work_on_an_encoder_through_the_mean_pooling_head():
 def test_bad_options_are_user_errors(spec, message):
     with pytest.raises(UserError, match=message):
         _build(spec, BERT)
+
+
+def test_tfew_ia3_on_biased_layers_is_peft_ia3_scaling_outputs():
+    """On BERT (every linear layer has a bias) T-Few's (IA)3 computes what PEFT's IA3 does when it scales the
+    same layers' outputs (no feed-forward input scaling): with equal vectors and biases, equal outputs."""
+    from peft import IA3Config, get_peft_model
+
+    _, ours, _ = _build("ia3[layout=tfew]", BERT)
+    names = [name for name, module in ours.named_modules() if isinstance(module, ScaledLoraLinear)]
+    ia3 = get_peft_model(load_model(BERT).model, IA3Config(target_modules=names, feedforward_modules=[]))
+    generator = torch.Generator().manual_seed(6)
+    with torch.no_grad():
+        for name in names:
+            mine, theirs = ours.get_submodule(name), ia3.base_model.model.get_submodule(name)
+            scale, bias = torch.randn(mine.out_features, generator=generator), torch.randn(mine.out_features,
+                                                                                           generator=generator)
+            mine.multi_lora_b.copy_(scale[:, None]), theirs.ia3_l["default"].copy_(scale[:, None])
+            mine.bias.copy_(bias), theirs.base_layer.bias.copy_(bias)
+        torch.testing.assert_close(output("encoder", ours.eval()), output("encoder", ia3.eval()))

@@ -73,7 +73,7 @@ LIALIN_TABLE_5 = {
     "prefix_tuning[tokens=30,hidden=512]": (77.31, None, 1211.99),
     "prefix_tuning[tokens=30,hidden=0]": (4.42, 17.69, 70.78),  # the "Prompt tuning" row: the flat prefix
     "mam[tokens=30,hidden=800]": (171.07, None, None),  # 11B: MLP 512, below
-    "unipelt[tokens=10,hidden=512,alpha=2]": (86.22, 316.70, None),
+    "unipelt[tokens=10,hidden=512]": (86.22, 316.70, None),
 }
 
 
@@ -120,7 +120,7 @@ def test_lialin_suites_run_the_configurations_counted(suite):
 def test_lialin_suites_hold_the_prefix_rows_specs():
     """So `peftbench params MODEL --suite lialin2024` prints the cells checked above."""
     specs = {"prefix_tuning[tokens=30,hidden=512]", "prefix_tuning[tokens=30,hidden=0]", "mam[tokens=30,hidden=800]",
-             "unipelt[tokens=10,hidden=512,alpha=2]"}
+             "unipelt[tokens=10,hidden=512]"}
     for suite in ("lialin2024", "lialin2024-cnn"):
         assert specs <= set(load_suite(suite).methods), suite
 

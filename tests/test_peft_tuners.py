@@ -3,6 +3,9 @@ PEFT's own, counts agree with PEFT's and with a hand computation, the changed-af
 really rewrites, and a tuner that does not fit a model's layers fails at plan time with one line. The generic
 method checks (liveness, frozen base, identity, merge, reload) run over them in test_method_zoo.py."""
 
+import re
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -31,6 +34,32 @@ def test_every_tuner_is_a_method_with_peft_defaults():
         defaults = method.options()
         assert {key: getattr(defaults, key) for key in own} == {key: getattr(config, key) for key in own}
         assert defaults.targets == "qv" and method.source == "HF PEFT" and f"HF PEFT {tuner.config}" in method.reference
+
+
+def _lr_provenance() -> dict[str, list[str]]:
+    """docs/methods.md's table "Where each tuner's learning rate comes from": method -> its cells."""
+    text = (Path(__file__).resolve().parents[1] / "docs" / "methods.md").read_text()
+    table = text.split("### Where each tuner's learning rate comes from")[1].split("\n\n")[2]
+    rows = [[cell.strip() for cell in line.strip("|").split("|")] for line in table.splitlines()[2:]]
+    return {row[0].strip("`"): row[1:] for row in rows}
+
+
+def test_docs_give_each_tuners_lr_experiment_and_our_defaults():
+    """Each tuner's row names the PEFT experiment its lr comes from, that lr, and peftbench's defaults as the
+    options really are (every `field value` pair of the last column: `unset` is None)."""
+    rows = _lr_provenance()
+    assert sorted(rows) == sorted(tuner.name for tuner in TUNERS)
+    for tuner in TUNERS:
+        experiment, lr, _, ours = rows[tuner.name]
+        assert (f"`{tuner.lr_from}`" in experiment) if tuner.lr_from else experiment.startswith("none"), tuner.name
+        assert float(lr.split()[0]) == tuner.peft_lr, tuner.name
+        defaults = METHODS.get(tuner.name).options()
+        pairs = re.findall(r"(\w+) (-?[\d.]+(?:e-?\d+)?|unset|[a-z]+_\d+)\b", ours)
+        checked = [(key, value) for key, value in pairs if key in type(defaults).model_fields]
+        assert checked or ours == "the same" or tuner.name == "beft", tuner.name
+        for key, value in checked:
+            expected = None if value == "unset" else type(getattr(defaults, key))(value) if value[0] in "-0123456789" else value
+            assert getattr(defaults, key) == expected, (tuner.name, key)
 
 
 def test_known_defaults_and_spec_strings():

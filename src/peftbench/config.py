@@ -72,12 +72,15 @@ class FileTask(BaseModel):
     label_field: str | None = None  # classification: the column holding the label
     input_field: str | None = None  # generation: the column holding the input
     target_field: str | None = None  # generation: the column holding the reference output
+    allow_overlap: bool = False  # the test file may share inputs with the training file (tasks/files.py)
 
     @model_validator(mode="after")
     def _one_kind(self) -> "FileTask":
         if (self.text_field or self.label_field) and (self.input_field or self.target_field):
             raise ValueError("name the columns of one kind: text_field/label_field (classification) or"
                              " input_field/target_field (generation)")
+        if self.allow_overlap and not self.test:
+            raise ValueError("allow_overlap concerns a test file: give `test:` too, or drop it")
         return self
 
     def columns(self) -> dict[str, str]:

@@ -46,20 +46,26 @@ def derived_name(suite: Suite) -> str:
     return name[:128]
 
 
-def file_task_flags(tasks: list[str] | None, test_file: str | None, fields: dict[str, str | None]) -> list | None:
-    """--task values, with --test-file and the column flags (--text-field ...) attached to the one `file:`
-    task they describe, as a suite's `{file: ..., test: ..., text_field: ...}` entry."""
+def file_task_flags(tasks: list[str] | None, test_file: str | None, fields: dict[str, str | None],
+                    allow_overlap: bool = False) -> list | None:
+    """--task values, with --test-file, --allow-overlap and the column flags (--text-field ...) attached to the
+    one `file:` task they describe, as a suite's `{file: ..., test: ..., text_field: ...}` entry."""
     mapping = {f"{name}_field": value for name, value in fields.items() if value}
+    if allow_overlap and not test_file:
+        raise UserError("--allow-overlap lets a --test-file share inputs with the training file: add --test-file"
+                        " PATH, or drop --allow-overlap")
     if not (test_file or mapping):
         return tasks
-    flags = ", ".join(["--test-file"] * bool(test_file) + [f"--{key.replace('_', '-')}" for key in mapping])
+    flags = ", ".join(["--test-file"] * bool(test_file) + ["--allow-overlap"] * allow_overlap
+                      + [f"--{key.replace('_', '-')}" for key in mapping])
     files = [task for task in tasks or [] if task.startswith("file:")]
     if not files:
         raise UserError(f"{flags} describe a data file: add --task file:PATH (e.g. --task file:reviews.jsonl)")
     if len(files) > 1:
         raise UserError(f"{flags} apply to one --task file:PATH, and {len(files)} are given; describe each file in"
                         " a suite instead: tasks: [{file: a.jsonl, test: a-test.jsonl, text_field: review}]")
-    return [{"file": task.removeprefix("file:"), **({"test": test_file} if test_file else {}), **mapping}
+    return [{"file": task.removeprefix("file:"), **({"test": test_file} if test_file else {}),
+             **({"allow_overlap": True} if allow_overlap else {}), **mapping}
             if task.startswith("file:") else task for task in tasks]
 
 

@@ -250,9 +250,9 @@ def plan(suite: Suite, overrides: Overrides = Overrides(), load_data: bool = Tru
     price = usd_per_hour(suite.price) if suite.price is not None else budget["usd_per_hour"] if budget else None
     result = Plan(suite=suite, runs=[], usd_per_hour=price)
     for task_ref in suite.tasks:
-        name, test_path, mapping = (task_ref, None, None) if isinstance(task_ref, str) else \
-            (f"file:{task_ref.file}", task_ref.test, task_ref.columns())
-        task = get_task(name, test_path, mapping)
+        name, test_path, mapping, allow_overlap = (task_ref, None, None, False) if isinstance(task_ref, str) else \
+            (f"file:{task_ref.file}", task_ref.test, task_ref.columns(), task_ref.allow_overlap)
+        task = get_task(name, test_path, mapping, allow_overlap)
         splits = None
         if load_data or not task.source.startswith("hub:"):
             splits = make_splits(task, task.load(), suite.split_seed, suite.val_cap, suite.test_cap)

@@ -15,7 +15,11 @@ from peftbench.registry import did_you_mean
 
 
 def _explain(error: ValidationError, source: str) -> str:
-    first = error.errors()[0]
+    errors = error.errors()
+    # A task is a name or a file task, and pydantic reports both branches of the union: for a mapping, the
+    # file task's error says what is wrong (not "should be a valid string"), and no branch tag belongs in the key.
+    first = next((e for e in errors if not (e["loc"][-1:] == ("str",) and isinstance(e["input"], dict))), errors[0])
+    first = {**first, "loc": tuple(part for part in first["loc"] if part != "str" and "FileTask" not in str(part))}
     where = ".".join(str(part) for part in first["loc"]) or "suite"
     if first["type"] == "extra_forbidden":
         key = str(first["loc"][-1])

@@ -32,6 +32,8 @@ SetOption = Annotated[list[str] | None, typer.Option("--set", help="set any suit
 NameOption = Annotated[str | None, typer.Option("--name", help="file the runs under this name (default: the suite's,"
                                                 " or one made of the axes when flags take the grid outside it)")]
 TestFileOption = Annotated[str | None, typer.Option("--test-file", help="held-out test file for the --task file:")]
+AllowOverlapFlag = Annotated[bool, typer.Option("--allow-overlap", help="let the --test-file share inputs with the"
+                                                " training file (refused by default; the plan prints the counts)")]
 TextFieldOption = Annotated[str | None, typer.Option("--text-field", help="the file's text column")]
 LabelFieldOption = Annotated[str | None, typer.Option("--label-field", help="the file's label column")]
 InputFieldOption = Annotated[str | None, typer.Option("--input-field", help="generation: the input column")]
@@ -67,6 +69,7 @@ class GridFlags:
     name: str | None
     test_file: str | None
     fields: dict[str, str | None]
+    allow_overlap: bool
     store: Path
     out: Path | None
     device: Device
@@ -85,8 +88,8 @@ class GridFlags:
 def run(
     suite: SuiteArgument = "quickstart", model: ModelOption = None, task: TaskOption = None,
     method: MethodOption = None, scale: ScaleOption = None, seed: SeedOption = None, settings: SetOption = None,
-    name: NameOption = None, test_file: TestFileOption = None, text_field: TextFieldOption = None,
-    label_field: LabelFieldOption = None, input_field: InputFieldOption = None,
+    name: NameOption = None, test_file: TestFileOption = None, allow_overlap: AllowOverlapFlag = False,
+    text_field: TextFieldOption = None, label_field: LabelFieldOption = None, input_field: InputFieldOption = None,
     target_field: TargetFieldOption = None, store: StoreOption = DEFAULT_STORE, out: OutOption = None,
     device: DeviceOption = Device.auto, dry_run: DryRunFlag = False, no_memory_plan: NoMemoryPlanFlag = False,
     executor: ExecutorOption = ExecutorKind.local, ray_address: RayAddressOption = None,
@@ -95,9 +98,9 @@ def run(
 ) -> None:
     """Train, evaluate and store every run of a suite (the offline quickstart by default)."""
     fields = {"text": text_field, "label": label_field, "input": input_field, "target": target_field}
-    flags = GridFlags(suite, model, task, method, scale, seed, settings, name, test_file, fields, store, out, device,
-                      dry_run, no_memory_plan, executor, ray_address, gpus_per_run, cpus_per_run, gpu_memory_gb, wide,
-                      as_json)
+    flags = GridFlags(suite, model, task, method, scale, seed, settings, name, test_file, fields, allow_overlap, store,
+                      out, device, dry_run, no_memory_plan, executor, ray_address, gpus_per_run, cpus_per_run,
+                      gpu_memory_gb, wide, as_json)
     done = _run_grid(flags)
     if done is None:
         return
@@ -124,12 +127,12 @@ def tune(
                                                " suite's tune.trials, else 8)")] = None,
     model: ModelOption = None, task: TaskOption = None, method: MethodOption = None, scale: ScaleOption = None,
     seed: SeedOption = None, settings: SetOption = None, name: NameOption = None, test_file: TestFileOption = None,
-    text_field: TextFieldOption = None, label_field: LabelFieldOption = None, input_field: InputFieldOption = None,
-    target_field: TargetFieldOption = None, store: StoreOption = DEFAULT_STORE, out: OutOption = None,
-    device: DeviceOption = Device.auto, dry_run: DryRunFlag = False, no_memory_plan: NoMemoryPlanFlag = False,
-    executor: ExecutorOption = ExecutorKind.local, ray_address: RayAddressOption = None,
-    gpus_per_run: GpusPerRunOption = None, cpus_per_run: CpusPerRunOption = 1, gpu_memory_gb: GpuMemoryOption = None,
-    wide: WideFlag = False, as_json: JsonFlag = False,
+    allow_overlap: AllowOverlapFlag = False, text_field: TextFieldOption = None, label_field: LabelFieldOption = None,
+    input_field: InputFieldOption = None, target_field: TargetFieldOption = None, store: StoreOption = DEFAULT_STORE,
+    out: OutOption = None, device: DeviceOption = Device.auto, dry_run: DryRunFlag = False,
+    no_memory_plan: NoMemoryPlanFlag = False, executor: ExecutorOption = ExecutorKind.local,
+    ray_address: RayAddressOption = None, gpus_per_run: GpusPerRunOption = None, cpus_per_run: CpusPerRunOption = 1,
+    gpu_memory_gb: GpuMemoryOption = None, wide: WideFlag = False, as_json: JsonFlag = False,
 ) -> None:
     """Tune every method of a suite with the same budget: per model, task, scale and method, the same number of
     trials (trial 0 at the defaults, then Optuna's seeded TPE) on the first seed, pruned by successive halving on
@@ -137,8 +140,8 @@ def tune(
     fields = {"text": text_field, "label": label_field, "input": input_field, "target": target_field}
     extra = [f"tune.trials={trials}"] if trials is not None else []
     flags = GridFlags(suite, model, task, method, scale, seed, [*(settings or []), *extra], name, test_file, fields,
-                      store, out, device, dry_run, no_memory_plan, executor, ray_address, gpus_per_run, cpus_per_run,
-                      gpu_memory_gb, wide, as_json)
+                      allow_overlap, store, out, device, dry_run, no_memory_plan, executor, ray_address, gpus_per_run,
+                      cpus_per_run, gpu_memory_gb, wide, as_json)
     done = _run_grid(flags, tuned=True)
     if done is None:
         return
@@ -188,7 +191,7 @@ def _run_grid(flags: GridFlags, tuned: bool = False) -> tuple["Plan", dict, list
     from peftbench.suite_files import load_suite
     from peftbench.tuning.plan import tuning
 
-    tasks = file_task_flags(flags.task, flags.test_file, flags.fields)
+    tasks = file_task_flags(flags.task, flags.test_file, flags.fields, flags.allow_overlap)
     overrides = Overrides(models=flags.model, tasks=tasks, methods=flags.method, scales=flags.scale, seeds=flags.seed)
     if flags.name:
         check_name(flags.name)
@@ -197,6 +200,8 @@ def _run_grid(flags: GridFlags, tuned: bool = False) -> tuple["Plan", dict, list
         lease_seconds()  # a bad PEFTBENCH_LEASE_SECONDS is refused before anything loads
     base = load_suite(flags.suite, flags.settings or [])
     grid = plan(base, overrides, load_data=not flags.dry_run, strategy=tuning if tuned else suite_strategy)
+    for note in (note for task in grid.tasks.values() for note in task.notes):
+        Console(stderr=True).print(f"note: {note}", markup=False, highlight=False, soft_wrap=True)
     # Runs are filed under a name: the suite's while the flags only pick part of it, else one made of the axes.
     filed_as = flags.name or (base.name if within(grid.suite, base) else derived_name(grid.suite))
     grid.suite = grid.suite.model_copy(update={"name": filed_as})

@@ -10,13 +10,17 @@ from peftbench.methods.wrapping import WrappedLinear, replace_module
 
 
 class AdaptedLinear(WrappedLinear):
-    """A wrapped linear layer whose update folds into its weight. Subclasses give `forward` and `merged_weight`."""
+    """A wrapped linear layer whose update folds into its weight (and bias). Subclasses give `forward` and
+    `merged_weight`, and `merged_bias` where the update scales the bias."""
 
     def _like(self) -> dict:
         return {"dtype": self.weight.dtype, "device": self.weight.device}
 
     def merged_weight(self) -> torch.Tensor:
         raise NotImplementedError
+
+    def merged_bias(self) -> torch.Tensor | None:
+        return self.bias
 
 
 def wrap_layers(model: nn.Module, names: list[str], make) -> None:
@@ -31,6 +35,8 @@ def merge_adapted(model: nn.Module) -> nn.Module:
         if isinstance(module, AdaptedLinear):
             with torch.no_grad():
                 module.base_layer.weight.copy_(module.merged_weight())
+                if module.bias is not None:
+                    module.base_layer.bias.copy_(module.merged_bias())
             parent, _, child = name.rpartition(".")
             setattr(model.get_submodule(parent) if parent else model, child, module.base_layer)
     return model
@@ -42,7 +48,10 @@ class ScaledLoraLinear(AdaptedLinear):
     and the second adds a rank-r update. Parts not trained are left out (they would stay at their identity
     values). Identity at init: lora_b = 0 and the scaling factors multiply to exactly 1. T-Few adds noise to
     multi_lora_a, so its start is only close to the base model; here the noise is centred over the s rank
-    components, which keeps the product exactly 1 and still breaks their symmetry (for s=1 it vanishes)."""
+    components, which keeps the product exactly 1 and still breaks their symmetry (for s=1 it vanishes).
+    The bias, as T-Few's LoRALinear.forward: with no additive pair and s=1 (its "parsimonious implementation
+    for ia3 and lora scaling") the output scaling multiplies the layer's whole output, bias included,
+    (W x + b) * l, as HF PEFT's IA3 Linear does too; otherwise the scaled weight's output gets the bias unscaled."""
 
     def __init__(self, base_layer: nn.Linear, r: int, s: int, parts: set[str], init_scale: float):
         super().__init__(base_layer)
@@ -58,12 +67,20 @@ class ScaledLoraLinear(AdaptedLinear):
         if "scaling_out" in parts:
             self.multi_lora_b = nn.Parameter(torch.ones(self.out_features, s, **like))
 
+    @property
+    def scales_bias(self) -> bool:
+        """T-Few's parsimonious path (rank 0, scaling rank 1): the output scaling multiplies the bias too."""
+        return self.lora_a is None and self.s == 1
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # In the activations' dtype (bf16 under autocast), so the scaling keeps the base layer's output dtype.
         a, b = (None if f is None else f.to(x.dtype) for f in (self.multi_lora_a, self.multi_lora_b))
         if a is not None and b is not None and self.s > 1:
             # sum_k b_k * ((x * a_k) W^T) / s, without materialising the scaled weight
             y = (F.linear(x.unsqueeze(-2) * a, self.weight) * b.t()).sum(-2) / self.s
+        elif self.scales_bias:
+            y = F.linear(x if a is None else x * a[0], self.weight, self.bias)
+            return y if b is None else y * b[:, 0].to(y.dtype)
         else:  # rank-1 scaling: scale the input columns, then the output rows
             y = F.linear(x if a is None else x * a[0], self.weight)
             if b is not None:
@@ -84,3 +101,7 @@ class ScaledLoraLinear(AdaptedLinear):
         if self.lora_a is not None:
             weight = weight + self.lora_b @ self.lora_a / self.r
         return weight
+
+    def merged_bias(self) -> torch.Tensor | None:
+        scaled = self.bias is not None and self.scales_bias and self.multi_lora_b is not None
+        return self.bias * self.multi_lora_b[:, 0] if scaled else self.bias

@@ -13,7 +13,12 @@
   Mao et al. and AdapterHub average each gate over the sequence; peftbench evaluates every gate per token,
   because an average lets a decoder's earlier positions see later tokens, makes an output depend on the
   batch's padding, and under the KV cache of `generate` would average over the one new token only.
-  LoRA's alpha defaults to Mao et al.'s 16 (AdapterHub's UniPELTConfig uses 2: the lialin2024 suite's)."""
+  The LoRA gate *replaces* LoRA's alpha/r, as in both references (Mao et al.'s LoRA_Linear.forward sets
+  `self.scaling = torch.sigmoid(self.lora_gate(x))`; AdapterHub's LoRA.forward multiplies by the gate and
+  skips `self.scaling` under use_gating), so alpha plays no part there: AdapterHub's UniPELTConfig alpha 2,
+  the lialin2024 suite's configuration, changes nothing. `alpha=<value>` instead multiplies the gate by
+  alpha/r, the form peftbench ran before issue 28: it is kept so that runs stored with an alpha rebuild as
+  they trained; no reference runs it."""
 
 from typing import Literal
 
@@ -28,16 +33,17 @@ from peftbench.methods.wrapping import WrappedLinear, replace_module
 
 
 class GatedLoRA(WrappedLinear):
-    """UniPELT's LoRA: base(x) + sigmoid(w.x + b) * (alpha / r) * B A x, with B starting at zero and the gate
-    as Mao et al.'s `lora_gate`."""
+    """UniPELT's LoRA: base(x) + sigmoid(w.x + b) * B A x, B starting at zero and the gate as Mao et al.'s
+    `lora_gate` (lora_layers.py), which takes the place of LoRA's alpha/r; `alpha` given, the gate is
+    multiplied by alpha/r (no reference does this; see the module's docstring)."""
 
-    def __init__(self, base_layer: nn.Linear, r: int, alpha: float):
+    def __init__(self, base_layer: nn.Linear, r: int, alpha: float | None):
         super().__init__(base_layer)
         self.adapter_lora_a = _linear(base_layer, base_layer.in_features, r, bias=False)
         self.adapter_lora_b = _linear(base_layer, r, base_layer.out_features, zero=True, bias=False)
         self.adapter_gate = _linear(base_layer, base_layer.in_features, 1)
         init_gate(self.adapter_gate)
-        self.scaling = alpha / r
+        self.scaling = 1.0 if alpha is None else alpha / r
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         change = self.scaling * self.adapter_lora_b(self.adapter_lora_a(x))
@@ -64,7 +70,7 @@ class UniPeltOptions(PrefixTuningOptions):
     tokens: int = Field(10, ge=1)  # Mao et al.: prefix length 10, MLP width 512
     hidden: int = Field(512, ge=0)
     r: int = Field(8, ge=1)
-    alpha: float = Field(16, gt=0)
+    alpha: float | None = Field(None, gt=0)  # unset: the gate replaces alpha/r, as Mao et al. and AdapterHub
     reduction: int = Field(16, ge=1)
     nonlinearity: Literal["relu", "gelu"] = "relu"
 

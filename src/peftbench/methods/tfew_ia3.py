@@ -26,7 +26,8 @@ def is_tfew_ia3_target(role: LinearRole) -> bool:
 def apply_tfew_ia3(model: nn.Module, options: AblationOptions, context: Context) -> nn.Module:
     """T-Few's (IA)3 as Pu et al. ran it: T-Few's LoRA layer with rank 0 and scaling rank 1, which allocates
     an input and an output scaling vector per layer but trains only the output one (`.*lora_b.*`). The
-    frozen input vectors (all ones) are why Pu et al. count 933,888 parameters on FLAN-T5-XL, 540,672 trained."""
+    frozen input vectors (all ones) are why Pu et al. count 933,888 parameters on FLAN-T5-XL, 540,672 trained.
+    A layer's bias (BERT, OPT) is scaled with its output, (W x + b) * l, as T-Few's rank-0 path computes it."""
     names = context.select(model, options, is_tfew_ia3_target)
     freeze(model)
     wrap_layers(model, names, lambda name, linear: ScaledLoraLinear(linear, r=1, s=1, parts={"scaling_in", "scaling_out"},

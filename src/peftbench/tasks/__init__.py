@@ -17,10 +17,13 @@ for _spec in OFFLINE_TASKS + HUB_TASKS:
 DATA_SUFFIXES = (".jsonl", ".json", ".ndjson", ".csv", ".tsv")
 
 
-def get_task(name: str, test_path: str | None = None, mapping: dict[str, str] | None = None) -> TaskSpec:
-    """`mapping`: for a file task, standard column -> the file's column (e.g. {"text": "review"})."""
+def get_task(name: str, test_path: str | None = None, mapping: dict[str, str] | None = None,
+             allow_overlap: bool = False) -> TaskSpec:
+    """`mapping`: for a file task, standard column -> the file's column (e.g. {"text": "review"});
+    `allow_overlap`: its test file may share inputs with the training file (tasks/files.py)."""
     if name.startswith("file:"):
-        return file_task(Path(name.removeprefix("file:")), Path(test_path) if test_path else None, mapping)
+        return file_task(Path(name.removeprefix("file:")), Path(test_path) if test_path else None, mapping,
+                         allow_overlap)
     if name not in TASKS and (name.lower().endswith(DATA_SUFFIXES) or Path(name).is_file()):
         raise UserError(f"unknown task '{name}'; for your own data file write file:{name}"
                         f" (e.g. --task file:{name}), see `peftbench tasks`")

@@ -1,16 +1,24 @@
 """A user's own data: `file:PATH` with JSONL or CSV rows, `text`+`label` (classification) or
-`input`+`target` (generation), or other columns mapped onto those, optionally with a held-out test file."""
+`input`+`target` (generation), or other columns mapped onto those, optionally with a held-out test file.
+
+One label rule for both formats: a label is a class name, a string or an integer (true/false too). A label that
+reads as a number with a decimal point or an exponent (1.0, 0.37, 1e3), a JSON number or string or CSV text
+alike, is refused: 1.0 beside 1 would be two classes, and many distinct decimals are a score to regress,
+not classes. A test file's inputs must not repeat the training file's (see `file_task`)."""
 
 import csv
 import hashlib
 import io
 import json
+import re
 from pathlib import Path
 
 from peftbench.errors import UserError
 from peftbench.tasks.spec import Row, TaskData, TaskSpec
 
 COLUMNS = {"classification": ("text", "label"), "generation": ("input", "target")}
+DECIMAL = re.compile(r"[+-]?(?:\d+\.\d*|\.\d+|\d+)(?:[eE][+-]?\d+)?")
+INTEGER = re.compile(r"[+-]?\d+")
 
 
 def _read_text(path: Path) -> str:
@@ -68,8 +76,8 @@ def _kind_of(path: Path, rows: list[Row]) -> str:
 
 
 def _value(path: Path, number: int, column: str, value: object, is_label: bool) -> str:
-    """A row's text or label as a string, refusing what would be silently turned into one: a label 0.0
-    beside 0 would make two classes, and a list or an object is no text."""
+    """A row's text or label as a string, refusing what would be silently turned into one: a list or an
+    object is no text, nor a label (decimal labels are refused before, for the whole file at once)."""
     if isinstance(value, str):
         if not value.strip():
             raise UserError(f"data file '{path}' row {number} has an empty '{column}'; fill it or drop the row")
@@ -85,7 +93,26 @@ def _value(path: Path, number: int, column: str, value: object, is_label: bool) 
     raise UserError(f"data file '{path}' row {number}: '{column}' is {kind} ({json.dumps(value)[:40]}); {fix}")
 
 
+def _is_decimal(label: object) -> bool:
+    """Whether a label reads as a number with a decimal point or an exponent, as a JSON number or as text."""
+    if isinstance(label, float):
+        return True
+    text = label.strip() if isinstance(label, str) else ""
+    return DECIMAL.fullmatch(text) is not None and INTEGER.fullmatch(text) is None
+
+
+def _refuse_decimal_labels(path: Path, rows: list[Row], column: str) -> None:
+    decimal = [(number, row[column]) for number, row in enumerate(rows, start=1) if _is_decimal(row.get(column))]
+    if decimal:
+        number, value = decimal[0]
+        raise UserError(f"data file '{path}': '{column}' is a number with a decimal point in {len(decimal)} of"
+                        f" {len(rows)} rows (row {number}: {json.dumps(value)[:40]}); labels are class names: write"
+                        " integers or names (1.0 beside 1 would be two classes; a score to regress is no class)")
+
+
 def _check_rows(path: Path, rows: list[Row], columns: tuple[str, str], kind: str) -> list[Row]:
+    if kind == "classification":
+        _refuse_decimal_labels(path, rows, columns[1])
     clean = []
     for number, row in enumerate(rows, start=1):
         text_column, target_column = columns
@@ -115,7 +142,20 @@ def _mapped(path: Path, rows: list[Row], mapping: dict[str, str]) -> list[Row]:
     return [{**row, **{standard: row.get(own) for standard, own in mapping.items()}} for row in rows]
 
 
-def file_task(path: Path, test_path: Path | None = None, mapping: dict[str, str] | None = None) -> TaskSpec:
+def _shared_inputs(train: list[Row], test: list[Row], column: str) -> tuple[int, int]:
+    """(test inputs also in the training rows, distinct test inputs), runs of whitespace read as one space so
+    that a re-saved or re-wrapped copy still counts."""
+    seen = {" ".join(row[column].split()) for row in train}
+    inputs = {" ".join(row[column].split()) for row in test}
+    return len(inputs & seen), len(inputs)
+
+
+def file_task(path: Path, test_path: Path | None = None, mapping: dict[str, str] | None = None,
+              allow_overlap: bool = False) -> TaskSpec:
+    """The task of a data file, every row checked now (at plan time). A test file sharing inputs with the
+    training file is refused with the counts unless `allow_overlap`: a score on inputs the model trained on
+    measures memory, and the automatic splits never do this (identical inputs stay in one split). Allowed,
+    the counts become a note the plan prints and a part of the task's description, which runs store."""
     mapping = mapping or {}
     rows = _mapped(path, read_rows(path), mapping)
     kind = _kind_of(path, rows)
@@ -138,6 +178,14 @@ def file_task(path: Path, test_path: Path | None = None, mapping: dict[str, str]
         if unseen:
             raise UserError(f"test file '{test_path}' has labels not in '{path}': {unseen}; add training examples for them")
         label_map = {label: label for label in labels}
+    notes = ()
+    if test is not None:
+        shared, distinct = _shared_inputs(train, test, columns[0])
+        overlap = f"test file '{test_path}' shares {shared} of its {distinct} distinct inputs with '{path}'"
+        if shared and not allow_overlap:
+            raise UserError(f"{overlap}, so its score would reward remembering them; remove them from one file, or"
+                            " pass --allow-overlap (a suite's file task: allow_overlap: true) to score them anyway")
+        notes = (f"{overlap} (allowed by --allow-overlap)",) if shared else ()
     data = TaskData(train=train, test=test)
     name = f"file:{path}"
     columns_note = "".join(f", {standard}={own}" for standard, own in mapping.items())
@@ -147,5 +195,7 @@ def file_task(path: Path, test_path: Path | None = None, mapping: dict[str, str]
         target_field=columns[1], label_map=label_map,
         primary_metric="accuracy" if kind == "classification" else "rougeL",
         source=f"{name} (sha256 {file_digest(path, test_path)}{columns_note})",
-        description=f"user data from {path}" + (f" with test file {test_path}" if test_path else ""),
+        description=f"user data from {path}" + (f" with test file {test_path}" if test_path else "")
+        + "".join(f"; {note}" for note in notes),
+        notes=notes,
     )

@@ -32,6 +32,7 @@ class TaskSpec:
     source: str
     description: str
     label_map: dict[object, str] = field(default_factory=dict)
+    notes: tuple[str, ...] = ()  # what planning found in the data that the user should read (a file task's overlap)
 
     @property
     def labels(self) -> list[str]:
