@@ -116,6 +116,16 @@ def _catalogue(tmp):
         "labels 0 and 0.0": (["run", file_task(data("floats", [{"text": f"t{i}", "label": [0, 0.0][i % 2]}
                                                               for i in range(20)]))], "a number with a decimal point"),
         "list label": (["run", file_task(data("lists", [{"text": "a", "label": ["x"]}] * 20))], "'label' is a list"),
+        "repeated YAML key": (["run", _text(tmp / "twice.yaml", "models: [config:tiny-bert]\ntasks: [bbc_topic]\n"
+                                            "epochs: 3\nmethods: [lora]\nepochs: 30\n")],
+                              "at line 5 (the key 'epochs' appears twice; keep one)"),
+        "repeated YAML key in a --set": (["run", good, "--set", "schedule={peak_factor: 2, peak_factor: 5}"],
+                                         "the key 'peak_factor' appears twice"),
+        "repeated CSV column": (["run", file_task(_text(tmp / "twice.csv", "text,label,label\n" + "a,x,y\n" * 20))],
+                                "the header repeats column 'label'; give each column one name"),
+        "unquoted comma in a CSV text": (["run", file_task(_text(tmp / "comma.csv", "text,label\n" + "good,x\nbad,y\n"
+                                                                    * 10 + "fine, then not,x\n"))],
+                                         "line 22 has 3 fields but the header has 2; quote texts that contain commas"),
         "object text": (["run", file_task(data("objects", [{"text": {"a": 1}, "label": "x"}] * 20))],
                         "'text' is an object"),
     }
@@ -150,9 +160,10 @@ CASE_NAMES = [
     "duplicated option", "infinite method option", "NaN learning rate", "infinite time cap", "suite name with folders",
     "absolute suite name", "NUL in suite name", "negative price", "zero price in the price table", "out names a file",
     "superscript scale", "seed beyond 64 bits", "negative seed in a suite", "prompt longer than the positions",
-    "input longer than the positions", "labels 0 and 0.0", "list label", "object text",
+    "input longer than the positions", "labels 0 and 0.0", "list label", "object text", "repeated YAML key",
+    "repeated YAML key in a --set", "repeated CSV column", "unquoted comma in a CSV text",
 ]
-LEASES = ["0", "-5", "nan", "inf", "soon"]
+LEASES = ["0", "-5", "nan", "inf", "soon", "1e300"]
 
 
 def test_catalogue_lists_every_case(tmp_path):
@@ -183,7 +194,7 @@ def test_bad_input(tmp_path, store, case, monkeypatch):
 def test_a_bad_lease_setting_is_refused_at_start(tmp_path, store, monkeypatch, lease):
     monkeypatch.setenv("PEFTBENCH_LEASE_SECONDS", lease)
     _assert_refused(tmp_path, store, ["run", write_suite(tmp_path / "lease.json")],
-                    f"PEFTBENCH_LEASE_SECONDS='{lease}' is not a finite number of at least 1")
+                    f"PEFTBENCH_LEASE_SECONDS='{lease}' is not a finite number of at least 1 and at most 604800")
 
 
 def test_results_without_a_store(tmp_path):
