@@ -140,6 +140,16 @@ def _catalogue(tmp):
         "misspelt file task key": (
             ["run", suite("tk", tasks=[{"file": str(data("train_k", ROWS)), "tset": "t.jsonl"}])],
             "unknown key 'tasks.0.tset'. Did you mean 'test'?"),
+        "repeated YAML key": (["run", _text(tmp / "twice.yaml", "models: [config:tiny-bert]\ntasks: [bbc_topic]\n"
+                                            "epochs: 3\nmethods: [lora]\nepochs: 30\n")],
+                              "at line 5 (the key 'epochs' appears twice; keep one)"),
+        "repeated YAML key in a --set": (["run", good, "--set", "schedule={peak_factor: 2, peak_factor: 5}"],
+                                         "the key 'peak_factor' appears twice"),
+        "repeated CSV column": (["run", file_task(_text(tmp / "twice.csv", "text,label,label\n" + "a,x,y\n" * 20))],
+                                "the header repeats column 'label'; give each column one name"),
+        "unquoted comma in a CSV text": (["run", file_task(_text(tmp / "comma.csv", "text,label\n" + "good,x\nbad,y\n"
+                                                                    * 10 + "fine, then not,x\n"))],
+                                         "line 22 has 3 fields but the header has 2; quote texts that contain commas"),
         "object text": (["run", file_task(data("objects", [{"text": {"a": 1}, "label": "x"}] * 20))],
                         "'text' is an object"),
     }
@@ -177,9 +187,10 @@ CASE_NAMES = [
     "input longer than the positions", "labels 0 and 0.0", "list label", "object text", "CSV decimal labels",
     "CSV labels 1 and 1.0", "JSON decimal label as text", "test file repeats training inputs",
     "suite test file repeats training inputs", "allow overlap without a test file",
-    "allow_overlap without test in a suite", "misspelt file task key",
+    "allow_overlap without test in a suite", "misspelt file task key", "repeated YAML key",
+    "repeated YAML key in a --set", "repeated CSV column", "unquoted comma in a CSV text",
 ]
-LEASES = ["0", "-5", "nan", "inf", "soon"]
+LEASES = ["0", "-5", "nan", "inf", "soon", "1e300"]
 
 
 def test_catalogue_lists_every_case(tmp_path):
@@ -210,7 +221,7 @@ def test_bad_input(tmp_path, store, case, monkeypatch):
 def test_a_bad_lease_setting_is_refused_at_start(tmp_path, store, monkeypatch, lease):
     monkeypatch.setenv("PEFTBENCH_LEASE_SECONDS", lease)
     _assert_refused(tmp_path, store, ["run", write_suite(tmp_path / "lease.json")],
-                    f"PEFTBENCH_LEASE_SECONDS='{lease}' is not a finite number of at least 1")
+                    f"PEFTBENCH_LEASE_SECONDS='{lease}' is not a finite number of at least 1 and at most 604800")
 
 
 def test_results_without_a_store(tmp_path):

@@ -121,7 +121,9 @@ def test_a_nan_loss_is_stored_as_failed_and_the_grid_goes_on(tmp_path, monkeypat
     monkeypatch.setattr(train, "batch_loss", nan_for_ia3)
     suite = write_suite(tmp_path / "f.json", methods=["ia3", "lora"])
     store = tmp_path / "r.db"
-    result = run_json("run", suite, "--store", store, "--json")
+    code, out, _ = run_cli("run", suite, "--store", store, "--json")
+    assert code == 1  # a grid with a failed run says so in its exit code (errors.EXIT_RUNS_FAILED)
+    result = json.loads(out)
     status = {r["method"]: (r["status"], r["error"]) for r in result["runs"] if r["kind"] == "train"}
     assert status["ia3"][0] == "failed"
     assert status["ia3"][1].startswith("DivergedError: training loss became nan in epoch 1")
@@ -145,7 +147,9 @@ def test_an_out_of_memory_run_is_stored_with_its_cause_and_the_grid_goes_on(tmp_
 
     monkeypatch.setattr(execution, "train", oom_for_lora)
     suite = write_suite(tmp_path / "oom.json", methods=["lora", "ia3"])
-    result = run_json("run", suite, "--store", tmp_path / "r.db", "--json")
+    code, out, _ = run_cli("run", suite, "--store", tmp_path / "r.db", "--json")
+    assert code == 1
+    result = json.loads(out)
     status = {r["method"]: (r["status"], r["error"]) for r in result["runs"] if r["kind"] == "train"}
     assert status["lora"] == ("failed", "OutOfMemoryError: CUDA out of memory. Tried to allocate 20.00 GiB")
     assert status["ia3"] == ("finished", None)

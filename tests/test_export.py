@@ -114,6 +114,10 @@ def test_a_peftbench_method_reloads_through_peftbench_load_and_predicts_as_score
         correct = [int(p == task.target(r)) for p, r in zip(predictor.predict(test_rows), test_rows)]
         assert correct == row["metrics"]["per_example"]
     assert predictor.predict([task.prompt(r) for r in test_rows]) == predictor.predict(test_rows)
+    assert predictor.predict([]) == []
+    for lone in (task.prompt(test_rows[0]), test_rows[0]):  # not a text predicted per character, nor a row per key
+        with pytest.raises(UserError, match=r"^predict\(\) takes a list of inputs; for one input pass \[text\]"):
+            predictor.predict(lone)
     shown = run_json("show", row["run_id"], "--store", tmp_path / "results.db", "--json")
     assert shown["saved"]["present"] is True and shown["saved"]["sha256"] == row["weights"]["sha256"]
     # Deleting the run's files leaves the store readable; loading then says the weights are gone.

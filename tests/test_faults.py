@@ -1,6 +1,7 @@
 """Faults beyond bad input: damaged and foreign stores, read commands that must not change a byte, read-only
 and full file systems, and signals in every phase. Each promise is stated in docs/reliability.md."""
 
+import contextlib
 import hashlib
 import json
 import os
@@ -89,6 +90,30 @@ def test_a_damaged_or_foreign_store_is_refused_in_one_line_and_left_as_it_is(tmp
     assert message in err and err.startswith("error: ") and len(err.strip().splitlines()) == 1
     assert "Traceback" not in err and out == ""
     assert _folder_digest(tmp_path) == before
+
+
+def test_a_damaged_store_in_a_folder_with_spaces_gets_a_recover_command_that_runs_as_printed(tmp_path,
+                                                                                               finished_store):
+    folder = tmp_path / "my runs"
+    folder.mkdir()
+    (folder / "results.db").write_bytes(finished_store.read_bytes()[:6000])
+    code, _, err = run_cli("results", "--store", folder / "results.db")
+    assert code == 2 and f"`sqlite3 '{folder / 'results.db'}' .recover > rows.sql`" in err
+
+
+def test_a_store_with_rows_of_a_newer_format_is_never_written(tmp_path, finished_store):
+    folder = tmp_path / "newer"
+    folder.mkdir()
+    store = folder / "results.db"
+    store.write_bytes(finished_store.read_bytes())
+    with contextlib.closing(sqlite3.connect(store)) as connection, connection:
+        connection.execute("UPDATE runs SET schema_version = 99")
+    before = _folder_digest(folder)
+    code, out, err = run_cli("run", write_suite(tmp_path / "s.json", scales=[8], epochs=1, seeds=[1]),
+                             "--store", store)
+    assert code == 2 and out == "" and len(err.strip().splitlines()) == 1, err
+    assert "holds rows of format 99, written by a newer peftbench (this one writes format 3)" in err
+    assert _folder_digest(folder) == before
 
 
 def _legacy_copy(finished: Path, store: Path) -> None:
@@ -229,7 +254,7 @@ def _libtorch_loaded(process: subprocess.Popen) -> bool:
 
 
 @pytest.mark.parametrize("signals,code", [([signal.SIGINT], 130), ([signal.SIGINT, signal.SIGINT], 130),
-                                          ([signal.SIGTERM], 143)])
+                                          ([signal.SIGTERM], 143), ([signal.SIGHUP], 129)])
 def test_a_signal_while_planning_exits_with_its_code(tmp_path, signals, code):
     suite = write_suite(tmp_path / "plan.json")
     process = _start(suite, tmp_path / "r.db")
@@ -242,7 +267,8 @@ def test_a_signal_while_planning_exits_with_its_code(tmp_path, signals, code):
 
 
 @pytest.mark.parametrize("signals,code", [
-    ([signal.SIGINT, signal.SIGINT], 130), ([signal.SIGTERM], 143), ([signal.SIGTERM, signal.SIGTERM], 143)])
+    ([signal.SIGINT, signal.SIGINT], 130), ([signal.SIGTERM], 143), ([signal.SIGTERM, signal.SIGTERM], 143),
+    ([signal.SIGHUP], 129)])  # SIGHUP: the terminal or SSH session closed
 def test_signals_while_training_store_the_run_as_interrupted(tmp_path, signals, code):
     # Far more epochs than any machine trains in the second before the signal (no early stop), so the
     # signal always lands mid-run; a stop ends it within a step.

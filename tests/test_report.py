@@ -441,6 +441,8 @@ def test_counts_are_integers_and_text_columns_left_aligned(written):
     assert predictions
     assert '<th class="text">method</th>' in page and '<th class="text">model</th>' in page
     assert "| method | bbc_topic |\n|:---|---:|" in markdown
+    # a label is text in Markdown too: `<other>` is escaped, not an HTML tag a renderer would swallow
+    assert "&lt;other&gt;" in table and "<other>" not in markdown
 
 
 def test_the_runs_table_names_every_run_by_its_id(written, rows):

@@ -168,6 +168,11 @@ def test_the_search_space_comes_from_the_methods_hook_an_option_the_suite_sets_i
     assert spaces["prompt_tuning"]["tokens"] == {"choices": [5, 10, 20, 50]}
     assert spaces["prompt_tuning"]["lr"] == {"low": pytest.approx(3e-4), "high": pytest.approx(3e-2), "log": True}
     assert sum(entry.get("trial") is not None for entry in grid["waiting"]) == 4
+    code, out, _ = run_cli("tune", suite, "--dry-run")  # one line per study, not one per trial
+    studies = [line for line in out.splitlines() if line.startswith("(after tuning)")]
+    assert code == 0 and len(studies) == len({(e["model"], e["task"], e["method_spec"], e["n_train"])
+                                               for e in grid["waiting"]}) == 2
+    assert all("2 trials on seed 0 (trial 0 at the defaults, then TPE over lr " in line for line in studies)
 
 
 @pytest.mark.parametrize(("space", "message"), [

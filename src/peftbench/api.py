@@ -105,6 +105,10 @@ class Predictor:
 
         from peftbench.evaluate import predict
 
+        if isinstance(inputs, (str, dict)):  # a lone text would be predicted character by character
+            raise UserError("predict() takes a list of inputs; for one input pass [text] or [row]")
+        if not inputs:
+            return []
         rows = [row if isinstance(row, dict) else {PROMPT_FIELD: row} for row in inputs]
         task_model = self.task_model
         if any(not isinstance(row, dict) for row in inputs):

@@ -1,7 +1,8 @@
-"""Stopping on request. The first SIGINT (Ctrl-C) or SIGTERM during a grid asks the run in progress to stop
-at its next training step or evaluation batch, where it is stored as `interrupted`; a second one stops at
-once. Signals are process-wide, so the request is too: one event that the training loop, the evaluation
-loops and the executors all look at. Exit codes: 130 after SIGINT, 143 after SIGTERM (128 + the signal)."""
+"""Stopping on request. The first SIGINT (Ctrl-C), SIGTERM or SIGHUP (a closed terminal or SSH session) during
+a grid asks the run in progress to stop at its next training step or evaluation batch, where it is stored as
+`interrupted`; a second one stops at once. Signals are process-wide, so the request is too: one event that the
+training loop, the evaluation loops and the executors all look at. Exit codes: 128 + the signal (129 after
+SIGHUP, 130 after SIGINT, 143 after SIGTERM)."""
 
 import signal
 import threading
@@ -9,7 +10,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 STOP = threading.Event()
-EXIT_CODES = {signal.SIGINT: 130, signal.SIGTERM: 143}
+EXIT_CODES = {signal.SIGHUP: 129, signal.SIGINT: 130, signal.SIGTERM: 143}
 
 
 class RunInterrupted(Exception):
@@ -17,8 +18,12 @@ class RunInterrupted(Exception):
 
 
 class Terminated(BaseException):
-    """SIGTERM outside a grid, or a second SIGTERM: leave at once (exit 143). A BaseException, like
-    KeyboardInterrupt, so that no `except Exception` turns it into a failed run."""
+    """SIGTERM or SIGHUP outside a grid, or a second one: leave at once (exit 128 + the signal). A
+    BaseException, like KeyboardInterrupt, so that no `except Exception` turns it into a failed run."""
+
+    def __init__(self, signum: int = signal.SIGTERM):
+        super().__init__(signum)
+        self.exit_code = EXIT_CODES[signum]
 
 
 class _Requested:
@@ -35,13 +40,13 @@ def check_stop(where: str) -> None:
 
 
 def terminate(signum, frame) -> None:
-    raise Terminated()
+    raise Terminated(signum)
 
 
 @contextmanager
 def stop_on_signals() -> Iterator[threading.Event]:
-    """While a grid runs: the first SIGINT or SIGTERM sets STOP; both signals then get back the handlers
-    they had (KeyboardInterrupt for SIGINT, `terminate` for SIGTERM), so a second one stops at once."""
+    """While a grid runs: the first SIGINT, SIGTERM or SIGHUP sets STOP; the signals then get back the handlers
+    they had (KeyboardInterrupt for SIGINT, `terminate` for the others), so a second one stops at once."""
     STOP.clear()
     previous = {number: signal.getsignal(number) for number in EXIT_CODES}
 
@@ -62,7 +67,7 @@ def stop_on_signals() -> Iterator[threading.Event]:
 
 @contextmanager
 def deferred() -> Iterator[None]:
-    """Hold SIGINT and SIGTERM back while the store records how runs ended (a KeyboardInterrupt in the
+    """Hold SIGINT, SIGTERM and SIGHUP back while the store records how runs ended (a KeyboardInterrupt in the
     middle would leave a run `running`); a signal that arrived meanwhile takes effect right after."""
     held: list[int] = []
     previous = {number: signal.getsignal(number) for number in EXIT_CODES}
@@ -78,7 +83,7 @@ def deferred() -> Iterator[None]:
             if callable(handler):
                 handler(number, None)
             elif handler == signal.SIG_DFL:
-                raise KeyboardInterrupt if number == signal.SIGINT else Terminated()
+                raise KeyboardInterrupt if number == signal.SIGINT else Terminated(number)
 
 
 def ignore_further_signals() -> None:

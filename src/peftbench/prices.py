@@ -8,6 +8,7 @@ from pathlib import Path
 import yaml
 
 from peftbench.errors import UserError, parse_number
+from peftbench.yaml_files import load_yaml
 from peftbench.registry import did_you_mean
 
 
@@ -15,7 +16,7 @@ def price_table() -> dict[str, dict]:
     override = os.environ.get("PEFTBENCH_PRICES")
     path = Path(override) if override else Path(str(resources.files("peftbench") / "prices.yaml"))
     try:
-        table = yaml.safe_load(path.read_text(encoding="utf-8"))
+        table = load_yaml(path.read_text(encoding="utf-8"))
     except (OSError, yaml.YAMLError) as error:
         raise UserError(f"price table '{path}' (PEFTBENCH_PRICES) cannot be read: {error}; point it at a YAML"
                         " file of NAME: {usd_per_hour: X}") from None

@@ -24,13 +24,14 @@ class GridInterrupted(Exception):
 
 
 MIN_LEASE_SECONDS = 1.0  # the heartbeat renews every third of a lease: shorter ones lapse between beats
+MAX_LEASE_SECONDS = 7 * 24 * 3600.0  # a week: longer is a claim that never lapses (and overflows the heartbeat's timer)
 
 
 def lease_seconds() -> float:
     """How long a claim lasts without renewal: a rerun after a crash waits at most this long for the
     dead runner's claims. Short in tests (PEFTBENCH_LEASE_SECONDS)."""
     text = os.environ.get("PEFTBENCH_LEASE_SECONDS", "30")
-    return parse_number(text, "PEFTBENCH_LEASE_SECONDS", minimum=MIN_LEASE_SECONDS,
+    return parse_number(text, "PEFTBENCH_LEASE_SECONDS", minimum=MIN_LEASE_SECONDS, maximum=MAX_LEASE_SECONDS,
                         fix="set it to a number of seconds such as 30 (the default), or unset it")
 
 

@@ -14,6 +14,7 @@ import errno
 import functools
 import json
 import os
+import shlex
 import socket
 import sqlite3
 import threading
@@ -102,7 +103,7 @@ def _explain(path: Path, error: Exception) -> str:
         return f"'{path}' is not a peftbench results store (not an SQLite database); pass --store with the right file"
     if "malformed" in text or isinstance(error, sqlite3.DatabaseError) and "corrupt" in text:
         return (f"the results store '{path}' is damaged ({text}); restore it from a copy, or save what is left with"
-                f" `sqlite3 {path} .recover > rows.sql`")
+                f" `sqlite3 {shlex.quote(str(path))} .recover > rows.sql`")
     if number in (errno.ENOSPC, sqlite3.SQLITE_FULL) or "disk is full" in text or "No space left" in text:
         return f"no space left to write the results store '{path}'; free disk space and run the same command again"
     if number in (errno.EROFS, errno.EACCES, errno.EPERM, sqlite3.SQLITE_READONLY) or "readonly" in text \
@@ -151,6 +152,18 @@ def _check_schema(path: Path, connection: sqlite3.Connection, writable: bool) ->
     return columns
 
 
+def _refuse_newer_rows(path: Path, connection: sqlite3.Connection, columns: set[str]) -> None:
+    """A store that a newer peftbench has written to is not written by this one: its rows may mean what this
+    code cannot know, and a row this code claimed would lose the newer fields."""
+    if "schema_version" not in columns:
+        return
+    newest = connection.execute("SELECT max(schema_version) FROM runs").fetchone()[0]
+    if newest is not None and newest > SCHEMA_VERSION:
+        raise UserError(f"the results store '{path}' holds rows of format {newest}, written by a newer peftbench"
+                        f" (this one writes format {SCHEMA_VERSION}); upgrade peftbench, or pass --store with"
+                        " another file")
+
+
 class Store:
     """The store opened for writing (`peftbench run`): created if absent, migrated if older."""
 
@@ -163,6 +176,7 @@ class Store:
             try:
                 self.connection.execute("BEGIN IMMEDIATE")  # two runners opening an old store add columns once
                 present = _check_schema(path, self.connection, writable=True)
+                _refuse_newer_rows(path, self.connection, present)
                 self.connection.execute(SCHEMA)
                 for name, declaration in ADDED_COLUMNS.items():
                     if present and name not in present:

@@ -12,6 +12,7 @@ from pydantic import ValidationError
 from peftbench.config import Budget, FileTask, Schedule, Sharding, Suite, Sweep, Tune
 from peftbench.errors import UserError
 from peftbench.registry import did_you_mean
+from peftbench.yaml_files import load_yaml
 
 
 def _explain(error: ValidationError, source: str) -> str:
@@ -49,7 +50,7 @@ class Setting:
         if not sep or not all(path):
             raise UserError(f"--set '{text}' must be KEY=VALUE, e.g. --set epochs=3 or --set schedule.peak_factor=5")
         try:
-            value = yaml.safe_load(raw) if raw.strip() else None
+            value = load_yaml(raw) if raw.strip() else None
         except yaml.YAMLError as error:
             raise UserError(f"--set {text}: the value is not valid YAML ({getattr(error, 'problem', None) or error});"
                             " quote it, e.g. --set 'methods=[\"lora[r=8]\"]'") from None
@@ -104,7 +105,7 @@ def load_suite(name_or_path: str, settings: list[str] = ()) -> Suite:
     path = suite_path(name_or_path)
     parsed = [Setting.parse(text) for text in settings]
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = load_yaml(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""

@@ -1,6 +1,8 @@
 """The terminal views of the listing commands (methods, tasks, params, prices, profile, suites) and of a dry
 run: columns typed for peftbench.terminal, so that at 80 columns no number or name is cut."""
 
+from collections.abc import Callable
+
 from peftbench.configurations import fmt_lr as lr_text
 from peftbench.terminal import Col
 
@@ -138,18 +140,35 @@ def suites_view(suites: dict) -> tuple[list[Col], list[list[str]], list[str]]:
     return cols, rows, notes
 
 
-def _waits_for(entry: dict) -> str:
-    """What a run that waits in a stage waits for, as the dry run lists it."""
-    if entry["after"] == "sweep":
-        return f"lr chosen by the sweep ({entry['sweep']['select_by']})"
-    tune = entry["tune"]
-    if "trial" not in entry:
-        return f"the defaults' or the best trial's setting ({tune['select_by']})"
-    if entry["trial"] == 0:
-        return "trial 0: the defaults"
-    axes = ", ".join(f"{name} {axis['low']:.3g}–{axis['high']:.3g}" if "low" in axis
+def _axes(tune: dict) -> str:
+    return ", ".join(f"{name} {axis['low']:.3g}–{axis['high']:.3g}" if "low" in axis
                      else f"{name} {{{', '.join(map(str, axis['choices']))}}}" for name, axis in tune["space"].items())
-    return f"trial {entry['trial']}: {axes}"
+
+
+def _waiting_lines(waiting: list[dict], fits: Callable[[dict], str]) -> list[str]:
+    """What waits in the stages, as the dry run lists it: each sweep seed on its own line; each tuning study on
+    one line (its trials, then its two settings' other seeds), since a study's trials differ only in settings
+    the search has not chosen yet."""
+    lines, studies = [], {}
+    for entry in waiting:
+        if entry["after"] == "sweep":
+            what = f"seed {entry['seed']} · lr chosen by the sweep ({entry['sweep']['select_by']})"
+            lines.append(f"{'(after sweep)':16}  train     {entry['model']} · {entry['task']} · {entry['method_spec']}"
+                         f" · {what}{fits(entry)}")
+        else:
+            key = (entry["model"], entry["task"], entry["method_spec"], entry["n_train"])
+            studies.setdefault(key, []).append(entry)
+    for (model, task, method_spec, _), entries in studies.items():
+        tune = entries[0]["tune"]
+        trials = [entry for entry in entries if "trial" in entry]
+        later = sorted({entry["seed"] for entry in entries if "trial" not in entry})
+        what = (f"{len(trials)} trials on seed {trials[0]['seed']} (trial 0 at the defaults, then TPE over"
+                f" {_axes(tune)})")
+        if later:
+            what += (f"; then the defaults and the best trial ({tune['select_by']}) on seed{'s' * (len(later) > 1)}"
+                     f" {', '.join(map(str, later))}")
+        lines.append(f"{'(after tuning)':16}  train     {model} · {task} · {method_spec} · {what}{fits(entries[0])}")
+    return lines
 
 
 def dry_run_view(grid, stored: list[dict], device, target, plan_memory: bool = True) -> tuple[dict, list[str]]:
@@ -206,9 +225,7 @@ def dry_run_view(grid, stored: list[dict], device, target, plan_memory: bool = T
         lr = f" · lr {lr_schedule(r.spec['lr'], r.spec['peak_factor'], r.spec['final_factor'])}" if "lr" in r.spec else ""
         lines.append(f"{run_id:16}  {r.kind:8}  {r.spec['model']} · {r.spec['task']} · {r.spec['method_spec']} · "
                      f"{size} · seed {r.spec['seed']}{lr}{fits(entry)}" + (" · stored, skipped" if entry["stored"] else ""))
-    for w in waiting:
-        lines.append(f"{'(after ' + w['after'] + ')':16}  train     {w['model']} · {w['task']} · {w['method_spec']} · "
-                     f"seed {w['seed']} · {_waits_for(w)}{fits(w)}")
+    lines += _waiting_lines(waiting, fits)
     skipped = sum(entry["stored"] for entry in runs)
     lines.append(f"{grid.size} runs in suite '{grid.suite.name}'" + (f" ({len(waiting)} wait for earlier runs)" if waiting
                                                                     else "")

@@ -9,7 +9,7 @@ import warnings
 import typer
 from rich.console import Console
 
-from peftbench.errors import UserError
+from peftbench.errors import EXIT_USER_MISTAKE, UserError
 
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
@@ -33,30 +33,32 @@ def _error(message: str) -> None:
 
 
 def main() -> None:
-    """Exit codes: 0 success, 2 a user mistake (one line, no traceback), 130 after Ctrl-C and 143 after
-    SIGTERM, in every phase of every command."""
+    """Exit codes (peftbench.errors): 0 success, 1 when `run`/`tune` stored a failed run, 2 a user mistake (one
+    line, no traceback), 128 + the signal after SIGHUP (129), Ctrl-C (130) or SIGTERM (143), in every phase of
+    every command."""
     from peftbench.interrupts import EXIT_CODES, Terminated, terminate
 
-    previous = signal.signal(signal.SIGTERM, terminate)
+    stopping = (signal.SIGTERM, signal.SIGHUP)
+    previous = {number: signal.signal(number, terminate) for number in stopping}
     try:
         code = app(standalone_mode=False)  # typer returns 130 for a KeyboardInterrupt it caught
     except UserError as error:
         _error(f"error: {error}")
-        code = 2
+        code = EXIT_USER_MISTAKE
     except typer.Abort:
         code = EXIT_CODES[signal.SIGINT]
     except typer.TyperException as error:  # a bad flag or argument: typer's own usage errors
         _error(f"error: {error.format_message()} (see `peftbench --help`)")
-        code = 2
+        code = EXIT_USER_MISTAKE
     except KeyboardInterrupt:
         code = EXIT_CODES[signal.SIGINT]
-    except Terminated:
-        code = EXIT_CODES[signal.SIGTERM]
+    except Terminated as stop:
+        code = stop.exit_code
     finally:
-        if signal.getsignal(signal.SIGTERM) is not signal.SIG_IGN:  # a handled stop ignores late signals to the end
-            signal.signal(signal.SIGTERM, previous)
-    if code in (EXIT_CODES[signal.SIGINT], EXIT_CODES[signal.SIGTERM]):
+        for number, handler in previous.items():
+            if signal.getsignal(number) is not signal.SIG_IGN:  # a handled stop ignores late signals to the end
+                signal.signal(number, handler)
+    if code in EXIT_CODES.values():
         _error("interrupted: stopped at once; a run in progress is stored as interrupted, and running the same"
                " command again resumes")
     sys.exit(code if isinstance(code, int) else 0)
-

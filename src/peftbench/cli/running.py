@@ -14,7 +14,7 @@ from rich.text import Text
 from peftbench.cli.common import (DEFAULT_STORE, Device, ExecutorKind, JsonFlag, StoreOption, WideFlag, app,
                                   print_json, show_tables, stdout_console, summary_path, writable_folder)
 from peftbench.terminal import print_table
-from peftbench.errors import UserError
+from peftbench.errors import EXIT_RUNS_FAILED, UserError
 
 if TYPE_CHECKING:
     from peftbench.planning import Plan
@@ -113,11 +113,13 @@ def run(
         print_json({"suite": filed_as, "counts": counts, "store": str(store), "summary": str(summary),
                      "runs": [{**row, "random_weights": random_weights(row["model"]),
                                "learning": learning.get(row["run_id"])} for row in rows]})
+        _exit_on_failures(counts)
         return
     from peftbench.report.config_view import config_views
 
     show_tables(f"suite {filed_as}: {len(rows)} runs", config_views(rows), wide)
     _say_counts(filed_as, counts, store, summary)
+    _exit_on_failures(counts)
 
 
 @app.command()
@@ -158,17 +160,25 @@ def tune(
     if as_json:
         print_json({"suite": filed_as, "counts": counts, "store": str(store), "summary": str(summary),
                     "studies": [study.as_dict() for study in found]})
+        _exit_on_failures(counts)
         return
     out_console = stdout_console()
     for heading, cols, lines, notes in tuning_views(found):
         print_table(heading, cols, lines, wide=wide, notes=notes, out=out_console)
     _say_counts(filed_as, counts, store, summary)
+    _exit_on_failures(counts)
 
 
 def _say_counts(filed_as: str, counts: dict, store: Path, summary: Path) -> None:
     stdout_console().print(f"trained {counts.get('finished', 0)}, skipped {counts.get('skipped', 0)} already stored,"
                            f" failed {counts.get('failed', 0)}; store {store}; summary {summary} (every run of"
                            f" '{filed_as}' in the store)", markup=False, highlight=False)
+
+
+def _exit_on_failures(counts: dict) -> None:
+    """A grid that stored a failed run exits 1, so a script sees it without parsing the output."""
+    if counts.get("failed"):
+        sys.exit(EXIT_RUNS_FAILED)
 
 
 def _run_grid(flags: GridFlags, tuned: bool = False) -> tuple["Plan", dict, list[dict], Path] | None:

@@ -17,7 +17,9 @@ SUMMARY_INTRO = ("For each model, task and data size: the method `peftbench reco
 
 
 def _md_escape(text: str) -> str:
-    return text.replace("|", "\\|")
+    """Text as Markdown shows it: a label such as `<other>` or `<b>` is HTML to a Markdown renderer, which would
+    hide it or render it; `|` would split the table cell."""
+    return html.escape(text, quote=False).replace("|", "\\|")
 
 
 def _md_rows(columns: list[str], rows: list[list[str]], text: list[bool]) -> list[str]:
@@ -31,8 +33,8 @@ def _md_rows(columns: list[str], rows: list[list[str]], text: list[bool]) -> lis
 
 def markdown_table(table: Table) -> str:
     rows = [[f"**{c.text}**" if c.best else c.text for c in row] for row in table.rows]
-    lines = [f"## {table.title}", "", *_md_rows(table.columns, rows, table.text_columns())]
-    return "\n".join([*lines, "", *[f"{note}  " for note in table.notes], ""])
+    lines = [f"## {_md_escape(table.title)}", "", *_md_rows(table.columns, rows, table.text_columns())]
+    return "\n".join([*lines, "", *[f"{_md_escape(note)}  " for note in table.notes], ""])
 
 
 def summary_markdown(blocks: list[Block], images: dict[str, str] | None = None) -> str:
@@ -40,13 +42,13 @@ def summary_markdown(blocks: list[Block], images: dict[str, str] | None = None) 
     if not blocks:
         parts += ["No finished training runs yet.", ""]
     for block in blocks:
-        parts += [f"### {block.title}", ""]
+        parts += [f"### {_md_escape(block.title)}", ""]
         if images and f"scores-{block.key}" in images:
             parts += [f"![Score per method: {block.title}]({images[f'scores-{block.key}']})", ""]
         text = [True, True] + [False] * (len(SUMMARY_COLUMNS) - 3) + [True]
         parts += _md_rows(SUMMARY_COLUMNS, block_rows(block), text) + [""]
-        parts += [f"{note}  " for note in block.notes] + [""]
-    parts += [f"{note}  " for note in general_notes(blocks)] + [""]
+        parts += [f"{_md_escape(note)}  " for note in block.notes] + [""]
+    parts += [f"{_md_escape(note)}  " for note in general_notes(blocks)] + [""]
     return "\n".join(parts)
 
 

@@ -52,12 +52,32 @@ def read_rows(path: Path) -> list[Row]:
             rows.append(row)
         return rows
     if path.suffix.lower() in {".csv", ".tsv"}:
-        delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
-        try:
-            return list(csv.DictReader(io.StringIO(text, newline=""), delimiter=delimiter))
-        except csv.Error as error:
-            raise UserError(f"data file '{path}' is not valid CSV ({error}); check its quoting") from None
+        return _table_rows(path, text, "\t" if path.suffix.lower() == ".tsv" else ",")
     raise UserError(f"data file '{path}' has an unknown format; use a .jsonl or .csv file")
+
+
+def _table_rows(path: Path, text: str, delimiter: str) -> list[Row]:
+    """CSV/TSV rows under their header, read exactly or refused: a repeated header column (which value would
+    count?) or a line with more or fewer fields than the header (an unquoted comma in a text would cut it short
+    and make its tail a label) is a mistake to fix in the file, not to guess at."""
+    name, separators = ("TSV", "tabs") if delimiter == "\t" else ("CSV", "commas")
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
+    try:
+        header = next(reader, [])
+        if repeated := sorted({column for column in header if header.count(column) > 1}):
+            raise UserError(f"data file '{path}': the header repeats column {', '.join(map(repr, repeated))};"
+                            " give each column one name")
+        rows = []
+        for fields in reader:
+            if not fields:
+                continue  # a blank line
+            if len(fields) != len(header):
+                raise UserError(f"data file '{path}' line {reader.line_num} has {len(fields)} fields but the header"
+                                f" has {len(header)}; quote texts that contain {separators} (\"like, this\")")
+            rows.append(dict(zip(header, fields)))
+        return rows
+    except csv.Error as error:
+        raise UserError(f"data file '{path}' is not valid {name} ({error}); check its quoting") from None
 
 
 def _kind_of(path: Path, rows: list[Row]) -> str:

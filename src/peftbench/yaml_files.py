@@ -1,0 +1,31 @@
+"""YAML read exactly: PyYAML's safe loader keeps the last of two equal keys in a mapping without a word, so a
+suite that says `epochs: 3` and later `epochs: 30` would train 30 epochs with no trace of the 3. Here a
+repeated key is a YAML error, reported with its line like any other syntax error. Merge keys (`<<: *base`)
+keep their meaning: an explicit key may override a merged one."""
+
+import yaml
+
+MERGE_TAG = "tag:yaml.org,2002:merge"
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            if key_node.tag == MERGE_TAG:
+                continue
+            key = self.construct_object(key_node, deep=True)
+            try:
+                repeated = key in seen
+            except TypeError:  # an unhashable key: the safe loader's own error names it
+                continue
+            if repeated:
+                raise yaml.constructor.ConstructorError("while reading a mapping", node.start_mark,
+                                                        f"the key {key!r} appears twice; keep one", key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep)
+
+
+def load_yaml(text: str) -> object:
+    """`yaml.safe_load`, refusing a key repeated in one mapping (a yaml.YAMLError like any syntax error)."""
+    return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
