@@ -14,8 +14,10 @@ import errno
 import functools
 import json
 import os
+import shlex
 import socket
 import sqlite3
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -24,6 +26,7 @@ from pathlib import Path
 from typing import Self
 
 from peftbench.errors import UserError
+from peftbench.results import shape_problem
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -234,23 +237,40 @@ def _rows(path: Path, connection: sqlite3.Connection, kind: str | None, columns:
     attempts = "attempts" if "attempts" in columns else "1"
     version = f"coalesce(schema_version, {LEGACY_SCHEMA_VERSION})" if "schema_version" in columns \
         else str(LEGACY_SCHEMA_VERSION)
-    query = f"SELECT run_id, kind, suite, status, spec, result, error, finished_at, {attempts}, {version} FROM runs"
+    query = (f"SELECT rowid, run_id, kind, suite, status, spec, result, error, finished_at, {attempts}, {version}"
+             " FROM runs")
     params: tuple = ()
     if kind:
         query, params = query + " WHERE kind = ?", (kind,)
     rows = []
-    for run_id, kind_, suite, status, spec, result, error, finished_at, tries, schema in connection.execute(
+    for rowid, run_id, kind_, suite, status, spec, result, error, finished_at, tries, schema in connection.execute(
             query + " ORDER BY finished_at", params):
         try:
-            spec_fields = json.loads(spec)
-            fields = {**spec_fields, **json.loads(result)}
+            spec_fields, result_fields = json.loads(spec), json.loads(result)
+            problem = shape_problem(kind_, status, spec_fields, result_fields)
         except (TypeError, json.JSONDecodeError):
-            raise UserError(f"the results store '{path}' has a damaged row ({run_id}: its JSON does not parse);"
-                            " restore the store from a copy or delete that row") from None
+            problem = "its JSON does not parse"
+        if problem:
+            _skip(path, rowid, run_id, problem)
+            continue
         rows.append({"run_id": run_id, "kind": kind_, "suite": suite, "status": status, "error": error,
-                     "finished_at": finished_at, "attempts": tries, "schema_version": schema, **fields,
-                     "spec": spec_fields})
+                     "finished_at": finished_at, "attempts": tries, "schema_version": schema, **spec_fields,
+                     **result_fields, "spec": spec_fields})
     return rows
+
+
+_SKIPPED: set[tuple[str, int]] = set()  # (store, rowid) already named by this process
+
+
+def _skip(path: Path, rowid: int, run_id: object, problem: str) -> None:
+    """Name a row the reader cannot read, once per process, on stderr (stdout stays a command's answer), with
+    the command that removes it (by rowid: a hand-edited run id may hold anything)."""
+    if (str(path), rowid) in _SKIPPED:
+        return
+    _SKIPPED.add((str(path), rowid))
+    print(f"warning: skipped run {json.dumps(run_id)} of the results store '{path}': {problem}, not a row this"
+          f" peftbench reads; remove it with `sqlite3 {shlex.quote(str(path))} 'DELETE FROM runs WHERE rowid ="
+          f" {rowid}'`", file=sys.stderr)
 
 
 class Heartbeat:
