@@ -26,7 +26,6 @@ from pathlib import Path
 from typing import Self
 
 from peftbench.errors import UserError
-from peftbench.results import shape_problem
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -69,6 +68,39 @@ WHERE (status = 'running' AND (lease_until < :now OR owner = :owner OR owner = :
 """
 
 
+# The row every reader relies on, as every store has held it since the first (docs/results/offline.db, schema
+# version 1): its kind and status, and the spec keys with their JSON types (a float may be written as an integer;
+# a boolean is never a number). The store's reader names and skips a row of another shape (another version's
+# layout, a hand edit) instead of letting a report or a ranking fail on it half-way (_rows below).
+KINDS = ("train", "baseline")
+STATUSES = ("running", "finished", "failed", "interrupted")
+NUMBER = (int, float)
+SPEC_SHAPE: dict[str, tuple[type, ...]] = {
+    "model": (str,), "task": (str,), "task_source": (str,), "method": (str,), "method_spec": (str,),
+    "method_options": (dict,), "scale": (str, int), "n_train": (int,), "seed": (int,), "split_seed": (int,),
+    "val_cap": (int,), "test_cap": (int,), "max_input_length": (int,), "max_target_length": (int,), "eval": (str,),
+    "group_by_length": (bool,)}
+TRAIN_SPEC_SHAPE: dict[str, tuple[type, ...]] = {
+    "epochs": (int,), "batch_size": (int,), "grad_accum": (int,), "patience": (int,), "peak_factor": NUMBER,
+    "final_factor": NUMBER, "warmup_ratio": NUMBER, "weight_decay": NUMBER, "max_grad_norm": (*NUMBER, type(None)),
+    "max_minutes": (*NUMBER, type(None))}
+
+
+def shape_problem(kind: object, status: object, spec: object, result: object) -> str | None:
+    """What makes a stored row unreadable (the first thing found), or None for a row of the shape above."""
+    if kind not in KINDS or status not in STATUSES:
+        return f"kind {kind!r} and status {status!r} are not among {', '.join(KINDS)} and {', '.join(STATUSES)}"
+    if not isinstance(spec, dict) or not isinstance(result, dict):
+        return "its spec and result are not JSON objects"
+    shape = SPEC_SHAPE | (TRAIN_SPEC_SHAPE if kind == "train" else {})
+    for key, types in shape.items():
+        if key not in spec:
+            return f"its spec has no '{key}'"
+        if type(spec[key]) not in types:  # exact: True is no seed
+            return f"its spec's '{key}' is {json.dumps(spec[key])[:40]}, not {' or '.join(t.__name__ for t in types)}"
+    return None
+
+
 def runner_id() -> str:
     """A runner's id: readable, unique per call, and telling which process on which machine holds a claim."""
     import uuid
@@ -98,6 +130,9 @@ def _explain(path: Path, error: Exception) -> str:
     number = getattr(error, "errno", None) or getattr(error, "sqlite_errorcode", None)
     if path.is_dir():
         return f"the results store '{path}' is a directory; pass --store with a file path such as {path / 'results.db'}"
+    if path.exists() and not path.is_file():
+        return (f"the results store '{path}' is not a regular file (a pipe, a device or a socket), which SQLite would"
+                " wait on or damage; pass --store with a file path")
     if blocker := _blocking_file(path):
         return (f"the results store '{path}' cannot be created: '{blocker}' is a file, not a folder;"
                 " pass --store elsewhere")
@@ -160,6 +195,7 @@ class Store:
     def __init__(self, path: Path):
         self.path = path
         with store_errors(path):
+            _regular(path)
             path.parent.mkdir(parents=True, exist_ok=True)
             # Autocommit: each statement is its own transaction; the one multi-statement change says BEGIN.
             self.connection = sqlite3.connect(path, timeout=30, isolation_level=None)
@@ -313,6 +349,12 @@ def _open_read_only(path: Path) -> sqlite3.Connection:
     return connection
 
 
+def _regular(path: Path) -> None:
+    """A store is a regular file (or absent, for a writer to create): opening a FIFO blocks past every signal."""
+    if path.exists() and not path.is_file():
+        raise OSError(errno.EISDIR if path.is_dir() else errno.EINVAL, "not a regular file", str(path))
+
+
 def _blocking_file(path: Path) -> Path | None:
     return next((parent for parent in path.parents if parent.exists() and not parent.is_dir()), None)
 
@@ -333,8 +375,7 @@ def read_rows(path: Path, kind: str | None = None) -> list[dict]:
             raise UserError(f"no results store at '{path}': '{blocker}' is a file, not a folder; pass --store PATH")
         return []
     with store_errors(path):
-        if path.is_dir():
-            raise IsADirectoryError(errno.EISDIR, "is a directory")
+        _regular(path)
         connection = _open_read_only(path)
         try:
             columns = _check_schema(path, connection, writable=False)

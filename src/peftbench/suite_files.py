@@ -2,6 +2,7 @@
 peftbench.config.Suite, and every mistake in it told in one line that names the key and the fix."""
 
 import json
+import re
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -10,13 +11,47 @@ import yaml
 from pydantic import ValidationError
 
 from peftbench.config import Budget, FileTask, Schedule, Sharding, Suite, Sweep, Tune
-from peftbench.errors import UserError
+from peftbench.errors import UserError, read_file
 from peftbench.registry import did_you_mean
 
 
-def _explain(error: ValidationError, source: str) -> str:
-    first = error.errors()[0]
-    where = ".".join(str(part) for part in first["loc"]) or "suite"
+SUITE_BYTES = 1 << 20  # a suite is a page of YAML; the paper suites are under 5 KB
+
+
+class SuiteLoader(yaml.SafeLoader):
+    """YAML as JSON and YAML 1.2 read numbers: PyYAML follows YAML 1.1, where `1e-3` (no dot) and `1.0e3` (no sign)
+    are text, and the typed suite (strict, peftbench.config.STRICT) would refuse a learning rate written so."""
+
+
+SuiteLoader.add_implicit_resolver("tag:yaml.org,2002:float",
+                                  re.compile(r"^[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"), list("-+0123456789"))
+
+
+def _told(error: ValidationError) -> dict:
+    """The error to tell. A value checked against a union (`epochs`: a count or a mapping by scale) fails once per
+    member; the one to tell is where its type matched and a range or a check did not."""
+    errors = error.errors()
+    return next((first for first in errors if not first["type"].endswith("_type")), errors[0])
+
+
+def _location(first: dict, data: object) -> str:
+    """Where the error is, as the suite writes it: pydantic's location also names the member of a union it tried
+    (`epochs.dict[str,constrained-int].low`), which a walk through the data leaves out."""
+    if first["type"] == "missing":
+        return ".".join(str(part) for part in first["loc"])
+    parts, node = [], data
+    for part in first["loc"]:
+        key = next((key for key in node if str(key) == str(part)), None) if isinstance(node, dict) else \
+            part if isinstance(node, list) and isinstance(part, int) and part < len(node) else None
+        if key is not None:
+            parts.append(str(part))
+            node = node[key]
+    return ".".join(parts)
+
+
+def _explain(error: ValidationError, source: str, data: object) -> str:
+    first = _told(error)
+    where = _location(first, data) or "suite"
     if first["type"] == "extra_forbidden":
         key = str(first["loc"][-1])
         nested = {"schedule": Schedule, "sweep": Sweep, "tune": Tune, "budget": Budget, "sharding": Sharding}
@@ -45,7 +80,7 @@ class Setting:
         if not sep or not all(path):
             raise UserError(f"--set '{text}' must be KEY=VALUE, e.g. --set epochs=3 or --set schedule.peak_factor=5")
         try:
-            value = yaml.safe_load(raw) if raw.strip() else None
+            value = yaml.load(raw, SuiteLoader) if raw.strip() else None
         except yaml.YAMLError as error:
             raise UserError(f"--set {text}: the value is not valid YAML ({getattr(error, 'problem', None) or error});"
                             " quote it, e.g. --set 'methods=[\"lora[r=8]\"]'") from None
@@ -69,7 +104,7 @@ class Setting:
 
 def _source_of(error: ValidationError, path: Path, settings: list[Setting]) -> str:
     """Name the --set that a validation error is about, or else the suite file."""
-    loc = tuple(str(part) for part in error.errors()[0]["loc"])
+    loc = tuple(str(part) for part in _told(error)["loc"])
     for setting in reversed(settings):
         shared = min(len(loc), len(setting.path))
         if shared and loc[:shared] == setting.path[:shared]:
@@ -100,7 +135,7 @@ def load_suite(name_or_path: str, settings: list[str] = ()) -> Suite:
     path = suite_path(name_or_path)
     parsed = [Setting.parse(text) for text in settings]
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = yaml.load(read_file(path, "suite file", SUITE_BYTES).decode("utf-8"), SuiteLoader)
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""
@@ -116,4 +151,4 @@ def load_suite(name_or_path: str, settings: list[str] = ()) -> Suite:
     try:
         return Suite.model_validate(data)
     except ValidationError as error:
-        raise UserError(_explain(error, _source_of(error, path, parsed))) from None
+        raise UserError(_explain(error, _source_of(error, path, parsed), data)) from None
