@@ -97,7 +97,8 @@ COMMANDS = {
 def _good_id(store) -> str:
     connection = sqlite3.connect(store)
     try:
-        return connection.execute("SELECT run_id FROM runs WHERE kind = 'train' AND run_id != ?", (ODD_ID,)).fetchone()[0]
+        query = "SELECT run_id FROM runs WHERE kind = 'train' AND run_id != ?"
+        return connection.execute(query, (ODD_ID,)).fetchone()[0]
     finally:
         connection.close()
 
@@ -118,7 +119,8 @@ def test_every_read_command_names_and_skips_it_and_changes_nothing(tmp_path, see
 def test_run_names_and_skips_it_and_leaves_it_as_it_was(tmp_path, seeded):
     suite, store = seeded
     odd = _with_odd_row(tmp_path, store, "spec without a key")
-    row = lambda: sqlite3.connect(odd).execute("SELECT * FROM runs WHERE run_id = ?", (ODD_ID,)).fetchone()  # noqa: E731
+    select = "SELECT * FROM runs WHERE run_id = ?"
+    row = lambda: sqlite3.connect(odd).execute(select, (ODD_ID,)).fetchone()  # noqa: E731
     kept = row()
     code, out, err = run_cli("run", suite, "--store", odd, "--set", "seeds=[0, 1]", "--json")
     assert code == 0, err

@@ -9,7 +9,7 @@ import warnings
 import typer
 from rich.console import Console
 
-from peftbench.errors import UserError
+from peftbench.errors import UserError, os_error_line
 
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
@@ -32,14 +32,26 @@ def _error(message: str) -> None:
     Console(stderr=True, soft_wrap=True).print(message, markup=False, highlight=False)
 
 
+def _flush_stdout() -> None:
+    """Flush stdout; if it fails (a full device, a closed pipe), point it at /dev/null, so that the interpreter's
+    own flush at exit fails no second time (Python's documented recipe for SIGPIPE)."""
+    try:
+        sys.stdout.flush()
+    except OSError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+
+
 def main() -> None:
-    """Exit codes: 0 success, 2 a user mistake (one line, no traceback), 130 after Ctrl-C and 143 after
-    SIGTERM, in every phase of every command."""
+    """Exit codes: 0 success, 2 a user mistake or a file-system failure (one line, no traceback), 130 after
+    Ctrl-C and 143 after SIGTERM, in every phase of every command. Every file-system failure of any command
+    (a full or read-only disk, a path under a file, stdout on a full device) ends here, as one line; the
+    commands that write folders write them whole or not at all (cli.common.written_whole)."""
     from peftbench.interrupts import EXIT_CODES, Terminated, terminate
 
     previous = signal.signal(signal.SIGTERM, terminate)
     try:
         code = app(standalone_mode=False)  # typer returns 130 for a KeyboardInterrupt it caught
+        sys.stdout.flush()  # stdout on a full device fails here, not in the interpreter's exit
     except UserError as error:
         _error(f"error: {error}")
         code = 2
@@ -50,6 +62,10 @@ def main() -> None:
         code = 2
     except KeyboardInterrupt:
         code = EXIT_CODES[signal.SIGINT]
+    except OSError as error:
+        _flush_stdout()
+        _error(f"error: {os_error_line(error)}")
+        code = 2
     except Terminated:
         code = EXIT_CODES[signal.SIGTERM]
     finally:
