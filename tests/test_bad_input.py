@@ -153,6 +153,9 @@ def _catalogue(tmp):
         "LoRA rank above the layer width": (["run", suite("aw", methods=["lora[r=33]"])], "use r of at most 32"),
         "AdaLoRA rank above the layer width": (["run", suite("aa", methods=["adalora[init_r=64]"])],
                                                "use init_r of at most 32"),
+        "tuned rank above the layer width": (
+            ["tune", suite("tw", tune={"trials": 2, "space": {"lora": {"r": [8, 64]}}})],
+            "tune.space: r=64 does not fit config:tiny-bert"),
     }
 
 
@@ -191,6 +194,7 @@ CASE_NAMES = [
     "misspelt model in method_overrides", "misspelt method in tune.space", "boolean batch size", "quoted batch size",
     "float batch size", "boolean seed", "boolean time cap", "enormous batch size", "enormous max_target_length",
     "enormous min_steps", "absurd LoRA rank", "LoRA rank above the layer width", "AdaLoRA rank above the layer width",
+    "tuned rank above the layer width",
 ]
 LEASES = ["0", "-5", "nan", "inf", "soon"]
 
@@ -203,7 +207,7 @@ def _assert_refused(tmp_path, store, args, message):
     folder = tmp_path / "store"
     shutil.copytree(store.parent, folder)
     before = _digest(folder)
-    extra = ["--store", folder / "results.db"] if args[0] == "run" else []
+    extra = ["--store", folder / "results.db"] if args[0] in ("run", "tune") else []
     code, out, err = run_cli(*args, *extra)
     assert code == 2, err
     assert message in err
