@@ -152,6 +152,44 @@ def _catalogue(tmp):
                                          "line 22 has 3 fields but the header has 2; quote texts that contain commas"),
         "object text": (["run", file_task(data("objects", [{"text": {"a": 1}, "label": "x"}] * 20))],
                         "'text' is an object"),
+        # nonsense settings: each range and type is declared once on the typed suite (or by the method), and every
+        # mapping's keys must name something of the suite
+        "zero epochs": (["run", suite("e0", epochs=0)], "bad value for 'epochs': Input should be greater than"),
+        "negative epochs": (["run", suite("en", epochs=-2)], "bad value for 'epochs'"),
+        "zero epochs for a scale": (["run", suite("es", epochs={"low": 0})], "bad value for 'epochs.low'"),
+        "misspelt epochs scale": (["run", suite("ek", epochs={"lowe": 3})],
+                                  "unknown scale 'lowe'. Did you mean 'low'?"),
+        "epochs set to zero by flag": (["run", good, "--set", "epochs=0"], "--set epochs=0: bad value for 'epochs'"),
+        "zero learning rate": (["run", suite("lr0", learning_rates={"lora": 0})],
+                               "bad value for 'learning_rates.lora': Input should be greater than 0"),
+        "learning rate above 1": (["run", suite("lr9", learning_rates={"lora": 5})],
+                                  "bad value for 'learning_rates.lora': Input should be less than or equal to 1"),
+        "zero learning rate in a sweep": (["run", suite("sw0", sweep={"lr": [0, 1e-3]})], "bad value for 'sweep.lr.0'"),
+        "misspelt learning_rates key": (["run", suite("lrk", learning_rates={"lroa": 1e-3})],
+                                        "learning_rates: 'lroa' names no method of the suite. Did you mean 'lora'?"),
+        "misspelt model in method_overrides": (
+            ["run", suite("mo", method_overrides={"config:tiny-brt": {"lora": "ia3"}})],
+            "method_overrides: unknown model 'config:tiny-brt'. Did you mean 'tiny-bert'?"),
+        "misspelt method in tune.space": (["run", suite("ts", tune={"space": {"loar": {"r": [4, 8]}}})],
+                                          "tune.space: 'loar' names no method of the suite. Did you mean 'lora'?"),
+        "boolean batch size": (["run", suite("bb", batch_size=True)], "bad value for 'batch_size': Input should be a"
+                                                                      " valid integer"),
+        "quoted batch size": (["run", suite("qb", batch_size="8")], "bad value for 'batch_size'"),
+        "float batch size": (["run", suite("fb", batch_size=8.0)], "bad value for 'batch_size'"),
+        "boolean seed": (["run", suite("bs", seeds=[True])], "bad value for 'seeds.0'"),
+        "boolean time cap": (["run", suite("bt", max_minutes=True)], "bad value for 'max_minutes'"),
+        "enormous batch size": (["run", suite("hb", batch_size=10**12)], "bad value for 'batch_size'"),
+        "enormous max_target_length": (["run", suite("ht", max_target_length=10**9)],
+                                       "bad value for 'max_target_length': Input should be less than or equal to"),
+        "enormous min_steps": (["run", suite("hm", min_steps=10**12)], "bad value for 'min_steps'"),
+        "absurd LoRA rank": (["run", suite("ar", methods=["lora[r=100000]"])],
+                             "r=100000 is above the width 32 of the layer"),
+        "LoRA rank above the layer width": (["run", suite("aw", methods=["lora[r=33]"])], "use r of at most 32"),
+        "AdaLoRA rank above the layer width": (["run", suite("aa", methods=["adalora[init_r=64]"])],
+                                               "use init_r of at most 32"),
+        "tuned rank above the layer width": (
+            ["tune", suite("tw", tune={"trials": 2, "space": {"lora": {"r": [8, 64]}}})],
+            "tune.space: r=64 does not fit config:tiny-bert"),
     }
 
 
@@ -189,6 +227,12 @@ CASE_NAMES = [
     "suite test file repeats training inputs", "allow overlap without a test file",
     "allow_overlap without test in a suite", "misspelt file task key", "repeated YAML key",
     "repeated YAML key in a --set", "repeated CSV column", "unquoted comma in a CSV text",
+    "zero epochs", "negative epochs", "zero epochs for a scale", "misspelt epochs scale", "epochs set to zero by flag",
+    "zero learning rate", "learning rate above 1", "zero learning rate in a sweep", "misspelt learning_rates key",
+    "misspelt model in method_overrides", "misspelt method in tune.space", "boolean batch size", "quoted batch size",
+    "float batch size", "boolean seed", "boolean time cap", "enormous batch size", "enormous max_target_length",
+    "enormous min_steps", "absurd LoRA rank", "LoRA rank above the layer width", "AdaLoRA rank above the layer width",
+    "tuned rank above the layer width",
 ]
 LEASES = ["0", "-5", "nan", "inf", "soon", "1e300"]
 
@@ -201,7 +245,7 @@ def _assert_refused(tmp_path, store, args, message):
     folder = tmp_path / "store"
     shutil.copytree(store.parent, folder)
     before = _digest(folder)
-    extra = ["--store", folder / "results.db"] if args[0] == "run" else []
+    extra = ["--store", folder / "results.db"] if args[0] in ("run", "tune") else []
     code, out, err = run_cli(*args, *extra)
     assert code == 2, err
     assert message in err

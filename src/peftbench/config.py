@@ -8,6 +8,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from peftbench.errors import UserError
+from peftbench.registry import did_you_mean
 
 # Pu et al. (A.2): at most 100 / 1,000 / 10,000 training examples, trained for 10 / 5 / 1 epochs. A named
 # scale takes what the task has up to its size; `all` takes the whole training pool; a number is exact.
@@ -15,11 +16,17 @@ NAMED_SCALES = {"low": 100, "medium": 1000, "high": 10000}
 ALL = "all"
 DEFAULT_EPOCHS = {"low": 10, "medium": 5, "high": 1}
 METHOD_SPEC = re.compile(r"^\s*([A-Za-z0-9_]+)\s*(?:\[(.*)\])?\s*$")
-# Unknown keys are errors; so are infinite and NaN numbers (YAML's .inf, .nan), which no setting means.
-STRICT = ConfigDict(extra="forbid", allow_inf_nan=False)
+# Unknown keys are errors; so are infinite and NaN numbers (YAML's .inf, .nan), which no setting means; and no
+# value is coerced: `batch_size: true` is not a batch of 1, `epochs: "3"` not a number (strict mode; an int is
+# still a float).
+STRICT = ConfigDict(extra="forbid", allow_inf_nan=False, strict=True)
 # A suite's name becomes a file name (the summary NAME.md): one name, no folders, no control characters.
 SUITE_NAME = re.compile(r"^\w[\w .+-]{0,127}$")
 Seed = Annotated[int, Field(ge=0, lt=2**63)]  # torch.manual_seed takes at most 64 bits
+# Ranges of the settings that more than one key takes, declared once. AdamW at a learning rate above 1 diverges on
+# any of these models (prompt tuning's 0.3, Lester et al., is the largest any paper uses); a zero one trains nothing.
+LearningRate = Annotated[float, Field(gt=0, le=1)]
+Epochs = Annotated[int, Field(ge=1, le=10_000)]
 
 
 def steps_per_epoch(n_train: int, batch_size: int, grad_accum: int) -> int:
@@ -105,15 +112,15 @@ class Sweep(BaseModel):
     the other seeds at it. Applies to every trained method of the suite."""
 
     model_config = STRICT
-    lr: list[float] = Field(min_length=2)
+    lr: list[LearningRate] = Field(min_length=2)
     select_by: Literal["val_loss", "val_score"] = "val_loss"
     then_seeds: list[Seed] = Field(default_factory=lambda: [0], min_length=1)
 
     @field_validator("lr")
     @classmethod
     def _distinct_positive(cls, lrs: list[float]) -> list[float]:
-        if any(lr <= 0 for lr in lrs) or len(set(lrs)) != len(lrs):
-            raise ValueError("sweep.lr needs distinct positive learning rates, e.g. [1.0e-3, 1.0e-4, 1.0e-5]")
+        if len(set(lrs)) != len(lrs):
+            raise ValueError("sweep.lr needs distinct learning rates, e.g. [1.0e-3, 1.0e-4, 1.0e-5]")
         return lrs
 
 
@@ -167,16 +174,21 @@ class Suite(BaseModel):
     # {model: {spec as in methods: spec on that model}} (lialin2024: MAM's prefix MLP on T5-11B).
     method_overrides: dict[str, dict[str, str]] = {}
     scales: list[str | int] = Field(default_factory=lambda: ["low"])
-    epochs: dict[str, int] | int = Field(default_factory=lambda: dict(DEFAULT_EPOCHS))
+    # Per scale (low, medium, high, all or a number of examples), or one count for every scale.
+    epochs: dict[str, Epochs] | Epochs = Field(default_factory=lambda: dict(DEFAULT_EPOCHS))
     seeds: list[Seed] = Field(default_factory=lambda: [0])
-    learning_rates: dict[str, float] = {}
+    # {method: lr}, the method as the suite writes it or by its name; planning refuses a key naming none.
+    learning_rates: dict[str, LearningRate] = {}
     schedule: Schedule = Schedule()
-    batch_size: int = Field(16, ge=1)
-    grad_accum: int = Field(1, ge=1)
-    max_input_length: int = Field(256, ge=8)
-    max_target_length: int = Field(32, ge=1)
+    batch_size: int = Field(16, ge=1, le=65536)
+    grad_accum: int = Field(1, ge=1, le=65536)
+    # Tokens; the largest context of any supported model bounds the input, and a target is a label, a headline or
+    # a summary: 16,384 generated tokens per test example is no benchmark setting, only a run that never ends.
+    max_input_length: int = Field(256, ge=8, le=2**20)
+    max_target_length: int = Field(32, ge=1, le=2**14)
     patience: int = Field(2, ge=1)
-    min_steps: int | None = Field(None, ge=1)  # more epochs where needed to reach this many optimizer steps
+    # More epochs where needed to reach this many optimizer steps (at most the epochs' own limit of them).
+    min_steps: int | None = Field(None, ge=1, le=1_000_000)
     val_cap: int = Field(2500, ge=1)
     test_cap: int = Field(2500, ge=1)
     split_seed: Seed = 0
@@ -211,6 +223,20 @@ class Suite(BaseModel):
     def _yaml_switch(cls, value):
         # YAML 1.1 reads an unquoted on / off as a boolean, in a suite file and in --set alike
         return ("on" if value else "off") if isinstance(value, bool) else value
+
+    @field_validator("epochs", mode="before")
+    @classmethod
+    def _scale_keys(cls, epochs):
+        """Keys are scales as the suite names them; YAML reads `{100: 5}` with an integer key, the scale 100."""
+        if not isinstance(epochs, dict):
+            return epochs
+        keyed = {str(key) if type(key) is int else key: count for key, count in epochs.items()}
+        for key in keyed:
+            if key not in (*NAMED_SCALES, ALL) and not (isinstance(key, str) and key.isascii() and key.isdigit()
+                                                        and int(key) > 0):
+                raise ValueError(f"unknown scale '{key}'.{did_you_mean(str(key), [*NAMED_SCALES, ALL])} Key epochs"
+                                 " by low, medium, high, all or a number of examples")
+        return keyed
 
     @field_validator("price")
     @classmethod

@@ -8,6 +8,7 @@ What a grid does with each method on each model x task x scale is a strategy: tr
 every seed (`fixed_lr`), sweep the learning rate first (`lr_sweep`, when the suite has a sweep), or tune it
 (peftbench.tuning.plan, for `peftbench tune`)."""
 
+import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Protocol
@@ -24,6 +25,7 @@ from peftbench.methods import METHODS
 from peftbench.methods.base import Method
 from peftbench.models import model_family, resolve
 from peftbench.prices import usd_per_hour
+from peftbench.registry import did_you_mean
 from peftbench.runspec import DataPart, EvalPart, MethodPart, ModelPart, RunSpec, TrainPart
 from peftbench.sharding import refuse_unshardable
 from peftbench.sweep import select_lr
@@ -190,6 +192,44 @@ def _canonical_methods(suite: Suite, model: str) -> tuple[list[tuple[MethodSpec,
     return methods, written
 
 
+def method_keys(spec: MethodSpec, written: list[str] | tuple[str, ...]) -> tuple[str, ...]:
+    """The keys that name a method in the suite's mappings by method (learning_rates, tune.space), the most
+    specific first: the spellings the suite wrote for it, its canonical spelling, its name."""
+    return (*written, str(spec), spec.name)
+
+
+def _keys_naming(text: str) -> set[str]:
+    """Every key by which a suite's mapping by method may name the method spec `text`: the spelling, the name, and
+    the canonical spelling (method_keys) where the method and its options are known."""
+    spec = MethodSpec.parse(text)
+    keys = {str(spec), spec.name}
+    if spec.name in METHODS:
+        with contextlib.suppress(UserError):  # a bad spec left out of the grid by --method is not this check's
+            keys.add(str(METHODS.get(spec.name).canonical(spec)))
+    return keys
+
+
+def refuse_unknown_keys(original: Suite, suite: Suite) -> None:
+    """A key of a mapping by method or by model that names nothing is never read: a misspelt `learning_rates` key
+    would train at the default learning rate. Each is refused, with the closest name. A method key may name a
+    method of the suite as written (`original`) that --method left out of the grid (`suite`); a model key of
+    method_overrides any model a name can mean, since --model brings in models the suite does not list (the
+    hub checkpoints beside lialin2024's config: shapes)."""
+    methods = sorted(set().union(*(_keys_naming(text) for source in (original, suite) for model in source.models
+                                   for text in source.methods_for(model))))
+    for where, mapping in (("learning_rates", suite.learning_rates), ("tune.space", suite.tune.space if suite.tune
+                                                                      else {})):
+        for key in mapping:
+            if key not in methods:
+                raise UserError(f"{where}: '{key}' names no method of the suite.{did_you_mean(key, methods)} Key it"
+                                f" by one of: {', '.join(methods)}")
+    for model in original.method_overrides:
+        try:
+            resolve(model)
+        except UserError as error:
+            raise UserError(f"method_overrides: {error}") from None
+
+
 @dataclass(frozen=True)
 class MethodPoint:
     """One method on one model x task x scale, before its learning rate and seeds are chosen: `template` is its
@@ -201,6 +241,10 @@ class MethodPoint:
     written: tuple[str, ...]
     lr: float
     family: str
+
+    @property
+    def keys(self) -> tuple[str, ...]:
+        return method_keys(MethodSpec.parse(self.template.method.spec), self.written)
 
 
 Strategy = Callable[[Suite, MethodPoint], tuple[list[Run], list[Stage]]]
@@ -234,7 +278,8 @@ def plan(suite: Suite, overrides: Overrides = Overrides(), load_data: bool = Tru
     than a grid that runs without it. With `load_data` False (a dry run) hub datasets are not downloaded:
     their runs show the scale's nominal size, and their ids are not final. `strategy` turns each method on
     each model x task x scale into runs and stages."""
-    suite = _apply_overrides(suite, overrides)
+    original, suite = suite, _apply_overrides(suite, overrides)
+    refuse_unknown_keys(original, suite)
     families = {name: model_family(resolve(name)) for name in suite.models}
     if any(map(forgetting.applies, families.values())):
         forgetting.general_text()  # a missing corpus package stops the grid here, before anything is stored
@@ -288,7 +333,7 @@ def plan(suite: Suite, overrides: Overrides = Overrides(), load_data: bool = Tru
                         sharding=suite.sharding.model_dump() if suite.sharding else None)
                     template = RunSpec(model, data, MethodPart(spec.name, str(spec), options[str(spec)]), evaluation,
                                        seed=None, train=train)
-                    lr = next((suite.learning_rates[key] for key in (*written[str(spec)], str(spec), spec.name)
+                    lr = next((suite.learning_rates[key] for key in method_keys(spec, written[str(spec)])
                                if key in suite.learning_rates), method.default_lr)
                     runs, stages = strategy(suite, MethodPoint(template, method, tuple(written[str(spec)]), lr, family))
                     result.runs += runs

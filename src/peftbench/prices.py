@@ -7,17 +7,20 @@ from pathlib import Path
 
 import yaml
 
-from peftbench.errors import UserError, parse_number
+from peftbench.errors import UserError, parse_number, read_file
 from peftbench.yaml_files import load_yaml
 from peftbench.registry import did_you_mean
+
+
+PRICES_BYTES = 1 << 20  # a table of machine prices is a page; a larger file is some other file
 
 
 def price_table() -> dict[str, dict]:
     override = os.environ.get("PEFTBENCH_PRICES")
     path = Path(override) if override else Path(str(resources.files("peftbench") / "prices.yaml"))
     try:
-        table = load_yaml(path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as error:
+        table = load_yaml(read_file(path, "price table", PRICES_BYTES).decode("utf-8"))
+    except (UnicodeDecodeError, yaml.YAMLError) as error:
         raise UserError(f"price table '{path}' (PEFTBENCH_PRICES) cannot be read: {error}; point it at a YAML"
                         " file of NAME: {usd_per_hour: X}") from None
     if not isinstance(table, dict) or not all(isinstance(entry, dict) and "usd_per_hour" in entry

@@ -17,6 +17,7 @@ import os
 import shlex
 import socket
 import sqlite3
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -67,6 +68,39 @@ WHERE (status = 'running' AND (lease_until < :now OR owner = :owner OR owner = :
 """
 
 
+# The row every reader relies on, as every store has held it since the first (docs/results/offline.db, schema
+# version 1): its kind and status, and the spec keys with their JSON types (a float may be written as an integer;
+# a boolean is never a number). The store's reader names and skips a row of another shape (another version's
+# layout, a hand edit) instead of letting a report or a ranking fail on it half-way (_rows below).
+KINDS = ("train", "baseline")
+STATUSES = ("running", "finished", "failed", "interrupted")
+NUMBER = (int, float)
+SPEC_SHAPE: dict[str, tuple[type, ...]] = {
+    "model": (str,), "task": (str,), "task_source": (str,), "method": (str,), "method_spec": (str,),
+    "method_options": (dict,), "scale": (str, int), "n_train": (int,), "seed": (int,), "split_seed": (int,),
+    "val_cap": (int,), "test_cap": (int,), "max_input_length": (int,), "max_target_length": (int,), "eval": (str,),
+    "group_by_length": (bool,)}
+TRAIN_SPEC_SHAPE: dict[str, tuple[type, ...]] = {
+    "epochs": (int,), "batch_size": (int,), "grad_accum": (int,), "patience": (int,), "peak_factor": NUMBER,
+    "final_factor": NUMBER, "warmup_ratio": NUMBER, "weight_decay": NUMBER, "max_grad_norm": (*NUMBER, type(None)),
+    "max_minutes": (*NUMBER, type(None))}
+
+
+def shape_problem(kind: object, status: object, spec: object, result: object) -> str | None:
+    """What makes a stored row unreadable (the first thing found), or None for a row of the shape above."""
+    if kind not in KINDS or status not in STATUSES:
+        return f"kind {kind!r} and status {status!r} are not among {', '.join(KINDS)} and {', '.join(STATUSES)}"
+    if not isinstance(spec, dict) or not isinstance(result, dict):
+        return "its spec and result are not JSON objects"
+    shape = SPEC_SHAPE | (TRAIN_SPEC_SHAPE if kind == "train" else {})
+    for key, types in shape.items():
+        if key not in spec:
+            return f"its spec has no '{key}'"
+        if type(spec[key]) not in types:  # exact: True is no seed
+            return f"its spec's '{key}' is {json.dumps(spec[key])[:40]}, not {' or '.join(t.__name__ for t in types)}"
+    return None
+
+
 def runner_id() -> str:
     """A runner's id: readable, unique per call, and telling which process on which machine holds a claim."""
     import uuid
@@ -96,6 +130,9 @@ def _explain(path: Path, error: Exception) -> str:
     number = getattr(error, "errno", None) or getattr(error, "sqlite_errorcode", None)
     if path.is_dir():
         return f"the results store '{path}' is a directory; pass --store with a file path such as {path / 'results.db'}"
+    if path.exists() and not path.is_file():
+        return (f"the results store '{path}' is not a regular file (a pipe, a device or a socket), which SQLite would"
+                " wait on or damage; pass --store with a file path")
     if blocker := _blocking_file(path):
         return (f"the results store '{path}' cannot be created: '{blocker}' is a file, not a folder;"
                 " pass --store elsewhere")
@@ -170,6 +207,7 @@ class Store:
     def __init__(self, path: Path):
         self.path = path
         with store_errors(path):
+            _regular(path)
             path.parent.mkdir(parents=True, exist_ok=True)
             # Autocommit: each statement is its own transaction; the one multi-statement change says BEGIN.
             self.connection = sqlite3.connect(path, timeout=30, isolation_level=None)
@@ -248,23 +286,40 @@ def _rows(path: Path, connection: sqlite3.Connection, kind: str | None, columns:
     attempts = "attempts" if "attempts" in columns else "1"
     version = f"coalesce(schema_version, {LEGACY_SCHEMA_VERSION})" if "schema_version" in columns \
         else str(LEGACY_SCHEMA_VERSION)
-    query = f"SELECT run_id, kind, suite, status, spec, result, error, finished_at, {attempts}, {version} FROM runs"
+    query = (f"SELECT rowid, run_id, kind, suite, status, spec, result, error, finished_at, {attempts}, {version}"
+             " FROM runs")
     params: tuple = ()
     if kind:
         query, params = query + " WHERE kind = ?", (kind,)
     rows = []
-    for run_id, kind_, suite, status, spec, result, error, finished_at, tries, schema in connection.execute(
+    for rowid, run_id, kind_, suite, status, spec, result, error, finished_at, tries, schema in connection.execute(
             query + " ORDER BY finished_at", params):
         try:
-            spec_fields = json.loads(spec)
-            fields = {**spec_fields, **json.loads(result)}
+            spec_fields, result_fields = json.loads(spec), json.loads(result)
+            problem = shape_problem(kind_, status, spec_fields, result_fields)
         except (TypeError, json.JSONDecodeError):
-            raise UserError(f"the results store '{path}' has a damaged row ({run_id}: its JSON does not parse);"
-                            " restore the store from a copy or delete that row") from None
+            problem = "its JSON does not parse"
+        if problem:
+            _skip(path, rowid, run_id, problem)
+            continue
         rows.append({"run_id": run_id, "kind": kind_, "suite": suite, "status": status, "error": error,
-                     "finished_at": finished_at, "attempts": tries, "schema_version": schema, **fields,
-                     "spec": spec_fields})
+                     "finished_at": finished_at, "attempts": tries, "schema_version": schema, **spec_fields,
+                     **result_fields, "spec": spec_fields})
     return rows
+
+
+_SKIPPED: set[tuple[str, int]] = set()  # (store, rowid) already named by this process
+
+
+def _skip(path: Path, rowid: int, run_id: object, problem: str) -> None:
+    """Name a row the reader cannot read, once per process, on stderr (stdout stays a command's answer), with
+    the command that removes it (by rowid: a hand-edited run id may hold anything)."""
+    if (str(path), rowid) in _SKIPPED:
+        return
+    _SKIPPED.add((str(path), rowid))
+    print(f"warning: skipped run {json.dumps(run_id)} of the results store '{path}': {problem}, not a row this"
+          f" peftbench reads; remove it with `sqlite3 {shlex.quote(str(path))} 'DELETE FROM runs WHERE rowid ="
+          f" {rowid}'`", file=sys.stderr)
 
 
 class Heartbeat:
@@ -307,6 +362,12 @@ def _open_read_only(path: Path) -> sqlite3.Connection:
     return connection
 
 
+def _regular(path: Path) -> None:
+    """A store is a regular file (or absent, for a writer to create): opening a FIFO blocks past every signal."""
+    if path.exists() and not path.is_file():
+        raise OSError(errno.EISDIR if path.is_dir() else errno.EINVAL, "not a regular file", str(path))
+
+
 def _blocking_file(path: Path) -> Path | None:
     return next((parent for parent in path.parents if parent.exists() and not parent.is_dir()), None)
 
@@ -327,8 +388,7 @@ def read_rows(path: Path, kind: str | None = None) -> list[dict]:
             raise UserError(f"no results store at '{path}': '{blocker}' is a file, not a folder; pass --store PATH")
         return []
     with store_errors(path):
-        if path.is_dir():
-            raise IsADirectoryError(errno.EISDIR, "is a directory")
+        _regular(path)
         connection = _open_read_only(path)
         try:
             columns = _check_schema(path, connection, writable=False)

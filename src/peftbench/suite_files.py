@@ -10,18 +10,39 @@ import yaml
 from pydantic import ValidationError
 
 from peftbench.config import Budget, FileTask, Schedule, Sharding, Suite, Sweep, Tune
-from peftbench.errors import UserError
+from peftbench.errors import UserError, read_file
 from peftbench.registry import did_you_mean
 from peftbench.yaml_files import load_yaml
 
 
-def _explain(error: ValidationError, source: str) -> str:
+SUITE_BYTES = 1 << 20  # a suite is a page of YAML; the paper suites are under 5 KB
+
+
+def _told(error: ValidationError) -> dict:
+    """The error to tell. A value checked against a union (`epochs`: a count or a mapping by scale) fails once per
+    member; the one to tell is where its type matched and a range or a check did not."""
     errors = error.errors()
-    # A task is a name or a file task, and pydantic reports both branches of the union: for a mapping, the
-    # file task's error says what is wrong (not "should be a valid string"), and no branch tag belongs in the key.
-    first = next((e for e in errors if not (e["loc"][-1:] == ("str",) and isinstance(e["input"], dict))), errors[0])
-    first = {**first, "loc": tuple(part for part in first["loc"] if part != "str" and "FileTask" not in str(part))}
-    where = ".".join(str(part) for part in first["loc"]) or "suite"
+    return next((first for first in errors if not first["type"].endswith("_type")), errors[0])
+
+
+def _location(first: dict, data: object) -> str:
+    """Where the error is, as the suite writes it: pydantic's location also names the member of a union it tried
+    (`epochs.dict[str,constrained-int].low`), which a walk through the data leaves out."""
+    if first["type"] == "missing":
+        return ".".join(str(part) for part in first["loc"])
+    parts, node = [], data
+    for part in first["loc"]:
+        key = next((key for key in node if str(key) == str(part)), None) if isinstance(node, dict) else \
+            part if isinstance(node, list) and isinstance(part, int) and part < len(node) else None
+        if key is not None:
+            parts.append(str(part))
+            node = node[key]
+    return ".".join(parts)
+
+
+def _explain(error: ValidationError, source: str, data: object) -> str:
+    first = _told(error)
+    where = _location(first, data) or "suite"
     if first["type"] == "extra_forbidden":
         key = str(first["loc"][-1])
         nested = {"schedule": Schedule, "sweep": Sweep, "tune": Tune, "budget": Budget, "sharding": Sharding}
@@ -74,7 +95,7 @@ class Setting:
 
 def _source_of(error: ValidationError, path: Path, settings: list[Setting]) -> str:
     """Name the --set that a validation error is about, or else the suite file."""
-    loc = tuple(str(part) for part in error.errors()[0]["loc"])
+    loc = tuple(str(part) for part in _told(error)["loc"])
     for setting in reversed(settings):
         shared = min(len(loc), len(setting.path))
         if shared and loc[:shared] == setting.path[:shared]:
@@ -105,7 +126,7 @@ def load_suite(name_or_path: str, settings: list[str] = ()) -> Suite:
     path = suite_path(name_or_path)
     parsed = [Setting.parse(text) for text in settings]
     try:
-        data = load_yaml(path.read_text(encoding="utf-8"))
+        data = load_yaml(read_file(path, "suite file", SUITE_BYTES).decode("utf-8"))
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""
@@ -121,4 +142,4 @@ def load_suite(name_or_path: str, settings: list[str] = ()) -> Suite:
     try:
         return Suite.model_validate(data)
     except ValidationError as error:
-        raise UserError(_explain(error, _source_of(error, path, parsed))) from None
+        raise UserError(_explain(error, _source_of(error, path, parsed), data)) from None

@@ -3,7 +3,13 @@
 
 import json
 import math
+import os
+import re
+import shutil
 import sys
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from enum import Enum
 from pathlib import Path
 from typing import Annotated
@@ -85,6 +91,54 @@ def writable_folder(folder: Path, flag: str) -> None:
     if blocker is not None:
         raise UserError(f"{flag} '{folder}' cannot be a folder: '{blocker}' is a file, not a folder;"
                         " pass a folder path")
+
+
+@contextmanager
+def written_whole(out: Path, flag: str, empty: bool = False) -> Iterator[Path]:
+    """A new folder beside `out` to write into, moved into place when the block succeeds: renamed to `out` when
+    `out` is absent or empty, else its files moved over the ones of the same name (each file replaced at once).
+    When the block fails (a full or read-only disk, an interrupt, a mistake) the new folder is removed with any
+    parent folder made for it, and `out` is as it was: no half-written report or export is left behind.
+    `empty`: `out` must be absent or empty (an export is never mixed with other files)."""
+    writable_folder(out, flag)
+    if empty and out.is_dir() and any(out.iterdir()):
+        raise UserError(f"{flag} '{out}' exists and is not an empty folder; choose a new or empty folder")
+    made = next((folder for folder in reversed(out.parents) if not folder.exists()), None)
+    staging = None
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
+        yield staging
+        if out.is_dir() and any(out.iterdir()):
+            _move_into(staging, out)
+        else:
+            os.replace(staging, out)  # a rename: replaces an empty folder at once
+    except BaseException as error:
+        if staging is not None:
+            shutil.rmtree(staging, ignore_errors=True)
+        if made is not None:
+            shutil.rmtree(made, ignore_errors=True)
+        number = error.errno if isinstance(error, OSError) else _rust_os_error(error)
+        if number is not None:  # named by the folder the user gave, not the staging folder inside it
+            raise OSError(number, os.strerror(number), str(out)) from None
+        raise
+
+
+def _rust_os_error(error: BaseException) -> int | None:
+    """The errno of a file-system failure in a Rust-backed writer (tokenizers, safetensors), which raise a plain
+    Exception reading '... (os error 28)'; None for any other exception."""
+    found = re.search(r"\(os error (\d+)\)", str(error)) if isinstance(error, Exception) else None
+    return int(found.group(1)) if found else None
+
+
+def _move_into(source: Path, target: Path) -> None:
+    target.mkdir(exist_ok=True)
+    for entry in source.iterdir():
+        if entry.is_dir() and (target / entry.name).is_dir():
+            _move_into(entry, target / entry.name)
+        else:
+            os.replace(entry, target / entry.name)
+    source.rmdir()
 
 
 def summary_path(folder: Path, name: str, store: Path) -> Path:

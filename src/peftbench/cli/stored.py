@@ -8,7 +8,7 @@ import typer
 from rich.console import Console
 
 from peftbench.cli.common import (DEFAULT_STORE, JsonFlag, StoreOption, WideFlag, app, print_json, show_tables,
-                                  stdout_console)
+                                  stdout_console, writable_folder, written_whole)
 from peftbench.errors import UserError
 
 
@@ -81,6 +81,7 @@ def report(
     from peftbench.store import read_rows, require_store
 
     chosen = report_.parse_formats(formats)
+    writable_folder(out, "--out")  # before the report is built, not after
     require_store(store)
     rows = complete([row for row in read_rows(store) if suite is None or row["suite"] == suite])
     if not rows:
@@ -95,7 +96,8 @@ def report(
     suites = sorted({row["suite"] for row in rows})
     say(f"building the summary and tables from {len(rows)} runs of {', '.join(suites)}")
     built = report_.build(rows, f"peftbench report: {suite or ', '.join(suites)}", store)
-    written = report_.write(built, out, chosen, say)
+    with written_whole(out, "--out") as staging:
+        written = [out / path.relative_to(staging) for path in report_.write(built, staging, chosen, say)]
     if as_json:
         print_json({"out": str(out), "files": [str(path) for path in written],
                      "tables": [table.key for table in built.tables], "notes": built.intro})
@@ -170,7 +172,8 @@ def export(
     (`peftbench.load(DIR)`), or with --merged a whole transformers model; with a model card."""
     from peftbench.export import export as write_export
 
-    done = write_export(run_id, store, out, merged)
+    with written_whole(out, "--out", empty=True) as staging:
+        done = {**write_export(run_id, store, staging, merged), "out": str(out)}
     if as_json:
         print_json(done)
         return

@@ -67,6 +67,17 @@ class Context:
                             " layer to adapt on this model; widen the selection")
         return [role.name for role in chosen]
 
+    @staticmethod
+    def fit_rank(model: nn.Module, names: list[str], rank: int, option: str) -> None:
+        """A low-rank update of a layer (B A, B d_out x r, A r x d_in) has rank at most min(d_out, d_in): a rank
+        option above the narrowest adapted layer's width only adds parameters, and an absurd one (r=100000) a
+        run that never fits. Refused at plan time, where every method is applied on the meta device."""
+        modules = dict(model.named_modules())
+        width, name = min((min(modules[name].weight.shape), name) for name in names)
+        if rank > width:
+            raise UserError(f"{option}={rank} is above the width {width} of the layer '{name}' it adapts, where a"
+                            f" rank-{rank} update has rank at most {width}; use {option} of at most {width}")
+
 
 @dataclass(frozen=True)
 class Method:

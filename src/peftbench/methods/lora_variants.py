@@ -50,6 +50,7 @@ def _adalora(model, options: AdaLoraOptions, context):
     from peft import AdaLoraConfig
 
     names = context.select(model, options, _targets(options.targets))
+    context.fit_rank(model, names, options.init_r, "init_r")
     total_step = options.total_step or context.total_steps or 1000
     model = _wrap(model, AdaLoraConfig(task_type=TASK_TYPES[context.family], lora_alpha=options.alpha,
                                        lora_dropout=options.dropout, target_modules=names, init_r=options.init_r,

@@ -67,6 +67,7 @@ def lora_apply(model, options: LoraOptions, context, use_dora: bool = False):
     from peft import LoraConfig
 
     names = context.select(model, options, target_filter(options.targets))
+    context.fit_rank(model, names, options.r, "r")
     return _wrap(model, LoraConfig(task_type=TASK_TYPES[context.family], r=options.r, lora_alpha=options.alpha,
                                    lora_dropout=options.dropout, target_modules=names, use_dora=use_dora,
                                    init_lora_weights=LORA_INITS[options.init], use_rslora=options.rslora))

@@ -13,7 +13,7 @@ import json
 import re
 from pathlib import Path
 
-from peftbench.errors import UserError
+from peftbench.errors import UserError, read_file
 from peftbench.tasks.spec import Row, TaskData, TaskSpec
 
 COLUMNS = {"classification": ("text", "label"), "generation": ("input", "target")}
@@ -24,7 +24,7 @@ INTEGER = re.compile(r"[+-]?\d+")
 def _read_text(path: Path) -> str:
     if not path.is_file():
         raise UserError(f"data file '{path}' does not exist; check the path in `file:`")
-    raw = path.read_bytes()
+    raw = read_file(path, "data file")
     try:
         return raw.decode("utf-8-sig")
     except UnicodeDecodeError as error:

@@ -11,6 +11,7 @@ same; one killed while running is run again with the same hyper-parameters."""
 from dataclasses import dataclass, replace
 from functools import cached_property
 
+from peftbench.accounting import count
 from peftbench.config import MethodSpec, Suite, Tune
 from peftbench.errors import UserError
 from peftbench.identity import spec_hash
@@ -108,7 +109,7 @@ def _space(suite: Suite, tune: Tune, point: MethodPoint) -> dict[str, Axis]:
     """The study's axes: the method's (peftbench.tuning.space), with the suite's tune.space entry for the method
     (under any spelling the suite wrote for it, or its name) replacing or adding axes, each checked."""
     method, written = point.method, point.written
-    key = next((key for key in (*written, method.name) if key in tune.space), None)
+    key = next((key for key in point.keys if key in tune.space), None)
     fixed = {name for text in written for name in MethodSpec.parse(text).options}
     overrides = {name: override_axis(name, value, f"tune.space.{key}") for name, value in
                  (tune.space.get(key) or {}).items()}
@@ -123,9 +124,16 @@ def _space(suite: Suite, tune: Tune, point: MethodPoint) -> dict[str, Axis]:
             raise UserError(f"tune.space.{key}.{name}: the suite's '{written[0]}' sets {name}; remove it from the"
                             " spec to search it, or from tune.space to keep it")
     space = search_space(point.lr, method.tuning_axes, fixed, overrides)
+    written_options = MethodSpec.parse(point.template.method.spec).options
     for name, axis in space.items():
-        for value in axis.choices if name != LR else ():  # each value must be one the option takes
-            method.parse_options(MethodSpec(name=method.name, options={name: str(value)}))
+        for value in axis.choices if name != LR else ():  # each value one the option takes, on this model
+            spec = MethodSpec(name=method.name, options={**written_options, name: str(value)})
+            method.parse_options(spec)
+            try:
+                count(point.template.model.name, str(spec))
+            except UserError as error:
+                raise UserError(f"tune.space: {name}={value} does not fit {point.template.model.name} ({error});"
+                                f" set tune.space.{key or method.name}.{name} to the values that fit") from None
     return space
 
 
