@@ -48,7 +48,8 @@ ADDED_COLUMNS = {"owner": "TEXT", "lease_until": "REAL", "attempts": "INTEGER NO
 # The format of the rows this code writes. 1: rows written before the version was stored (read as they were,
 # keeping their run ids; their method specs are spelled as their suites wrote them). 2: method specs in their
 # canonical spelling (Method.canonical), so equivalent specs share one run id. 3: a finished row's result holds
-# its facts (peftbench.results.RunFacts); older rows get them derived when read for a report (peftbench.recording).
+# its facts (peftbench.run_facts.RunFacts); older rows get them derived when read for a report
+# (peftbench.recording).
 SCHEMA_VERSION = 3
 LEGACY_SCHEMA_VERSION = 1
 
