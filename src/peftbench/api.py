@@ -45,7 +45,8 @@ def run(suite: str | Path = "quickstart", *, store: str | Path = DEFAULT_STORE, 
     again = rerun_ids(rerun, {r.run_id for r in grid.runs}, grid.suite.name, Path(store)) if rerun else []
     opened = Store(Path(store))
     try:
-        supersede(opened, again)
+        if again:
+            supersede(opened, again)
         return run_plan(grid, opened, LocalExecutor(pick_device(device)))
     finally:
         opened.close()

@@ -23,6 +23,7 @@ from peftbench.errors import UserError
 from peftbench.identity import configuration_key
 from peftbench.model_card import BASE_FOLDER, base_reference, loading_snippet, model_card
 
+
 def _empty_folder(out: Path) -> None:
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise UserError(f"--out '{out}' exists and is not an empty folder; choose a new or empty folder")

@@ -65,6 +65,8 @@ def _answer_lines(task_model, spec: dict) -> str:
                 "        hidden = model(input_ids=ids, attention_mask=torch.ones_like(ids)).last_hidden_state\n"
                 "        pooled = hidden[:, -ids.shape[1]:].mean(1)  # the prompt's tokens (prompt tuning prepends)\n"
                 "        return LABELS[int(head(pooled).argmax(-1))]\n")
+    if task.kind == "classification" and spec["eval"] == "rank":
+        return _rank_lines(encoder)
     generation = task.kind == "generation"
     new_tokens = spec["max_target_length"] if generation else max(len(encoder.target_ids(label))
                                                                    for label in task.labels)
@@ -72,9 +74,9 @@ def _answer_lines(task_model, spec: dict) -> str:
     lines = ("def predict(prompt: str) -> str:\n"
              "    ids = encode(prompt)\n"
              "    with torch.no_grad():\n"
-             f"        out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens={new_tokens},"
-             f"\n                             do_sample=False, num_beams=1, eos_token_id={encoder.eos_id},"
-             f" pad_token_id={encoder.tokenizer.pad_token_id})\n"
+             "        out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids),"
+             f" max_new_tokens={new_tokens},\n                             do_sample=False, num_beams=1,"
+             f" eos_token_id={encoder.eos_id}, pad_token_id={encoder.tokenizer.pad_token_id})\n"
              f"    text = tokenizer.decode(out[0, {skip}:], skip_special_tokens=True).strip()\n")
     if generation:
         return lines + "    return text\n"
@@ -83,6 +85,25 @@ def _answer_lines(task_model, spec: dict) -> str:
             "    first = text.split(\"\\n\", 1)[0].lower().rstrip(\".!,;:\") if text else \"\"\n"
             "    by_key = {\"\".join(label.lower().split()): label for label in LABELS}\n"
             f"    return by_key.get(\"\".join(first.split()), {json.dumps(OTHER)})\n")
+
+
+def _rank_lines(encoder) -> str:
+    """The label whose answer tokens the model finds most likely after the prompt (evaluate.predict_by_rank)."""
+    targets = {label: encoder.target_ids(label) for label in encoder.task.labels}
+    if encoder.family == "decoder":  # the logits before each answer token predict it
+        score = ("            full = torch.cat([ids, target], 1)\n"
+                 "            logits = model(input_ids=full, attention_mask=torch.ones_like(full)).logits[:, :-1]\n")
+    else:
+        score = "            logits = model(input_ids=ids, attention_mask=torch.ones_like(ids), labels=target).logits\n"
+    return (f"TARGETS = {json.dumps(targets)}  # each label's answer tokens: the run ranked the labels by them\n\n"
+            "def predict(prompt: str) -> str:\n"
+            "    ids, scores = encode(prompt), {}\n"
+            "    for label, target in TARGETS.items():\n"
+            "        target = torch.tensor([target])\n"
+            "        with torch.no_grad():\n" + score +
+            "        log_probs = logits[:, -target.shape[1]:].float().log_softmax(-1)\n"
+            "        scores[label] = float(log_probs.gather(-1, target.unsqueeze(-1)).sum())\n"
+            "    return max(scores, key=scores.get)\n")
 
 
 def loading_snippet(task_model, manifest: dict, kind: str, out: str) -> str:
