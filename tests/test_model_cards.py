@@ -15,9 +15,9 @@ from conftest import run_json, write_suite
 from peftbench.data import make_splits
 from peftbench.tasks import get_task
 
-# (model, task, --merged): every family, as a PEFT adapter and merged; generated text compares every token, and a
-# label ranked by its answer tokens' likelihood (eval: rank, on T5) varies from prompt to prompt even on random
-# weights; a decoder's generated label word (on random weights mostly <other>) checks how answers are read.
+# (model, task, --merged): every family, as a PEFT adapter and merged. Generated text compares every token; on
+# bbc_topic, T5 ranks the labels by their answer tokens' likelihood (eval: rank) and the decoder generates a label
+# word (on random weights mostly <other>), which checks how answers are read.
 CASES = [("config:tiny-bert", "bbc_topic", False), ("config:tiny-llama", "bbc_headline", False),
          ("config:tiny-t5", "bbc_headline", False), ("config:tiny-bert", "bbc_topic", True),
          ("config:tiny-llama", "bbc_headline", True), ("config:tiny-t5", "bbc_headline", True),
