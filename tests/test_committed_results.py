@@ -10,7 +10,7 @@ from peftbench import report
 from peftbench.accounting import count
 from peftbench.recording import complete, read_results
 from peftbench.report import render
-from peftbench.results import FACT_KEYS, RunFacts
+from peftbench.run_facts import FACT_KEYS, RunFacts
 from peftbench.store import read_rows
 
 RESULTS = Path(__file__).resolve().parents[1] / "docs" / "results"

@@ -96,7 +96,7 @@ def reachable(graph: dict[str, set[str]], start: str) -> set[str]:
     return seen
 
 
-# What a report must not need: it reads every fact from the stored rows (peftbench.results.RunFacts).
+# What a report must not need: it reads every fact from the stored rows (peftbench.run_facts.RunFacts).
 MODEL_SIDE = ("peftbench.models", "peftbench.evaluate", "peftbench.methods", "peftbench.accounting",
               "peftbench.execution", "peftbench.train", "peftbench.baselines")
 

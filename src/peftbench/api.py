@@ -28,20 +28,25 @@ class RunSummary:
 
 def run(suite: str | Path = "quickstart", *, store: str | Path = DEFAULT_STORE, models: list[str] | None = None,
         tasks: list[str] | None = None, methods: list[str] | None = None, scales: list[str] | None = None,
-        seeds: list[int] | None = None, device: str = "auto") -> RunSummary:
+        seeds: list[int] | None = None, device: str = "auto", rerun: list[str] | None = None) -> RunSummary:
     """Train, evaluate and store every run of a suite (a built-in name or a YAML path), one at a time in this
-    process, skipping runs the store already holds. Raises UserError for a mistake in the suite or the
-    arguments (before anything is stored) and runner.GridInterrupted after a SIGINT or SIGTERM."""
+    process, skipping runs the store already holds except those `rerun` names (stored run ids or unique
+    prefixes: trained again, their earlier results kept as history). Raises UserError for a mistake in the suite
+    or the arguments (before anything is stored) and runner.GridInterrupted after a SIGINT or SIGTERM."""
     from peftbench.execution import pick_device
     from peftbench.executors import LocalExecutor
     from peftbench.planning import Overrides, plan
+    from peftbench.run_history import rerun_ids, supersede
     from peftbench.store import Store
     from peftbench.suite_files import load_suite
 
     grid = plan(load_suite(str(suite)), Overrides(models=models, tasks=tasks, methods=methods, scales=scales,
                                                   seeds=seeds))
+    again = rerun_ids(rerun, {r.run_id for r in grid.runs}, grid.suite.name, Path(store)) if rerun else []
     opened = Store(Path(store))
     try:
+        if again:
+            supersede(opened, again)
         return run_plan(grid, opened, LocalExecutor(pick_device(device)))
     finally:
         opened.close()
@@ -66,15 +71,6 @@ def results(store: str | Path = DEFAULT_STORE, *, kind: str | None = None, suite
     store = Path(store)
     require_store(store)
     return [row for row in read_rows(store, kind) if suite is None or row["suite"] == suite]
-
-
-def find_run(run_id: str, store: Path) -> dict:
-    """The stored row of a run id (or of a unique prefix of one, as `git` takes commits)."""
-    matches = [row for row in results(store) if row["run_id"].startswith(run_id)]
-    if len(matches) != 1:
-        problem = "no run" if not matches else f"{len(matches)} runs"
-        raise UserError(f"{problem} in '{store}' with an id starting '{run_id}'; see `peftbench results` for the ids")
-    return matches[0]
 
 
 def _task(manifest: dict):
@@ -122,22 +118,43 @@ class Predictor:
 
 
 def load(run: str | Path, *, store: str | Path = DEFAULT_STORE, device: str = "cpu") -> Predictor:
-    """A Predictor for a stored run (its id, or a unique prefix) or a folder of saved weights (a run's folder
-    under `<store folder>/weights/`, or one written by `peftbench export` for peftbench's own methods)."""
+    """A Predictor for a stored run (its id, or a unique prefix) or a folder of saved weights: a run's folder
+    under `<store folder>/weights/`, or any folder `peftbench export` wrote."""
     from peftbench.artifacts import folder_of, load_tensors, read_manifest
-    from peftbench.execution import build_task_model, pick_device
-    from peftbench.runspec import RunSpec
+    from peftbench.execution import pick_device
+    from peftbench.store import find_run
 
     folder = Path(run)
     if not folder.is_dir():
         folder = folder_of(find_run(str(run), Path(store)), Path(store))
     manifest = read_manifest(folder)
-    tensors = load_tensors(folder)
-    spec = manifest["spec"]
-    task_model = build_task_model(RunSpec.load(spec), _task(manifest))
-    result = task_model.model.load_state_dict(tensors, strict=False)
-    if result.unexpected_keys:
-        raise UserError(f"the saved tensors of '{folder}' do not fit {spec['model']} with {spec['method_spec']}"
-                        f" (e.g. {result.unexpected_keys[0]}); the method's code changed since the run")
+    if manifest.get("export") == "merged":
+        task_model = _merged_task_model(folder, manifest)
+    else:
+        task_model = _task_model(manifest["spec"], manifest)
+        result = task_model.model.load_state_dict(load_tensors(folder), strict=False)
+        if result.unexpected_keys:
+            raise UserError(f"the saved tensors of '{folder}' do not fit {manifest['spec']['model']} with"
+                            f" {manifest['spec']['method_spec']} (e.g. {result.unexpected_keys[0]}); the method's"
+                            " code changed since the run")
     task_model.model.to(pick_device(device)).eval()
     return Predictor(manifest, task_model)
+
+
+def _task_model(spec: dict, manifest: dict, trains: bool = True):
+    from peftbench.execution import build_task_model
+    from peftbench.runspec import RunSpec
+
+    return build_task_model(RunSpec.load(spec), _task(manifest), trains=trains)
+
+
+def _merged_task_model(folder: Path, manifest: dict):
+    """A merged export: the whole model is the folder's (nothing to apply), an encoder's head beside it."""
+    from safetensors.torch import load_file
+
+    from peftbench.artifacts import HEAD_TENSORS
+
+    task_model = _task_model({**manifest["spec"], "model": str(folder)}, manifest, trains=False)
+    if task_model.uses_head:
+        task_model.model.head.load_state_dict(load_file(str(folder / HEAD_TENSORS)))
+    return task_model

@@ -6,8 +6,9 @@ sha256), so a run can be reloaded, predicted with and exported without the data 
 A folder is written whole or not at all: into a hidden staging folder first, flushed to disk, then renamed
 into place, so an interrupted or killed save leaves nothing a later run, `show` or `export` would read. The
 run's row records the folder, the file's sha256 and its size; deleting a run's folder never touches the store
-(loading it then says the weights are gone). Suite key `save`: `methods` (the default) keeps every PEFT run's
-tensors, which are small, and not full tuning's whole model; `all` keeps those too; `none` keeps nothing."""
+(loading it then says the weights are gone). Suite key `save`: `auto` (the default) keeps every PEFT run's
+tensors, which are small, and full tuning's whole model up to AUTO_SAVE_LIMIT_BYTES; `methods` keeps the PEFT
+runs' only; `all` keeps every run's; `none` keeps nothing."""
 
 import hashlib
 import json
@@ -21,9 +22,16 @@ import torch
 
 from peftbench.errors import UserError
 
-SavePolicy = Literal["none", "methods", "all"]
+SavePolicy = Literal["none", "methods", "auto", "all"]
+# save: auto keeps full tuning's whole model up to this size: every run of the models a CPU trains (MiniLM-L6's
+# 90 MB, SmolLM2-135M's 540 MB in fp32), so whichever run `recommend` ranks first can be exported; larger
+# models (T5-large: 3 GB a run, times seeds and scales) are kept with save: all, or by `run --rerun` with it.
+AUTO_SAVE_LIMIT_BYTES = 1 << 30
 TENSORS = "tensors.safetensors"
 MANIFEST = "manifest.json"
+# An export's encoder head (peftbench.export): its tensors, and its labels in class order and pooling.
+HEAD_TENSORS = "head.safetensors"
+HEAD_CONFIG = "head.json"
 
 
 def weights_root(store_path: Path) -> Path:
@@ -108,8 +116,8 @@ def folder_of(row: dict, store_path: Path) -> Path:
     record = row.get("weights")
     if not record:
         reason = row.get("weights_skipped") or "the run kept no weights"
-        raise UserError(f"run {row['run_id']} has no saved weights ({reason}); run it again with `save: all` or"
-                        " `save: methods` in its suite")
+        raise UserError(f"run {row['run_id']} has no saved weights ({reason}); train it again with `save: all` in"
+                        f" its suite: `peftbench run SUITE --set save=all --rerun {row['run_id'][:8]}`")
     return store_path.parent / record["folder"]
 
 

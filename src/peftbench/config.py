@@ -207,9 +207,10 @@ class Suite(BaseModel):
     # gradient checkpointing, non-reentrant): much less activation memory for about a third more compute.
     gradient_checkpointing: bool = False
     sharding: Sharding | None = None  # e.g. {strategy: fsdp, processes: 2}; one process per GPU (or CPU rank)
-    # What each finished run keeps beside the store (peftbench.artifacts): methods = every PEFT run's tensors,
-    # all = full tuning's whole model too, none = nothing. Not part of a run's identity.
-    save: Literal["none", "methods", "all"] = "methods"
+    # What each finished run keeps beside the store (peftbench.artifacts): auto = every PEFT run's tensors and
+    # full tuning's whole model up to artifacts.AUTO_SAVE_LIMIT_BYTES, methods = the PEFT runs' only, all = every
+    # run's, none = nothing. Not part of a run's identity.
+    save: Literal["none", "methods", "auto", "all"] = "auto"
     weight_decay: float = Field(0.0, ge=0)
     max_grad_norm: float | None = Field(1.0, gt=0)
     baselines: list[Literal["majority", "zero_shot"]] = Field(default_factory=lambda: ["majority", "zero_shot"])

@@ -11,7 +11,7 @@ from torch import nn
 from peftbench.data import IGNORE, Encoder, batch_order, collate, input_groups
 from peftbench.interrupts import check_stop
 from peftbench.precision import CpuBf16, autocast_dtype
-from peftbench.results import OTHER
+from peftbench.run_facts import OTHER
 from peftbench.tasks import Row
 
 

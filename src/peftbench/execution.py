@@ -13,7 +13,7 @@ from importlib.metadata import version
 import torch
 
 from peftbench import forgetting
-from peftbench.artifacts import SavePolicy, own_tensor_ids, trained_tensors
+from peftbench.artifacts import AUTO_SAVE_LIMIT_BYTES, SavePolicy, adapter_state, own_tensor_ids, trained_tensors
 from peftbench.baselines import BASELINES
 from peftbench.data import IGNORE, Encoder, Splits, rows_digest, split_sizes
 from peftbench.errors import UserError
@@ -121,8 +121,13 @@ def _kept_tensors(task_model: TaskModel, method_name: str, save: SavePolicy) -> 
     """The run's trained tensors if its save policy keeps them, else None and why not."""
     if save == "none":
         return None, "the suite's save is none"
-    if save == "methods" and METHODS.get(method_name).checkpoint_is_model:
-        return None, "full tuning trains the whole model: kept only with save: all"
+    if save in ("methods", "auto") and METHODS.get(method_name).checkpoint_is_model:
+        size = sum(t.numel() * t.element_size() for t in adapter_state(task_model.model, task_model.base_tensor_ids)
+                   .values())
+        if save == "methods" or size > AUTO_SAVE_LIMIT_BYTES:
+            return None, (f"full tuning trains the whole model ({size / 1e6:,.0f} MB): kept with save: all"
+                          + ("" if save == "methods" else f", or save: auto up to {AUTO_SAVE_LIMIT_BYTES / 1e6:,.0f}"
+                                                          " MB"))
     return trained_tensors(task_model.model, task_model.base_tensor_ids), None
 
 

@@ -39,7 +39,7 @@ class Run:
 
     spec: dict
     kind: str  # train | baseline
-    save: SavePolicy = "methods"  # what the run keeps beside the store (peftbench.artifacts); not in its id
+    save: SavePolicy = "auto"  # what the run keeps beside the store (peftbench.artifacts); not in its id
     trial: TrialContext | None = None  # a tuning trial: what its pruner needs (peftbench.tuning); not in its id
 
     @property
@@ -80,7 +80,7 @@ class FollowUp:
     template: dict
     sweep: dict
 
-    save: SavePolicy = "methods"
+    save: SavePolicy = "auto"
 
     def next_runs(self, rows: list[dict]) -> list[Run]:
         """The other seeds at the LR the group's stored sweep runs choose; none until it can be chosen, or when

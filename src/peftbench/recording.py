@@ -1,4 +1,4 @@
-"""Recording a run's facts (peftbench.results.RunFacts) in its row: when the run ends, from the run itself, and,
+"""Recording a run's facts (peftbench.run_facts.RunFacts) in its row: when the run ends, from the run itself, and,
 for rows stored before runs recorded them (the committed docs/results/offline.db among them), derived once as
 the store is read for the report or `recommend` (`read_results`), as the report used to derive them itself."""
 
@@ -6,7 +6,7 @@ import functools
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from peftbench.results import RunFacts
+from peftbench.run_facts import RunFacts
 from peftbench.store import read_rows
 
 if TYPE_CHECKING:

@@ -5,7 +5,8 @@ Runners that share a store split the work by claiming runs: a claim sets a run's
 with the runner's id and a lease expiry. The runner's heartbeat renews its leases while it works;
 another runner skips a run under a live lease and takes over one whose lease ran out (its runner
 died), or at once when the claim belongs to a process of this machine that no longer exists. A
-finished row is never overwritten.
+finished row is never overwritten: `peftbench run --rerun` first moves it, whole, into the `superseded`
+history table (Store.supersede), and `peftbench rm` deletes a run's row with its history (Store.remove).
 
 Reading (`read_rows`: results, report, recommend) opens the file read-only and changes nothing, not even
 its journal mode. Every SQLite or file-system error becomes one UserError naming the store and the fix."""
@@ -43,6 +44,17 @@ CREATE TABLE IF NOT EXISTS runs (
     schema_version INTEGER       -- the row format (SCHEMA_VERSION) of the code that claimed it last
 )
 """
+# Earlier results of runs trained again (`run --rerun`): the runs row as it was, and when and why it was replaced.
+# Stores written before it existed have no such table; a writer creates it on opening, readers need none.
+HISTORY_SCHEMA = """
+CREATE TABLE IF NOT EXISTS superseded (
+    run_id TEXT NOT NULL, kind TEXT NOT NULL, suite TEXT NOT NULL, status TEXT NOT NULL, spec TEXT NOT NULL,
+    result TEXT NOT NULL, error TEXT, finished_at REAL NOT NULL, owner TEXT, attempts INTEGER, schema_version INTEGER,
+    superseded_at REAL NOT NULL,
+    reason TEXT NOT NULL
+)
+"""
+HISTORY_COLUMNS = "run_id, kind, suite, status, spec, result, error, finished_at, owner, attempts, schema_version"
 RUN_COLUMNS = {"run_id", "kind", "suite", "status", "spec", "result", "error", "finished_at"}
 # Stores written before runs were claimed (or versioned) lack these columns; a writer adds them on opening.
 ADDED_COLUMNS = {"owner": "TEXT", "lease_until": "REAL", "attempts": "INTEGER NOT NULL DEFAULT 1",
@@ -50,7 +62,8 @@ ADDED_COLUMNS = {"owner": "TEXT", "lease_until": "REAL", "attempts": "INTEGER NO
 # The format of the rows this code writes. 1: rows written before the version was stored (read as they were,
 # keeping their run ids; their method specs are spelled as their suites wrote them). 2: method specs in their
 # canonical spelling (Method.canonical), so equivalent specs share one run id. 3: a finished row's result holds
-# its facts (peftbench.results.RunFacts); older rows get them derived when read for a report (peftbench.recording).
+# its facts (peftbench.run_facts.RunFacts); older rows get them derived when read for a report
+# (peftbench.recording).
 SCHEMA_VERSION = 3
 LEGACY_SCHEMA_VERSION = 1
 
@@ -216,6 +229,7 @@ class Store:
                 present = _check_schema(path, self.connection, writable=True)
                 _refuse_newer_rows(path, self.connection, present)
                 self.connection.execute(SCHEMA)
+                self.connection.execute(HISTORY_SCHEMA)
                 for name, declaration in ADDED_COLUMNS.items():
                     if present and name not in present:
                         self.connection.execute(f"ALTER TABLE runs ADD COLUMN {name} {declaration}")
@@ -271,6 +285,52 @@ class Store:
             "SELECT run_id FROM runs WHERE status = 'running' AND owner != ?", (owner,))}
 
     @_guarded
+    def supersede(self, run_ids: list[str], reason: str) -> None:
+        """Move the runs' rows into the history table in one transaction, so that they run again; their saved
+        weights are the caller's to remove (the history row keeps the record of what they were)."""
+        self._refuse_running(run_ids)
+        self.connection.execute("BEGIN IMMEDIATE")
+        try:
+            for run_id in run_ids:
+                self.connection.execute(
+                    f"INSERT INTO superseded ({HISTORY_COLUMNS}, superseded_at, reason) SELECT {HISTORY_COLUMNS},"
+                    " ?, ? FROM runs WHERE run_id = ?", (time.time(), reason, run_id))
+                self.connection.execute("DELETE FROM runs WHERE run_id = ?", (run_id,))
+            self.connection.execute("COMMIT")
+        except BaseException:
+            self.connection.execute("ROLLBACK")
+            raise
+
+    @_guarded
+    def remove(self, run_ids: list[str]) -> int:
+        """Delete the runs' rows and their history in one transaction; returns how many history rows went."""
+        self._refuse_running(run_ids)
+        self.connection.execute("BEGIN IMMEDIATE")
+        try:
+            history = 0
+            for run_id in run_ids:
+                self.connection.execute("DELETE FROM runs WHERE run_id = ?", (run_id,))
+                history += self.connection.execute("DELETE FROM superseded WHERE run_id = ?", (run_id,)).rowcount
+            self.connection.execute("COMMIT")
+        except BaseException:
+            self.connection.execute("ROLLBACK")
+            raise
+        return history
+
+    def _refuse_running(self, run_ids: list[str]) -> None:
+        marks = ",".join("?" * len(run_ids))
+        held = self.connection.execute(f"SELECT run_id, owner FROM runs WHERE status = 'running' AND run_id IN"
+                                       f" ({marks}) AND lease_until >= ?", (*run_ids, time.time())).fetchone()
+        if held and not _is_dead_local_process(held[1] or ""):
+            raise UserError(f"run {held[0]} is being trained by runner {held[1]}; wait until it ends, or stop that"
+                            " runner, then try again")
+
+    @_guarded
+    def history(self, run_id: str) -> list[dict]:
+        """The earlier results of a run (superseded rows), oldest first."""
+        return _history(self.connection, run_id)
+
+    @_guarded
     def rows(self, kind: str | None = None) -> list[dict]:
         return _rows(self.path, self.connection, kind, set(ADDED_COLUMNS))
 
@@ -320,6 +380,16 @@ def _skip(path: Path, rowid: int, run_id: object, problem: str) -> None:
     print(f"warning: skipped run {json.dumps(run_id)} of the results store '{path}': {problem}, not a row this"
           f" peftbench reads; remove it with `sqlite3 {shlex.quote(str(path))} 'DELETE FROM runs WHERE rowid ="
           f" {rowid}'`", file=sys.stderr)
+
+
+def _history(connection: sqlite3.Connection, run_id: str) -> list[dict]:
+    if not connection.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'superseded'").fetchone():
+        return []  # a store written before history was kept
+    return [{"status": status, "finished_at": finished_at, "superseded_at": superseded_at, "reason": reason,
+             "attempts": attempts, **json.loads(result)}
+            for status, result, finished_at, attempts, superseded_at, reason in connection.execute(
+                "SELECT status, result, finished_at, attempts, superseded_at, reason FROM superseded WHERE run_id = ?"
+                " ORDER BY superseded_at", (run_id,))]
 
 
 class Heartbeat:
@@ -395,3 +465,26 @@ def read_rows(path: Path, kind: str | None = None) -> list[dict]:
             return _rows(path, connection, kind, columns)
         finally:
             connection.close()
+
+
+def read_history(path: Path, run_id: str) -> list[dict]:
+    """A run's superseded results (Store.supersede), read without changing the store."""
+    if not path.exists():
+        return []
+    with store_errors(path):
+        connection = _open_read_only(path)
+        try:
+            _check_schema(path, connection, writable=False)
+            return _history(connection, run_id)
+        finally:
+            connection.close()
+
+
+def find_run(run_id: str, store: Path) -> dict:
+    """The stored row of a run id (or of a unique prefix of one, as `git` takes commits)."""
+    require_store(store)
+    matches = [row for row in read_rows(store) if row["run_id"].startswith(run_id)]
+    if len(matches) != 1:
+        problem = "no run" if not matches else f"{len(matches)} runs"
+        raise UserError(f"{problem} in '{store}' with an id starting '{run_id}'; see `peftbench results` for the ids")
+    return matches[0]

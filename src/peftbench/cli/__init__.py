@@ -25,6 +25,7 @@ from peftbench.cli import running  # noqa: E402, F401, I001
 from peftbench.cli import stored  # noqa: E402, F401
 from peftbench.cli import catalog  # noqa: E402, F401
 from peftbench.cli import profiling  # noqa: E402, F401
+from peftbench.cli import removal  # noqa: E402, F401
 from peftbench.cli.common import app  # noqa: E402
 
 

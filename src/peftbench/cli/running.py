@@ -50,6 +50,9 @@ RayAddressOption = Annotated[str | None, typer.Option(
 GpusPerRunOption = Annotated[float | None, typer.Option(
     "--gpus-per-run", min=0, help="GPUs per Ray task; default 1 if the cluster has GPUs, else 0")]
 CpusPerRunOption = Annotated[float, typer.Option("--cpus-per-run", min=0, help="CPUs per Ray task")]
+RerunOption = Annotated[list[str] | None, typer.Option(
+    "--rerun", help="train these stored runs of the grid again (RUN_ID or a unique prefix, repeatable); their"
+                    " earlier results are kept as superseded history")]
 GpuMemoryOption = Annotated[float | None, typer.Option(
     "--gpu-memory-gb", help="plan memory for a GPU of this many GB (another machine); a real run then refuses runs"
                             " that would not fit it")]
@@ -82,6 +85,7 @@ class GridFlags:
     gpu_memory_gb: float | None
     wide: bool
     as_json: bool
+    rerun: list[str] | None = None
 
 
 @app.command()
@@ -94,13 +98,13 @@ def run(
     device: DeviceOption = Device.auto, dry_run: DryRunFlag = False, no_memory_plan: NoMemoryPlanFlag = False,
     executor: ExecutorOption = ExecutorKind.local, ray_address: RayAddressOption = None,
     gpus_per_run: GpusPerRunOption = None, cpus_per_run: CpusPerRunOption = 1, gpu_memory_gb: GpuMemoryOption = None,
-    wide: WideFlag = False, as_json: JsonFlag = False,
+    wide: WideFlag = False, as_json: JsonFlag = False, rerun: RerunOption = None,
 ) -> None:
     """Train, evaluate and store every run of a suite (the offline quickstart by default)."""
     fields = {"text": text_field, "label": label_field, "input": input_field, "target": target_field}
     flags = GridFlags(suite, model, task, method, scale, seed, settings, name, test_file, fields, allow_overlap, store,
                       out, device, dry_run, no_memory_plan, executor, ray_address, gpus_per_run, cpus_per_run,
-                      gpu_memory_gb, wide, as_json)
+                      gpu_memory_gb, wide, as_json, rerun)
     done = _run_grid(flags)
     if done is None:
         return
@@ -195,6 +199,7 @@ def _run_grid(flags: GridFlags, tuned: bool = False) -> tuple["Plan", dict, list
     from peftbench.progress import GridProgress
     from peftbench.recording import complete
     from peftbench.report import summary_markdown
+    from peftbench.run_history import rerun_ids, supersede
     from peftbench.runner import GridInterrupted, lease_seconds
     from peftbench.sharding import refuse_unplaceable
     from peftbench.store import Store, read_rows
@@ -215,6 +220,7 @@ def _run_grid(flags: GridFlags, tuned: bool = False) -> tuple["Plan", dict, list
     # Runs are filed under a name: the suite's while the flags only pick part of it, else one made of the axes.
     filed_as = flags.name or (base.name if within(grid.suite, base) else derived_name(grid.suite))
     grid.suite = grid.suite.model_copy(update={"name": filed_as})
+    rerun = rerun_ids(flags.rerun, {r.run_id for r in grid.runs}, filed_as, flags.store) if flags.rerun else []
     chosen_device = pick_device(flags.device.value)
     target = device_target(chosen_device, flags.gpu_memory_gb)
     if flags.dry_run:
@@ -232,6 +238,12 @@ def _run_grid(flags: GridFlags, tuned: bool = False) -> tuple["Plan", dict, list
     else:
         runs_on = contextlib.nullcontext(LocalExecutor(pick_device(flags.device.value)))
     opened = Store(flags.store)  # a damaged or unwritable store is refused before the progress display starts
+    if rerun:
+        try:
+            supersede(opened, rerun)
+        except BaseException:
+            opened.close()
+            raise
     console = Console(stderr=True)
     reporter = GridProgress(console, bars=console.is_terminal, lines=not flags.as_json or console.is_terminal)
     try:

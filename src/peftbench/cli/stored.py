@@ -118,15 +118,16 @@ def show(
     as_json: JsonFlag = False,
 ) -> None:
     """One run: its spec, metrics, loss curve and saved files."""
-    from peftbench.api import find_run
+    from peftbench.store import find_run, read_history
     from peftbench.configurations import fmt_lr, random_weights
 
     row = find_run(run_id, store)
     weights = row.get("weights")
     folder = store.parent / weights["folder"] if weights else None
     files = {"folder": str(folder), "present": folder.is_dir(), **weights} if weights else None
+    history = read_history(store, row["run_id"])
     if as_json:
-        print_json({**row, "saved": files})
+        print_json({**row, "saved": files, "history": history})
         return
     out = stdout_console()
     say = lambda text: out.print(text, markup=False, highlight=False, soft_wrap=True)  # noqa: E731
@@ -138,6 +139,8 @@ def show(
         + learning_rate)
     if row.get("error"):
         say(f"  error: {row['error']}")
+    for earlier in history:  # results this run had before `run --rerun` trained it again
+        say(f"  superseded ({earlier['reason']}): {earlier['status']}, score {earlier.get('score')}")
     if row.get("score") is not None:
         metrics = {k: v for k, v in row.get("metrics", {}).items() if isinstance(v, (int, float))}
         weights = " (random weights: not evidence about the method)" if random_weights(row["model"]) else ""

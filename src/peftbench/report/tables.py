@@ -11,7 +11,7 @@ from peftbench.report.configs import (Cell, Table, fmt, fmt_count, mark_best, mo
                                       stat_cell)
 from peftbench.report.scores import (Comparison, compare_top_two, find_config, learned_table, model_scale_blocks,
                                      scores_tables, seed_note, significance_table, statistics_table)
-from peftbench.results import OTHER
+from peftbench.run_facts import OTHER
 from peftbench.stats import summarise
 
 ABLATION_OPTIONS = {"layers": "all", "modules": "", "drop": ""}  # option: the value that ablates nothing
