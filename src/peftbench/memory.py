@@ -219,8 +219,13 @@ def plan_memory(settings: MemorySettings, micro_batches: bool = True) -> MemoryP
     # One device's part of the micro-batch is traced: all of it unless sharded.
     traced = dataclasses.replace(settings, batch_size=settings.rows, processes=1)
     full, checkpointed, layers, working = activations(model, adapted, family, traced, mode)
-    one_full, one_checkpointed = (full, checkpointed) if traced.batch_size == 1 else (None, None) if not micro_batches \
-        else activations(model, adapted, family, dataclasses.replace(traced, batch_size=1), mode)[:2]
+    if traced.batch_size == 1:
+        one_full, one_checkpointed = full, checkpointed
+    elif micro_batches:
+        one_full, one_checkpointed, _, _ = activations(model, adapted, family, dataclasses.replace(traced, batch_size=1),
+                                                       mode)
+    else:
+        one_full = one_checkpointed = None
     notes = []
     if not layers:
         notes.append("no transformer layers recognised: checkpointing is planned as saving nothing")
