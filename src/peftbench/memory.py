@@ -95,8 +95,9 @@ class MemoryPlan:
     layers: int
     # Both at one sequence: activations are not proportional to the batch (autocast's weight copies and T5's
     # position bias do not grow with it), so a smaller micro-batch is planned between the two traces.
-    activations_one_full: int = 0
-    activations_one_checkpointed: int = 0
+    # None: planned without them (plan_memory's micro_batches), for the settings' own micro-batch only.
+    activations_one_full: int | None = 0
+    activations_one_checkpointed: int | None = 0
     # What FSDP holds whole on each GPU: the root unit's parameters (all outside the layers) through the
     # forward and backward passes, two layers' parameters (the running one and the next, prefetched) and one
     # layer's gradients before they are reduced and scattered.
@@ -155,6 +156,8 @@ class MemoryPlan:
         at_one, at_rows = (self.activations_one_checkpointed, self.activations_checkpointed) if checkpointed \
             else (self.activations_one_full, self.activations_full)
         traced = self.settings.rows
+        if at_one is None:
+            raise ValueError("this plan was made without micro_batches: plan it with them to plan another micro-batch")
         if traced == 1:
             return at_rows * rows
         return at_one + (at_rows - at_one) * (rows - 1) / (traced - 1)
@@ -187,9 +190,11 @@ def _check(settings: MemorySettings) -> None:
         raise UserError(f"weights dtype '{settings.weights_dtype}' is unknown; use {' or '.join(DTYPES)}")
 
 
-def plan_memory(settings: MemorySettings) -> MemoryPlan:
+def plan_memory(settings: MemorySettings, micro_batches: bool = True) -> MemoryPlan:
     """The memory plan of one training run; raises UserError for a bad setting or a method that does not fit
-    the model. Seconds even for T5-11B: nothing is allocated."""
+    the model. Seconds even for T5-11B: nothing is allocated. Without `micro_batches` the second trace, at one
+    sequence, is left out (half the time): the plan then gives the settings' own peak, not other micro-batches'
+    (what a dry run shows)."""
     from peftbench.accounting import adapted_meta_model
     from peftbench.heads import MeanPoolClassifier
 
@@ -214,8 +219,13 @@ def plan_memory(settings: MemorySettings) -> MemoryPlan:
     # One device's part of the micro-batch is traced: all of it unless sharded.
     traced = dataclasses.replace(settings, batch_size=settings.rows, processes=1)
     full, checkpointed, layers, working = activations(model, adapted, family, traced, mode)
-    one_full, one_checkpointed, _, _ = (full, checkpointed, layers, working) if traced.batch_size == 1 else \
-        activations(model, adapted, family, dataclasses.replace(traced, batch_size=1), mode)
+    if traced.batch_size == 1:
+        one_full, one_checkpointed = full, checkpointed
+    elif micro_batches:
+        one_full, one_checkpointed, _, _ = activations(model, adapted, family, dataclasses.replace(traced, batch_size=1),
+                                                       mode)
+    else:
+        one_full = one_checkpointed = None
     notes = []
     if not layers:
         notes.append("no transformer layers recognised: checkpointing is planned as saving nothing")

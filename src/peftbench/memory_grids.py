@@ -64,13 +64,14 @@ def _training_specs(grid) -> list[dict | None]:
 @functools.cache
 def _plan_or_reason(settings: MemorySettings) -> MemoryPlan | str:
     try:
-        return planned(settings)
+        return planned(settings, micro_batches=False)
     except UntraceableError as error:
         return str(error)
 
 
 def grid_memory(grid, target: Target) -> list[MemoryPlan | str | None]:
-    """The memory plan of each run of `_training_specs(grid)` on `target`: None for baselines, and for a run
+    """The memory plan of each run of `_training_specs(grid)` on `target` at its own micro-batch (plan_memory
+    without micro_batches), traced once per distinct model x method x shape: None for baselines, and for a run
     whose forward pass cannot be traced the reason (its run is not refused for memory; it fails on its own)."""
     return [None if spec is None else _plan_or_reason(run_settings(spec, target)) for spec in _training_specs(grid)]
 
@@ -83,9 +84,10 @@ def refuse_unfit(grid, target: Target) -> None:
     if not unfit:
         return
     spec, plan = unfit[0]
+    plan = planned(plan.settings)  # with the trace at one sequence, to plan smaller micro-batches
     peft = None
     if plan.trainable_params > plan.total_params / 100:
-        peft = planned(MemorySettings(**{**asdict(plan.settings), "method": "lora"}))
+        peft = planned(MemorySettings(**{**asdict(plan.settings), "method": "lora"}), micro_batches=False)
     options = fit_options(plan, target.capacity, peft, spec.get("grad_accum", 1))
     shown = [o.replace("gradient checkpointing (", "gradient_checkpointing: true (").replace(
         "micro-batch ", "batch_size ").replace(" with gradient accumulation ", " with grad_accum ") for o in options]

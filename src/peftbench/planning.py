@@ -20,6 +20,7 @@ from peftbench.baselines import BASELINES, Baseline
 from peftbench.config import ALL, NAMED_SCALES, MethodSpec, Suite
 from peftbench.data import Splits, make_splits
 from peftbench.errors import UserError
+from peftbench.grid_inputs import Overrides, checked
 from peftbench.identity import spec_hash
 from peftbench.methods import METHODS
 from peftbench.methods.base import Method
@@ -115,39 +116,6 @@ class Plan:
     def size(self) -> int:
         """Runs in all, counting those that wait in stages."""
         return len(self.runs) + sum(len(stage.waiting()) for stage in self.stages)
-
-
-@dataclass(frozen=True)
-class Overrides:
-    models: list[str] | None = None
-    tasks: list[str] | None = None
-    methods: list[str] | None = None
-    scales: list[str] | None = None
-    seeds: list[int] | None = None
-
-
-def _apply_overrides(suite: Suite, overrides: Overrides) -> Suite:
-    changes = {}
-    for axis in ("models", "tasks", "methods", "seeds"):
-        if getattr(overrides, axis):
-            changes[axis] = getattr(overrides, axis)
-    if "methods" in changes:  # replacements of methods no longer in the grid have nothing to replace
-        kept = {str(MethodSpec.parse(text)) for text in changes["methods"]}
-        changes["method_overrides"] = {model: {old: new for old, new in replace.items() if old in kept}
-                                       for model, replace in suite.method_overrides.items()}
-    if suite.sweep and overrides.seeds:  # a sweep owns the seeds: the first sweeps, the others follow
-        changes["sweep"] = {**suite.sweep.model_dump(), "then_seeds": changes.pop("seeds")}
-    if overrides.scales:
-        # ASCII digits only: str.isdigit() is also true of '²', which int() refuses
-        changes["scales"] = [int(s) if s.isascii() and s.isdigit() else s for s in overrides.scales]
-    from pydantic import ValidationError
-
-    try:
-        current = suite.model_dump(exclude={"seeds"} if "sweep" in changes else set())
-        return Suite.model_validate({**current, **changes})
-    except ValidationError as error:
-        first = error.errors()[0]
-        raise UserError(f"bad override for {first['loc'][0]}: {first['msg'].removeprefix('Value error, ')}") from None
 
 
 def _budget(suite: Suite) -> dict | None:
@@ -278,7 +246,7 @@ def plan(suite: Suite, overrides: Overrides = Overrides(), load_data: bool = Tru
     than a grid that runs without it. With `load_data` False (a dry run) hub datasets are not downloaded:
     their runs show the scale's nominal size, and their ids are not final. `strategy` turns each method on
     each model x task x scale into runs and stages."""
-    original, suite = suite, _apply_overrides(suite, overrides)
+    original, suite = suite, checked(suite, overrides)
     refuse_unknown_keys(original, suite)
     families = {name: model_family(resolve(name)) for name in suite.models}
     if any(map(forgetting.applies, families.values())):

@@ -26,10 +26,13 @@ class Registry(Generic[T]):
         self._items[name] = item
         return item
 
+    def names(self) -> list[str]:
+        return list(self._items)
+
     def get(self, name: str) -> T:
         if name not in self._items:
             raise UserError(
-                f"unknown {self.kind} '{name}'.{did_you_mean(name, list(self._items))}"
+                f"unknown {self.kind} '{name}'.{did_you_mean(name, self.names())}"
                 f" See `{self.list_command}` for the list."
             )
         return self._items[name]
@@ -38,7 +41,7 @@ class Registry(Generic[T]):
         return name in self._items
 
     def __iter__(self) -> Iterator[str]:
-        return iter(self._items)
+        return iter(self.names())
 
     def items(self):
         return self._items.items()

@@ -12,7 +12,7 @@ from dataclasses import dataclass, replace
 from peftbench.config import MethodSpec, steps_per_epoch
 from peftbench.identity import spec_hash
 from peftbench.methods import METHODS
-from peftbench.methods.base import Options
+from peftbench.methods.options import Options
 
 
 @dataclass(frozen=True)

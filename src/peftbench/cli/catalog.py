@@ -16,14 +16,15 @@ from peftbench.errors import UserError
 def methods(wide: WideFlag = False, as_json: JsonFlag = False) -> None:
     """List the fine-tuning methods by Lialin et al.'s taxonomy, with their options, learning-rate schedules
     (start → peak → end), references and whether peftbench or HF PEFT implements them."""
-    from peftbench.methods import METHODS
+    from peftbench.methods.catalog import catalog
     from peftbench.views import methods_views
 
-    entries = [{"name": name, "summary": m.summary, "options": {k: str(f.default) for k, f in m.options.model_fields.items()},
-                "default_lr": m.default_lr, "peak_lr": m.default_lr * m.peak_factor, "peak_factor": m.peak_factor,
-                "final_factor": m.final_factor, "mergeable": m.mergeable, "identity_init": m.identity_init,
-                "text_to_text_only": m.text_to_text_only, "source": m.source, "taxonomy": m.taxonomy,
-                "reference": m.reference} for name, m in METHODS.items()]
+    entries = [{"name": name, "summary": m["summary"],
+                "options": {key: str(option["default"]) for key, option in m["options"].items()},
+                "default_lr": m["default_lr"], "peak_lr": m["default_lr"] * m["peak_factor"],
+                **{fact: m[fact] for fact in ("peak_factor", "final_factor", "mergeable", "identity_init",
+                                              "text_to_text_only", "source", "taxonomy", "reference")}}
+               for name, m in catalog().items()]
     if as_json:
         print_json(entries)
         return

@@ -189,22 +189,9 @@ def _run_grid(flags: GridFlags, tuned: bool = False) -> tuple["Plan", dict, list
     """Plan the grid (a study per method and block when `tuned`), refuse what cannot run, run it into the store and
     write its summary: (the plan, filed under its suite's name; counts; the stored rows of its runs; the summary's
     path); None after a dry run, which prints the grid instead."""
-    from peftbench.api import run_plan
-    from peftbench.execution import pick_device
-    from peftbench.executors import LocalExecutor, ray_executor
     from peftbench.flag_grids import check_name, derived_name, file_task_flags, within
-    from peftbench.interrupts import exit_code, ignore_further_signals
-    from peftbench.memory_grids import device_target, refuse_unfit
-    from peftbench.planning import Overrides, plan, suite_strategy
-    from peftbench.progress import GridProgress
-    from peftbench.recording import complete
-    from peftbench.report import summary_markdown
-    from peftbench.run_history import rerun_ids, supersede
-    from peftbench.runner import GridInterrupted, lease_seconds
-    from peftbench.sharding import refuse_unplaceable
-    from peftbench.store import Store, read_rows
+    from peftbench.grid_inputs import Overrides, checked
     from peftbench.suite_files import load_suite
-    from peftbench.tuning.plan import tuning
 
     tasks = file_task_flags(flags.task, flags.test_file, flags.fields, flags.allow_overlap)
     overrides = Overrides(models=flags.model, tasks=tasks, methods=flags.method, scales=flags.scale, seeds=flags.seed)
@@ -212,8 +199,26 @@ def _run_grid(flags: GridFlags, tuned: bool = False) -> tuple["Plan", dict, list
         check_name(flags.name)
     if not flags.dry_run:
         writable_folder(flags.out or flags.store.parent, "--out" if flags.out else "the store's folder")
-        lease_seconds()  # a bad PEFTBENCH_LEASE_SECONDS is refused before anything loads
     base = load_suite(flags.suite, flags.settings or [])
+    checked(base, overrides)  # a mistyped method, option or task is refused before torch and PEFT load
+    from peftbench.runner import GridInterrupted, lease_seconds
+
+    if not flags.dry_run:
+        lease_seconds()  # a bad PEFTBENCH_LEASE_SECONDS is refused before anything loads
+    from peftbench.api import run_plan
+    from peftbench.execution import pick_device
+    from peftbench.executors import LocalExecutor, ray_executor
+    from peftbench.interrupts import exit_code, ignore_further_signals
+    from peftbench.memory_grids import device_target, refuse_unfit
+    from peftbench.planning import plan, suite_strategy
+    from peftbench.progress import GridProgress
+    from peftbench.recording import complete
+    from peftbench.report import summary_markdown
+    from peftbench.run_history import rerun_ids, supersede
+    from peftbench.sharding import refuse_unplaceable
+    from peftbench.store import Store, read_rows
+    from peftbench.tuning.plan import tuning
+
     grid = plan(base, overrides, load_data=not flags.dry_run, strategy=tuning if tuned else suite_strategy)
     for note in (note for task in grid.tasks.values() for note in task.notes):
         Console(stderr=True).print(f"note: {note}", markup=False, highlight=False, soft_wrap=True)

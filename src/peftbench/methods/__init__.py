@@ -1,8 +1,6 @@
-"""The method registry. Each module registers its methods on import; the method zoo only adds modules."""
+"""The method registry. Its names, options and defaults come from the catalogue (catalog.py) without importing
+torch or PEFT; the first lookup of a method imports the modules that register them (catalog.MODULES)."""
 
-# Imported for their registrations.
-from peftbench.methods import (  # noqa: F401
-    adapters, bitfit, compacter, full, hybrids, lora_variants, peft_methods, peft_tuners, prefix, prompt_methods)
-from peftbench.methods.base import METHODS, Method, Options
+from peftbench.methods.catalog import METHODS
 
-__all__ = ["METHODS", "Method", "Options"]
+__all__ = ["METHODS"]

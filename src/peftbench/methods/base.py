@@ -1,35 +1,19 @@
-"""What every fine-tuning method declares, and the registry that holds them."""
+"""What every fine-tuning method declares, and `register`, which puts it in the registry (catalog.METHODS)."""
 
 import copy
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import ClassVar
 
-from pydantic import BaseModel, ConfigDict, ValidationError
 from torch import nn
 
 from peftbench.architectures import LinearRole, Selection, linear_roles
 from peftbench.config import MethodSpec
 from peftbench.errors import UserError
+from peftbench.methods.catalog import METHODS
+from peftbench.methods.options import Options, parse_options
 from peftbench.models import Family
-from peftbench.registry import Registry, did_you_mean
 from peftbench.taxonomy import check_taxonomy
 from peftbench.tuning.space import Axis
-
-
-class Options(BaseModel):
-    """Base of every method's options: unknown keys are errors, values are coerced from spec strings."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)  # lora[alpha=inf] means nothing
-    # Options a method gained after runs of it were stored: a run's spec holds them only when they differ from
-    # their default, so that the runs stored before keep their ids (tests/test_run_ids.py).
-    added_later: ClassVar[frozenset[str]] = frozenset()
-
-    def stored(self) -> dict:
-        """The options as a run's spec keeps them (its `method_options`)."""
-        defaults = type(self)()
-        return {key: value for key, value in self.model_dump().items()
-                if key not in self.added_later or getattr(self, key) != getattr(defaults, key)}
 
 
 class AblationOptions(Options):
@@ -141,18 +125,7 @@ class Method:
         return self.merge is not None
 
     def parse_options(self, spec: MethodSpec) -> Options:
-        fields = list(self.options.model_fields)
-        unknown = sorted(set(spec.options) - set(fields))
-        if unknown:
-            raise UserError(f"method '{self.name}' has no option '{unknown[0]}'.{did_you_mean(unknown[0], fields)}"
-                            f" Its options: {', '.join(fields) or 'none'}")
-        try:
-            return self.options.model_validate(spec.options)
-        except ValidationError as error:
-            first = error.errors()[0]
-            where = ".".join(str(part) for part in first["loc"])
-            raise UserError(f"method '{spec}': bad value for '{where}': {first['msg'].removeprefix('Value error, ')}"
-                            ) from None
+        return parse_options(self.name, self.options, spec)
 
     def canonical(self, spec: MethodSpec) -> MethodSpec:
         """The one spelling of the configuration `spec` names: the options that differ from their defaults,
@@ -174,9 +147,6 @@ def _option_text(value) -> str:
     if isinstance(value, float) and value.is_integer():
         return str(int(value))
     return str(value)
-
-
-METHODS: Registry[Method] = Registry("method", "peftbench methods")
 
 
 def register(method: Method) -> Method:
