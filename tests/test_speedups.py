@@ -25,10 +25,10 @@ from scaffold import TEST_SPECS
 SETTINGS = flat_schedule(lr=3e-3, epochs=3, batch_size=4)
 
 
-def _prepared(model: str, method: str, n_train: int = 24):
+def _prepared(model: str, method: str, n_train: int = 24, max_input_length: int = 48):
     task = get_task("bbc_topic")
     spec = single_run(model, method, n_train=n_train, batch_size=SETTINGS.batch_size, epochs=SETTINGS.epochs,
-                      max_input_length=48, max_target_length=8, group_by_length=True)
+                      max_input_length=max_input_length, max_target_length=8, group_by_length=True)
     task_model = build_task_model(spec, task)
     for module in task_model.model.modules():
         if isinstance(module, nn.Dropout):
@@ -149,3 +149,26 @@ def test_speed_switches_reach_the_run_spec():
                                              "fused_adamw": True}), Overrides()).runs[0].spec
     assert defaults["merge_for_eval"] and defaults["fused_adamw"] and run.run_id != plan(
         suite.model_copy(update={"merge_for_eval": True}), Overrides()).runs[0].run_id
+
+
+def test_one_validation_pass_gives_the_loss_and_the_score_of_two():
+    """A classification head's validation reads the loss and the predictions off the same logits: one forward
+    pass per loss batch, and the same loss and metrics as the loss pass plus an evaluation pass."""
+    from peftbench.evaluate import EVAL_BATCH_FACTOR, Scoring, mean_loss, validation
+
+    task_model, _, val_examples, _ = _prepared("config:tiny-bert", "lora", max_input_length=256)
+    with torch.no_grad():  # a head that tells the examples apart, so a prediction put on the wrong row shows
+        task_model.model.head.weight.normal_(0, 30.0, generator=torch.Generator().manual_seed(0))
+    task = task_model.encoder.task
+    val_rows = make_splits(task, task.load(), split_seed=0, val_cap=8, test_cap=12).val
+    batch_size = 4
+    loss, metrics = mean_loss(task_model, val_examples, batch_size), \
+        evaluate(task_model, val_rows, batch_size * EVAL_BATCH_FACTOR, "generate", 8)[0]
+    assert len(set(metrics["per_example"])) == 2 and len(set(metrics["prediction_counts"].values())) > 2
+    assert len({len(example["input_ids"]) for example in val_examples}) > 1  # batched out of order, longest first
+    passes = []
+    hook = task_model.model.register_forward_hook(lambda *_: passes.append(1))
+    one_loss, one_metrics = validation(task_model, val_examples, batch_size, Scoring(val_rows, "generate", 8))
+    hook.remove()
+    assert len(passes) == len(batch_order([len(e["input_ids"]) for e in val_examples], batch_size, seed=None))
+    assert one_loss == loss and one_metrics == metrics
