@@ -60,13 +60,17 @@ def cached_model_dir(gguf_path: Path, cache_dir: Path) -> Path:
 
 
 def _convert(gguf_path: Path, out_dir: Path) -> None:
+    source = {"pretrained_model_name_or_path": gguf_path.parent, "gguf_file": gguf_path.name}
+    # transformers draws tqdm bars on stderr (one update per GGUF tensor, then the shards written), which the run's
+    # progress display would print as hundreds of lines; the run's progress line names the conversion instead.
+    with contextlib.redirect_stderr(io.StringIO()):
+        _dequantise(source, out_dir)
+
+
+def _dequantise(source: dict, out_dir: Path) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    source = {"pretrained_model_name_or_path": gguf_path.parent, "gguf_file": gguf_path.name}
-    # transformers' GGUF reader draws a tqdm bar per tensor on stderr, which the run's progress display would
-    # print as hundreds of lines; the run's progress line names the conversion instead.
-    with contextlib.redirect_stderr(io.StringIO()):
-        gguf_model = AutoModelForCausalLM.from_pretrained(**source)
+    gguf_model = AutoModelForCausalLM.from_pretrained(**source)
     # transformers refuses to save a model carrying a gguf quantization_config, so copy the
     # dequantised weights into a plain model built from the same config minus that entry.
     config = copy.deepcopy(gguf_model.config)
