@@ -37,8 +37,8 @@ EVAL_SIDES = ("per_example", "batched", "batched_merged")
 
 def eval_worker(args) -> dict:
     from peftbench.config import Suite
-    from peftbench.evaluate import generate, match_label
-    from peftbench.execution import EVAL_BATCH_FACTOR, build_task_model, merged_for_eval, pick_device
+    from peftbench.evaluate import EVAL_BATCH_FACTOR, generate, match_label
+    from peftbench.execution import build_task_model, merged_for_eval, pick_device
     from peftbench.measure import device_name
     from peftbench.planning import Overrides, plan
     from peftbench.runspec import RunSpec

@@ -116,3 +116,33 @@ def test_stored_text_to_text_runs_carry_forgetting_and_the_others_do_not(grid_st
         assert row["forgetting"] == pytest.approx(row["general_loss_after"] - row["general_loss_before"])
         assert row["general_text"]["sha256"] == LEE_SHA256 and row["general_text"]["tokens"] > 2000
     assert statistics.pstdev(row["forgetting"] for row in measured) > 0  # tuning moved the loss
+
+
+def test_the_base_loss_is_kept_on_disk_and_reused_only_for_the_same_model_text_and_precision(monkeypatch, tmp_path):
+    """Measured once, then read from the cache file in a new process (the in-process memo cleared), with the same
+    value; another model, another general text or another precision measures its own."""
+    monkeypatch.setenv("PEFTBENCH_CACHE", str(tmp_path))
+    monkeypatch.setattr(forgetting, "_BEFORE", {})
+    built = []
+
+    def base_loss(model: str, **overrides):
+        spec = single_run(model, "lora", n_train=4, batch_size=4, max_input_length=32, max_target_length=4, **overrides)
+        real = forgetting.general_loss
+        monkeypatch.setattr(forgetting, "general_loss", lambda base: built.append(model) or real(base))
+        forgetting._BEFORE.clear()  # as a new process would start
+        loss = _base_general_loss(spec, TASK, torch.device("cpu"))
+        monkeypatch.setattr(forgetting, "general_loss", real)
+        return loss
+
+    first = base_loss("config:tiny-llama")
+    assert built == ["config:tiny-llama"] and len(list((tmp_path / "models").glob("general-loss-*.json"))) == 1
+    assert base_loss("config:tiny-llama") == first and built == ["config:tiny-llama"]  # read, not measured
+    assert first == pytest.approx(forgetting.general_loss(task_model("config:tiny-llama", trains=False)))
+    other = base_loss("config:tiny-t5")
+    assert built[-1] == "config:tiny-t5" and other != first
+    base_loss("config:tiny-llama", bf16=True)  # computed under bf16 autocast
+    assert len(built) == 3
+    documents, source = forgetting.general_text()
+    monkeypatch.setattr(forgetting, "general_text", lambda: (documents[:10], {**source, "sha256": "another text"}))
+    shorter = base_loss("config:tiny-llama")
+    assert len(built) == 4 and shorter[1] < first[1]

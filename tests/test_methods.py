@@ -86,11 +86,11 @@ def test_early_stopping_restores_the_best_epoch(monkeypatch):
     losses = iter([1.0, 0.5, 0.7, 0.9])
     snapshots = []
 
-    def fake_val_loss(model, examples, batch_size):
+    def fake_val_loss(model, examples, batch_size, scoring):
         snapshots.append({n: p.detach().clone() for n, p in model.model.named_parameters() if p.requires_grad})
-        return next(losses)
+        return next(losses), None
 
-    monkeypatch.setattr("peftbench.train.mean_loss", fake_val_loss)
+    monkeypatch.setattr("peftbench.train.validation", fake_val_loss)
     result = train(task_model, train_examples, val_examples, dataclasses.replace(SETTINGS, epochs=6, patience=2), seed=0)
     assert (result.best_epoch, result.stopped_by, len(result.curve)) == (2, "early_stopping", 4)
     final = {n: p for n, p in task_model.model.named_parameters() if p.requires_grad}

@@ -4,11 +4,13 @@ run, and per-run bars with steps, loss and an ETA; `report` and `profile` say wh
 import io
 
 import pytest
+import torch
 from conftest import run_cli, write_suite
 from rich.console import Console
 
 from peftbench.progress import GridProgress
 from peftbench.planning import Run
+from peftbench.terminal import clock
 
 
 def _run(method: str, seed: int = 0, kind: str = "train") -> Run:
@@ -88,3 +90,40 @@ def test_profile_says_which_method_it_measures(json_flag):
         assert err == ""  # --json on a pipe: no chatter
     else:
         assert "profiling 1/1 lora in a fresh process" in err and "lora: ok in" in err
+
+
+def test_every_phase_of_a_run_is_named_and_the_time_outside_the_run_is_recorded(monkeypatch, tmp_path):
+    """A text-to-text run names its phases in order (the base model's loss, loading, its steps, generating,
+    forgetting), and records the seconds its wall time leaves out; the progress line shows the phase and the
+    run's line says what the run's time leaves out."""
+    from peftbench import execution, forgetting
+    from peftbench.config import Suite
+    from peftbench.planning import Overrides, plan
+
+    monkeypatch.setenv("PEFTBENCH_CACHE", str(tmp_path))
+    monkeypatch.setattr(forgetting, "_BEFORE", {})
+    suite = Suite(name="phases", models=["config:tiny-llama"], tasks=["bbc_topic"], methods=["lora"], scales=[8],
+                  epochs=1, batch_size=4, baselines=[], max_input_length=32, max_target_length=4, val_cap=4,
+                  test_cap=6)
+    planned = plan(suite, Overrides())
+    (run,) = planned.runs
+    heard = []
+    status, result, error = execution.execute_one(run, planned.tasks["bbc_topic"], planned.splits["bbc_topic"],
+                                                  torch.device("cpu"), lambda *step, phase=None: heard.append(
+                                                      phase or f"step {step[0]}/{step[1]}"))
+    assert status == "finished", error
+    assert heard == ["the base model's general-text loss (once per model, cached)", "loading model and data",
+                     "step 1/2", "step 2/2", "generating for 6 test rows",
+                     "the tuned model's general-text loss (forgetting)"]
+    assert set(result["phase_seconds"]) == {"base_loss", "forgetting"}
+    assert all(seconds > 0 for seconds in result["phase_seconds"].values())
+    progress, out = _progress()
+    with progress:
+        progress.start([run], skipped=0, suite="phases")
+        progress.step(run, 0, None)
+        progress.step(run, None, None, None, "generating for 6 test rows")
+        assert progress.progress.tasks[-1].fields["status"].startswith("generating for 6 test rows · ")
+        progress.ended(run, "finished", {**result, "phase_seconds": {"converting": 75.0, "base_loss": 12.2,
+                                                                    "forgetting": 0.2}}, None)
+    assert out.getvalue().splitlines()[-1].endswith(
+        f"in {clock(result['wall_s'])} (and one-time conversion 1:15, base model's loss 0:12)")

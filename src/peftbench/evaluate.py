@@ -4,6 +4,7 @@ generated text, and the metrics of the papers."""
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Literal
 
 import torch
 from torch import nn
@@ -14,6 +15,7 @@ from peftbench.precision import CpuBf16, autocast_dtype
 from peftbench.run_facts import OTHER
 from peftbench.tasks import Row
 
+EVAL_BATCH_FACTOR = 2  # evaluation holds no gradients, so it can take larger batches
 
 @dataclass
 class TaskModel:
@@ -48,10 +50,15 @@ def to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str,
     return {key: value.to(device, non_blocking=True) for key, value in batch.items()}
 
 
+def head_loss(task_model: TaskModel, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """A classification head's mean loss over the batch and the logits it was read from."""
+    logits = task_model.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+    return nn.functional.cross_entropy(logits.float(), batch["labels"]), logits
+
+
 def batch_loss(task_model: TaskModel, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     if task_model.uses_head:
-        logits = task_model.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
-        return nn.functional.cross_entropy(logits.float(), batch["labels"])
+        return head_loss(task_model, batch)[0]
     return task_model.model(**batch).loss
 
 
@@ -61,19 +68,59 @@ def autocast(task_model: TaskModel):
     return torch.autocast(task_model.device.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None)
 
 
+def _loss_batches(task_model: TaskModel, examples: list[dict], batch_size: int):
+    """(example indices, padded batch on the device) of a loss pass, longest first."""
+    lengths = [len(example["input_ids"]) for example in examples]
+    for indices in batch_order(lengths, batch_size, seed=None, group_by_length=task_model.group_by_length):
+        check_stop("during validation")
+        yield indices, to_device(collate([examples[i] for i in indices], task_model.pad_id), task_model.device)
+
+
 @torch.no_grad()
 def mean_loss(task_model: TaskModel, examples: list[dict], batch_size: int) -> float:
     """Example-weighted mean loss over a set (the validation loss used for early stopping)."""
     task_model.model.eval()
-    total, count = 0.0, 0
-    lengths = [len(example["input_ids"]) for example in examples]
-    for indices in batch_order(lengths, batch_size, seed=None, group_by_length=task_model.group_by_length):
-        check_stop("during validation")
-        batch = to_device(collate([examples[i] for i in indices], task_model.pad_id), task_model.device)
+    total = 0.0
+    for indices, batch in _loss_batches(task_model, examples, batch_size):
         with autocast(task_model):
             total += float(batch_loss(task_model, batch)) * len(indices)
-        count += len(indices)
-    return total / max(count, 1)
+    return total / max(len(examples), 1)
+
+
+@dataclass(frozen=True)
+class Scoring:
+    """What a validation pass needs to score its examples as well: the rows they encode (`rows[i]` is
+    `examples[i]`), the evaluation mode and the longest target (as `evaluate` takes them)."""
+
+    rows: list[Row]
+    mode: Literal["generate", "rank"]
+    max_target_length: int
+
+
+@torch.no_grad()
+def validation(task_model: TaskModel, examples: list[dict], batch_size: int,
+               scoring: Scoring | None = None) -> tuple[float, dict | None]:
+    """The validation loss (as `mean_loss`) and, with `scoring`, the metrics (as `evaluate`) of the same set.
+    A classification head gives both from one forward pass per batch: the logits the loss is read from are
+    the predictions'. A text-to-text model answers by generating or ranking, which the teacher-forced loss
+    pass does not give, so it takes its own pass."""
+    if scoring is None:
+        return mean_loss(task_model, examples, batch_size), None
+    if not task_model.uses_head:
+        metrics, _ = evaluate(task_model, scoring.rows, batch_size * EVAL_BATCH_FACTOR, scoring.mode,
+                              scoring.max_target_length)
+        return mean_loss(task_model, examples, batch_size), metrics
+    task_model.model.eval()
+    labels = task_model.encoder.task.labels
+    total, predictions = 0.0, [""] * len(examples)
+    for indices, batch in _loss_batches(task_model, examples, batch_size):
+        with autocast(task_model):
+            loss, logits = head_loss(task_model, batch)
+        total += float(loss) * len(indices)
+        for index, label in zip(indices, logits.argmax(-1).tolist()):
+            predictions[index] = labels[label]
+    golds = [labels[example["label"]] for example in examples]
+    return total / max(len(examples), 1), classification_metrics(golds, predictions, labels)
 
 
 def _prompt_batches(task_model: TaskModel, rows: list[Row], batch_size: int):

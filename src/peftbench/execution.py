@@ -2,12 +2,13 @@
 turn whatever goes wrong in it into a failed outcome, so that one run cannot stop a grid. Every executor
 (peftbench.executors) calls `execute_one`."""
 
+import contextlib
 import dataclasses
 import functools
 import math
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from importlib.metadata import version
 
 import torch
@@ -17,14 +18,14 @@ from peftbench.artifacts import AUTO_SAVE_LIMIT_BYTES, SavePolicy, adapter_state
 from peftbench.baselines import BASELINES
 from peftbench.data import IGNORE, Encoder, Splits, rows_digest, split_sizes
 from peftbench.errors import UserError
-from peftbench.evaluate import TaskModel, evaluate
+from peftbench.evaluate import EVAL_BATCH_FACTOR, Scoring, TaskModel, evaluate
 from peftbench.flops import flops_per_token, peak_flops, utilisation
 from peftbench.heads import MeanPoolClassifier
 from peftbench.interrupts import RunInterrupted
 from peftbench.measure import PeakMemory, parameter_counts, provenance
 from peftbench.methods import METHODS
 from peftbench.methods.base import Context, freeze, keep_model, merged_copy
-from peftbench.models import load_model, model_family
+from peftbench.models import load_model, model_family, one_time_preparation
 from peftbench.planning import Run
 from peftbench.precision import describe
 from peftbench.recording import facts_of_run
@@ -34,8 +35,6 @@ from peftbench.tasks import TaskSpec
 from peftbench.train import OnEpoch, train
 from peftbench.tuning.search import Pruning
 from peftbench.tuning.studies import TrialContext, objective
-
-EVAL_BATCH_FACTOR = 2  # evaluation holds no gradients, so it can take larger batches
 
 
 def pick_device(choice: str) -> torch.device:
@@ -96,6 +95,46 @@ def merged_for_eval(task_model: TaskModel, method_name: str) -> TaskModel:
     return dataclasses.replace(task_model, model=merged_copy(task_model.model, merge))
 
 
+# A run's step callback: (steps done, steps in all, the epoch's mean training loss so far) after each optimizer step,
+# and (None, None, None, phase=what the run does now) as each of its other phases starts.
+OnStep = Callable[..., None]
+
+
+class Phases:
+    """A run's phases other than its training steps, each named in the progress line as it starts (through the
+    step callback's `phase`). Those that the run's wall time leaves out (the one-time model conversion, the base
+    model's general-text loss, forgetting after training) are timed into `outside`, recorded as the result's
+    `phase_seconds`, so that no time a user waits goes unaccounted."""
+
+    def __init__(self, on_step: OnStep | None):
+        self.on_step, self.outside = on_step, {}
+
+    def show(self, what: str) -> None:
+        if self.on_step:
+            self.on_step(None, None, None, phase=what)
+
+    @contextlib.contextmanager
+    def outside_wall(self, key: str, what: str) -> Iterator[None]:
+        self.show(what)
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.outside[key] = self.outside.get(key, 0.0) + time.perf_counter() - started
+
+
+def _evaluation_phase(task_model: TaskModel, rows: list, spec: dict, split: str) -> str:
+    """The progress line's name for an evaluation pass: how the model answers, on how many rows."""
+    task = task_model.encoder.task
+    if task_model.uses_head:
+        how = "classifying"
+    elif task.kind == "classification" and spec["eval"] == "rank":
+        how = "ranking the labels of"
+    else:
+        how = "generating for"
+    return f"{how} {len(rows)} {split} rows"
+
+
 def _evaluate_timed(task_model: TaskModel, rows: list, spec: dict, batch_size: int) -> dict:
     started = time.perf_counter()
     metrics, tokens = evaluate(task_model, rows, batch_size * EVAL_BATCH_FACTOR, spec["eval"], spec["max_target_length"])
@@ -132,9 +171,10 @@ def _kept_tensors(task_model: TaskModel, method_name: str, save: SavePolicy) -> 
 
 
 def _train_here(spec: RunSpec, task: TaskSpec, splits: Splits, device: torch.device, on_step,
-                on_epoch: Callable[[TaskModel], OnEpoch] | None = None) -> tuple:
+                on_epoch: Callable[[TaskModel], OnEpoch] | None = None, val_scoring: Scoring | None = None) -> tuple:
     """Train in this process: (the trained task model, its encoded training examples, the training result, its
-    peak memory). `on_epoch(task_model)`: what hears of each epoch (a tuning trial's pruner)."""
+    peak memory). `on_epoch(task_model)`: what hears of each epoch (a tuning trial's pruner); `val_scoring`:
+    each epoch's validation scores the set too, for it."""
     memory = PeakMemory(device)
     memory.reset()
     task_model = build_task_model(spec, task)
@@ -143,36 +183,46 @@ def _train_here(spec: RunSpec, task: TaskSpec, splits: Splits, device: torch.dev
     train_examples = [encode(row) for row in splits.train_at(spec.data.n_train)]
     val_examples = [encode(row) for row in splits.val]
     trained = train(task_model, train_examples, val_examples, spec.train, spec.seed, on_step=on_step,
-                    on_epoch=on_epoch(task_model) if on_epoch else None)
+                    on_epoch=on_epoch(task_model) if on_epoch else None, val_scoring=val_scoring)
     # The training peak (Lialin et al. Table 5), read before evaluation: a merged copy must not count in it.
     peak, peak_kind = memory.peak_bytes()
     return task_model, train_examples, trained, {"peak_memory_bytes": peak, "peak_memory_kind": peak_kind}
 
 
-def _base_general_loss(run_spec: RunSpec, task: TaskSpec, device: torch.device) -> tuple[float, int] | None:
+def _prepare_model(name: str, phases: Phases) -> None:
+    """Whatever the model needs once before its first load (peftbench.models.one_time_preparation), named as a
+    one-time phase."""
+    if preparation := one_time_preparation(name):
+        what, prepare = preparation
+        with phases.outside_wall("converting", f"{what} (one-time, cached for later runs)"):
+            prepare()
+
+
+def _base_general_loss(run_spec: RunSpec, task: TaskSpec, device: torch.device,
+                       phases: Phases | None = None) -> tuple[float, int] | None:
     """The base model's loss on the general text (peftbench.forgetting), for text-to-text runs; measured before
     the run is trained, so the base and the tuned model are never in memory together."""
     if not forgetting.applies(model_family(run_spec.model.name)):
         return None
+    phases = phases or Phases(None)
 
     def build_base() -> TaskModel:
         base = build_task_model(run_spec, task, trains=False)
         base.model.to(device)
         return base
 
-    return forgetting.loss_before((run_spec.model, device.type), build_base)
+    with phases.outside_wall("base_loss", "the base model's general-text loss (once per model, cached)"):
+        return forgetting.loss_before(run_spec.model, device, build_base)
 
 
-def _pruner(trial: TrialContext, task: TaskSpec, splits: Splits, spec: dict) -> Callable[[TaskModel], OnEpoch]:
+def _pruner(trial: TrialContext, task: TaskSpec) -> Callable[[TaskModel], OnEpoch]:
     """A tuning trial's epoch hook: the validation metric its study selects by (the task's metric on the validation
-    split, or the validation loss), recorded in the curve and reported to the study's pruner (peftbench.tuning)."""
+    split, scored by the epoch's validation pass, or the validation loss), recorded in the curve and reported to
+    the study's pruner (peftbench.tuning)."""
     pruning = Pruning(trial.settings, list(trial.history))
 
-    def on_epoch(task_model: TaskModel, epoch: int, val_loss: float) -> tuple[dict, bool]:
-        observed = {}
-        if trial.select_by == "val_score":
-            metrics = _evaluate_timed(task_model, splits.val, spec, spec["batch_size"])["metrics"]
-            observed = {"val_score": metrics.get(task.primary_metric)}
+    def on_epoch(task_model: TaskModel, epoch: int, val_loss: float, val_metrics: dict | None) -> tuple[dict, bool]:
+        observed = {"val_score": val_metrics.get(task.primary_metric)} if trial.select_by == "val_score" else {}
         value = objective(trial.select_by, observed.get("val_score"), val_loss)
         return observed, value is not None and pruning.should_stop(epoch, value)
 
@@ -180,15 +230,18 @@ def _pruner(trial: TrialContext, task: TaskSpec, splits: Splits, spec: dict) -> 
 
 
 def execute_train(spec: dict, task: TaskSpec, splits: Splits, device: torch.device,
-                  on_step: Callable[[int, int, float | None], None] | None = None, save: SavePolicy = "none",
-                  trial: TrialContext | None = None) -> dict:
+                  on_step: OnStep | None = None, save: SavePolicy = "none", trial: TrialContext | None = None) -> dict:
     """Train, evaluate and measure one run. A tuning trial (`trial`) reports each epoch to its pruner; one pruned
     is not tested (its study never chooses it), so it records its curve, counts and time only."""
-    run_spec = RunSpec.load(spec)
-    before = _base_general_loss(run_spec, task, device)
-    started = time.perf_counter()  # the run's own time (loading, training, evaluating): it leaves out forgetting
+    run_spec, phases = RunSpec.load(spec), Phases(on_step)
+    _prepare_model(run_spec.model.name, phases)
+    before = _base_general_loss(run_spec, task, device, phases)
+    phases.show("loading model and data")
+    # The run's own time (loading, training, evaluating); the phases outside it are in phase_seconds.
+    started = time.perf_counter()
     if trial is not None:
-        trained_by = functools.partial(_train_here, on_epoch=_pruner(trial, task, splits, spec))
+        scoring = Scoring(splits.val, spec["eval"], spec["max_target_length"]) if trial.select_by == "val_score" else None
+        trained_by = functools.partial(_train_here, on_epoch=_pruner(trial, task), val_scoring=scoring)
     elif processes(spec) > 1:  # a sharded run (the suite's `sharding`) trains in processes of its own
         trained_by = functools.partial(train_sharded, build_task_model=build_task_model)
     else:
@@ -205,42 +258,53 @@ def execute_train(spec: dict, task: TaskSpec, splits: Splits, device: torch.devi
     if trial is not None and trial.select_by == "val_score" and trained.best_epoch:
         common["val_score"] = trained.curve[trained.best_epoch - 1].get("val_score")  # the kept weights' score
     if trained.stopped_by == "pruned":
-        return {**common, "metrics": {}, "wall_s": time.perf_counter() - started}
+        return {**common, "metrics": {}, "wall_s": time.perf_counter() - started, "phase_seconds": phases.outside}
     tensors, not_kept = _kept_tensors(task_model, spec["method"], save)  # the best epoch's, as evaluated
     evaluated = merged_for_eval(task_model, spec["method"]) if spec["merge_for_eval"] else task_model
     selection = {}
     if spec.get("sweep", {}).get("select_by") == "val_score":  # the sweep picks on validation, never on test
+        phases.show(_evaluation_phase(evaluated, splits.val, spec, "validation"))
         val_metrics = _evaluate_timed(evaluated, splits.val, spec, spec["batch_size"])["metrics"]
         selection = {"val_score": val_metrics.get(task.primary_metric), "val_metrics": val_metrics}
+    phases.show(_evaluation_phase(evaluated, splits.test, spec, "test"))
     evaluation = _evaluate_timed(evaluated, splits.test, spec, spec["batch_size"])
     del evaluated
     lengths = _mean_lengths(train_examples, task_model.encoder.family)
     flops = flops_per_token(spec["model"], spec["method_spec"], *lengths, seed=spec["seed"])
     wall_s = time.perf_counter() - started
-    forgot = forgetting.forgetting_fields(before, forgetting.general_loss(task_model)) if before else {}
+    forgot = {}
+    if before:
+        with phases.outside_wall("forgetting", "the tuned model's general-text loss (forgetting)"):
+            forgot = forgetting.forgetting_fields(before, forgetting.general_loss(task_model))
     return {
         **evaluation, **common,
         "flops": flops, **utilisation(flops, train_tokens_per_s, evaluation["infer_tokens_per_s"],
                                       peak_flops(device, task_model.autocast_dtype)),
         "precision": describe(device, spec["bf16_autocast"], spec.get("cpu_bf16", "off"),
                               next(task_model.model.parameters()).dtype),
-        **selection, "wall_s": wall_s, **forgot,
+        **selection, "wall_s": wall_s, "phase_seconds": phases.outside, **forgot,
         TENSORS_KEY: tensors, **({"weights_skipped": not_kept} if not_kept else {}),
     }
 
 
-def execute_baseline(spec: dict, task: TaskSpec, splits: Splits, device: torch.device) -> dict:
-    started = time.perf_counter()
+def execute_baseline(spec: dict, task: TaskSpec, splits: Splits, device: torch.device,
+                     on_step: OnStep | None = None) -> dict:
+    phases = Phases(on_step)
     baseline = BASELINES.get(spec["method"])
+    if baseline.uses_model:
+        _prepare_model(spec["model"], phases)
+    phases.show("loading model and data")
+    started = time.perf_counter()
     if baseline.uses_model:
         task_model = build_task_model(RunSpec.load(spec), task, trains=False)
         task_model.model.to(device)
+        phases.show(_evaluation_phase(task_model, splits.test, spec, "test"))
         result = {**_evaluate_timed(task_model, splits.test, spec, batch_size=16),
                   **parameter_counts(task_model.model), "family": task_model.encoder.family}
     else:
         result = {"metrics": baseline.score_without_model(task, splits.train_at(spec["n_train"]), splits.test),
                   "family": model_family(spec["model"])}
-    return {**result, "wall_s": time.perf_counter() - started}
+    return {**result, "wall_s": time.perf_counter() - started, "phase_seconds": phases.outside}
 
 
 def _finish(result: dict, task: TaskSpec, splits: Splits, run: Run, device: torch.device) -> dict:
@@ -256,12 +320,12 @@ Outcome = tuple[str, dict, str | None]  # status (finished | failed | interrupte
 
 
 def execute_one(run: Run, task: TaskSpec, splits: Splits, device: torch.device,
-                on_step: Callable[[int, int, float | None], None] | None = None) -> Outcome:
+                on_step: OnStep | None = None) -> Outcome:
     """Train (or evaluate, for a baseline) one run. Its OOM, NaN loss or exception becomes a failed
     outcome, so one run cannot stop a grid; only a user mistake raises. Every executor calls this."""
     try:
         if run.kind == "baseline":
-            result = execute_baseline(run.spec, task, splits, device)
+            result = execute_baseline(run.spec, task, splits, device, on_step)
         else:
             result = execute_train(run.spec, task, splits, device, on_step, run.save, run.trial)
         return "finished", _finish(result, task, splits, run, device), None

@@ -3,7 +3,8 @@ call execution.execute_one and hand each outcome back to the driver, which alone
 
 An executor's `run(runs, plan, claim, stop, on_step)` claims each run (skipping those `claim` refuses)
 just before starting it, stops starting runs once `stop` is set, yields (run, outcome) as runs end, and
-reports each run's steps to `on_step(run, steps done, steps in all, current loss)`."""
+reports each run's steps to `on_step(run, steps done, steps in all, current loss)` and the start of each of its
+other phases to `on_step(run, None, None, None, phase)` (peftbench.execution.Phases)."""
 
 import time
 from collections.abc import Callable, Iterator
@@ -20,7 +21,7 @@ from peftbench.planning import Plan, Run
 from peftbench.sharding import resources
 
 Claim = Callable[[Run], bool]
-OnStep = Callable[[Run, int, int | None, float | None], None]  # run, steps done, steps in all, loss
+OnStep = Callable[..., None]  # run, steps done, steps in all, loss[, phase]
 PROGRESS_ACTOR = "peftbench-progress"  # the driver's progress mailbox, named within its Ray namespace
 PROGRESS_EVERY = 0.5  # seconds between a worker's progress messages
 
@@ -44,9 +45,10 @@ class LocalExecutor:
                 continue
             on_step(run, 0, None, None)  # shows which run is loading before its first step
 
-            def step(done: int, total: int, loss: float | None = None, run: Run = run) -> None:
-                on_step(run, done, total, loss)
-                check_stop(f"after training step {done} of {total}")
+            def step(done: int | None, total: int | None, loss: float | None = None, phase: str | None = None,
+                     run: Run = run) -> None:
+                on_step(run, done, total, loss, phase)
+                check_stop(f"before {phase}" if phase else f"after training step {done} of {total}")
 
             task = run.spec["task"]
             yield run, execute_one(run, plan.tasks[task], plan.splits[task], self.device, step)
@@ -77,11 +79,11 @@ def _progress_sender(run: Run) -> Callable | None:
         return None
     last = [0.0]
 
-    def send(done: int, total: int, loss: float | None = None) -> None:
+    def send(done: int | None, total: int | None, loss: float | None = None, phase: str | None = None) -> None:
         now = time.monotonic()
-        if now - last[0] >= PROGRESS_EVERY or done == total:
+        if now - last[0] >= PROGRESS_EVERY or done == total or phase:
             last[0] = now
-            box.put.remote((run.run_id, done, total, loss))  # fire and forget: progress never slows a step
+            box.put.remote((run.run_id, done, total, loss, phase))  # fire and forget: progress never slows a step
 
     return send
 
@@ -131,9 +133,9 @@ class RayExecutor:
         while in_flight:
             done, _ = ray.wait(list(in_flight), num_returns=1, timeout=1.0)  # wake up to notice a stop
             running = {run.run_id for run in in_flight.values()}
-            for run_id, steps, total, loss in ray.get(box.drain.remote()):
+            for run_id, steps, total, loss, phase in ray.get(box.drain.remote()):
                 if run_id in running:  # a late message of a run that has ended is dropped
-                    on_step(by_id[run_id], steps, total, loss)
+                    on_step(by_id[run_id], steps, total, loss, phase)
             for ref in done:
                 run = in_flight.pop(ref)
                 try:

@@ -21,13 +21,22 @@ How the loss is read per family:
 
 import functools
 import hashlib
+import json
+import os
+from collections.abc import Callable
 from importlib.metadata import version
+from typing import TYPE_CHECKING
 
 import torch
 
 from peftbench.data import IGNORE, collate
 from peftbench.evaluate import TaskModel, target_log_probs, to_device
+from peftbench.models import cache_dir, weights_fingerprint
 from peftbench.packages import package_dir
+from peftbench.precision import autocast_dtype
+
+if TYPE_CHECKING:
+    from peftbench.runspec import ModelPart
 
 CORPUS_FILE = ("gensim", "test/test_data/lee.cor")
 CORPUS_INSTALL = "pip install --no-deps gensim==4.4.0"  # only the data file is read: none of gensim's dependencies
@@ -81,17 +90,53 @@ def general_loss(task_model: TaskModel) -> tuple[float, int]:
     return total / tokens, tokens
 
 
-_BEFORE: dict[tuple, tuple[float, int]] = {}  # the base model's loss per model and precision, once per process
+_BEFORE: dict[str, tuple[float, int]] = {}  # the base model's loss per cache key, once per process
 
 
-def loss_before(key: tuple, build_base) -> tuple[float, int]:
-    """The base model's general loss, measured once per process for each `key` (the model and how it computes):
-    every run of a grid on that model shares it. `build_base()` gives the frozen base task model on its device."""
-    if key not in _BEFORE:
-        base = build_base()
-        _BEFORE[key] = general_loss(base)
-        del base
-    return _BEFORE[key]
+def _key(model: "ModelPart", device: torch.device) -> dict | None:
+    """Everything the base model's general loss depends on: the weights (peftbench.models.weights_fingerprint),
+    the dtype they are kept in and the one they compute in, the device, the text and how it is read, and the
+    libraries; None when the weights cannot be identified without loading them."""
+    weights = weights_fingerprint(model.name)
+    if weights is None:
+        return None
+    compute = autocast_dtype(device, model.bf16_autocast, model.cpu_bf16)
+    return {"model": model.name, "weights": weights, "weights_dtype": model.weights_dtype, "device": device.type,
+            "autocast": str(compute), "text_sha256": general_text()[1]["sha256"],
+            "max_document_tokens": MAX_DOCUMENT_TOKENS, "batch_size": BATCH_SIZE, "torch": torch.__version__,
+            "transformers": version("transformers")}
+
+
+def loss_before(model: "ModelPart", device: torch.device, build_base: Callable[[], TaskModel]) -> tuple[float, int]:
+    """The base model's general loss, measured once per model and precision: every run of a grid on that model
+    shares it, and so do later grids, through a file beside the converted models (`cache_dir()/models`) named by
+    the digest of its key (`_key`), which it holds and which is checked on reading. A model whose weights are
+    not identified before loading (a hub id not downloaded yet) is measured once per process. `build_base()`
+    gives the frozen base task model on its device: it is built only when the loss is measured."""
+    key = _key(model, device)
+    digest = hashlib.sha256(json.dumps(key or [str(model), device.type], sort_keys=True).encode()).hexdigest()[:24]
+    if digest in _BEFORE:
+        return _BEFORE[digest]
+    path = cache_dir() / "models" / f"general-loss-{digest}.json"
+    try:
+        stored = json.loads(path.read_text()) if key else None
+    except (OSError, ValueError):
+        stored = None
+    if stored and stored.get("key") == key:
+        _BEFORE[digest] = (stored["loss"], stored["tokens"])
+        return _BEFORE[digest]
+    base = build_base()
+    _BEFORE[digest] = loss, tokens = general_loss(base)
+    del base
+    if key:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            staging = path.with_suffix(f".{os.getpid()}.tmp")
+            staging.write_text(json.dumps({"key": key, "loss": loss, "tokens": tokens}, indent=1))
+            staging.replace(path)  # atomic: a concurrent runner never reads half a file
+        except OSError:
+            pass  # a read-only cache costs the measurement next time, nothing else
+    return loss, tokens
 
 
 def forgetting_fields(before: tuple[float, int], after: tuple[float, int]) -> dict:

@@ -4,8 +4,10 @@ Dequantising a GGUF takes seconds and a GGUF-loaded model cannot be saved or fin
 regular one, so we do it once per file and reuse the plain fp32 copy afterwards.
 """
 
+import contextlib
 import copy
 import importlib.util
+import io
 import shutil
 import tempfile
 from pathlib import Path
@@ -30,10 +32,15 @@ def smollm2_gguf_path() -> Path:
     )
 
 
+def cache_target(gguf_path: Path, cache_dir: Path) -> Path:
+    """Where the converted copy of a GGUF file lives (it may not be written yet)."""
+    # The size in the name keeps a replaced file with the same name from reusing a stale cache.
+    return cache_dir / f"{gguf_path.name}-{gguf_path.stat().st_size}"
+
+
 def cached_model_dir(gguf_path: Path, cache_dir: Path) -> Path:
     """A directory holding the GGUF model as fp32 safetensors plus its tokenizer, written on first use."""
-    # The size in the name keeps a replaced file with the same name from reusing a stale cache.
-    target = cache_dir / f"{gguf_path.name}-{gguf_path.stat().st_size}"
+    target = cache_target(gguf_path, cache_dir)
     if target.is_dir():
         return target
     cache_dir.mkdir(parents=True, exist_ok=True)
@@ -53,9 +60,16 @@ def cached_model_dir(gguf_path: Path, cache_dir: Path) -> Path:
 
 
 def _convert(gguf_path: Path, out_dir: Path) -> None:
+    source = {"pretrained_model_name_or_path": gguf_path.parent, "gguf_file": gguf_path.name}
+    # transformers draws tqdm bars on stderr (one update per GGUF tensor, then the shards written), which the run's
+    # progress display would print as hundreds of lines; the run's progress line names the conversion instead.
+    with contextlib.redirect_stderr(io.StringIO()):
+        _dequantise(source, out_dir)
+
+
+def _dequantise(source: dict, out_dir: Path) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    source = {"pretrained_model_name_or_path": gguf_path.parent, "gguf_file": gguf_path.name}
     gguf_model = AutoModelForCausalLM.from_pretrained(**source)
     # transformers refuses to save a model carrying a gguf quantization_config, so copy the
     # dequantised weights into a plain model built from the same config minus that entry.

