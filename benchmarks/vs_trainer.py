@@ -19,7 +19,9 @@ How one repeat of one job runs:
   restoring the best epoch by validation loss (`load_best_model_at_end`, as peftbench restores its best
   epoch), AdamW (foreach on CPU, fused on CUDA, as peftbench) with peftbench's schedule as a LambdaLR
   (peftbench.train.lr_factor, Pu et al. A.3: from lr to lr x peak_factor over warmup_ratio of the steps, then
-  linearly to lr x final_factor), the same gradient clipping and weight decay; then the test rows scored with
+  linearly to lr x final_factor), the same gradient clipping and weight decay, and the precision the peftbench
+  run recorded (bf16 autocast over fp32 weights where peftbench used it: on CUDA, and on a CPU computing bf16
+  natively under its default `cpu_bf16: auto`; `--cpu-bf16 off` makes both fp32); then the test rows scored with
   the same metric: accuracy, or ROUGE-L F1 (rouge-score, Porter stemmer, best reference per input) of greedy
   generations with max_new_tokens = max_target_length. Train tokens/s: the non-pad tokens of the training
   batches over the time between each epoch's start and end callbacks (validation and checkpoint saves left
@@ -117,6 +119,7 @@ def trainer_job(job: dict) -> dict:
                               TrainingArguments)
 
     cuda = torch.cuda.is_available()
+    bf16 = job["bf16_autocast"]  # as the peftbench run did: bf16 autocast over float32 weights, or plain fp32
     generation = job["kind"] == "generation"
     train_rows, val_rows, test_rows = (_read_jsonl(job[split]) for split in ("train", "val", "test"))
     tokenizer = AutoTokenizer.from_pretrained(job["model_dir"])
@@ -184,7 +187,7 @@ def trainer_job(job: dict) -> dict:
             per_device_eval_batch_size=job["batch_size"], learning_rate=job["lr"], weight_decay=job["weight_decay"],
             max_grad_norm=job["max_grad_norm"] or 0.0, eval_strategy="epoch", save_strategy="epoch",
             save_total_limit=1, save_only_model=True, load_best_model_at_end=True, metric_for_best_model="eval_loss",
-            greater_is_better=False, logging_strategy="epoch", report_to=[], seed=SEED, bf16=cuda,
+            greater_is_better=False, logging_strategy="epoch", report_to=[], seed=SEED, bf16=bf16,
             use_cpu=not cuda, dataloader_num_workers=0)
         trainer = Trainer(model=model, args=args, train_dataset=train_set, eval_dataset=val_set,
                           data_collator=collator, optimizers=(optimizer, scheduler), callbacks=[timer])
@@ -193,7 +196,7 @@ def trainer_job(job: dict) -> dict:
     losses = [entry["eval_loss"] for entry in trainer.state.log_history if "eval_loss" in entry]
 
     if generation:
-        score, metric = _rouge_l(model, tokenizer, test_rows, job, cuda), "rougeL"
+        score, metric = _rouge_l(model, tokenizer, test_rows, job, bf16), "rougeL"
     else:
         test_set = [encode(row) for row in test_rows]
         logits = trainer.predict(test_set).predictions
@@ -202,11 +205,11 @@ def trainer_job(job: dict) -> dict:
     return {"score": score, "metric": metric, "trainable_params": sum(p.numel() for p in params),
             "train_seconds": timer.seconds, "train_tokens": train_tokens,
             "train_tokens_per_s": train_tokens / timer.seconds, "steps": trained.global_step,
-            "val_loss_by_epoch": losses, "n_test": len(test_rows),
+            "val_loss_by_epoch": losses, "n_test": len(test_rows), "bf16_autocast": bf16,
             "device": torch.cuda.get_device_name() if cuda else "cpu"}
 
 
-def _rouge_l(model, tokenizer, rows: list[dict], job: dict, cuda: bool) -> float:
+def _rouge_l(model, tokenizer, rows: list[dict], job: dict, bf16: bool) -> float:
     """Greedy, batched, left-padded generation of at most max_target_length new tokens, stopping at EOS; ROUGE-L
     F1 with the Porter stemmer, the best of each input's references (rouge_score's score_multi)."""
     import torch
@@ -220,7 +223,7 @@ def _rouge_l(model, tokenizer, rows: list[dict], job: dict, cuda: bool) -> float
         chunk = rows[start:start + job["batch_size"]]
         batch = tokenizer([row["prompt"] for row in chunk], padding=True, truncation=True,
                           max_length=job["max_input_length"], return_tensors="pt").to(device)
-        with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda):
+        with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
             output = model.generate(**batch, max_new_tokens=job["max_target_length"], do_sample=False,
                                     num_beams=1, eos_token_id=tokenizer.eos_token_id,
                                     pad_token_id=tokenizer.pad_token_id)
@@ -244,12 +247,12 @@ def _run_timed(argv: list[str], label: str) -> tuple[float, str]:
     return wall, process.stdout
 
 
-def _peftbench_run(job: Job, folder: Path) -> dict:
+def _peftbench_run(job: Job, folder: Path, cpu_bf16: str) -> dict:
     store = folder / f"store-{time.monotonic_ns()}"
     sets = {"epochs": job.epochs, "patience": job.epochs, "batch_size": job.batch_size,
             "max_input_length": job.max_input_length, "max_target_length": job.max_target_length,
             "val_cap": job.val_cap, "test_cap": job.test_cap, "split_seed": SPLIT_SEED, "baselines": "[]",
-            "save": "none"}
+            "save": "none", "cpu_bf16": cpu_bf16}
     argv = [sys.executable, "-m", "peftbench.cli", "run", "--model", job.model, "--task", job.task,
             "--method", job.method, "--scale", str(job.n_train), "--seed", str(SEED), "--store",
             str(store / "results.db"), "--out", str(store / "summary.md"), "--json"]
@@ -308,6 +311,7 @@ def _trainer_settings(job: Job, row: dict, data: dict) -> dict:
     """The Trainer job from the peftbench run's stored spec: learning rate, schedule, clipping, decay, LoRA."""
     spec = row["spec"]
     settings = {**asdict(job), **data, "model_dir": _model_dir(job.model),
+                "bf16_autocast": row["precision"]["autocast"] == "bfloat16",
                 **{key: spec[key] for key in ("lr", "peak_factor", "final_factor", "warmup_ratio", "weight_decay",
                                               "max_grad_norm")}}
     if job.method == "lora":
@@ -340,7 +344,7 @@ def _machine() -> dict:
     return {"cpu": cpu, "cores": os.cpu_count(), "load_before": os.getloadavg(), "versions": versions}
 
 
-def compare(job: Job, repeats: int) -> dict:
+def compare(job: Job, repeats: int, cpu_bf16: str) -> dict:
     sides = {"peftbench": [], "trainer": []}
     with tempfile.TemporaryDirectory(prefix="vs-trainer-") as tmp:
         folder, settings = Path(tmp), None
@@ -348,7 +352,7 @@ def compare(job: Job, repeats: int) -> dict:
             order = ["peftbench", "trainer"] if repeat % 2 == 0 else ["trainer", "peftbench"]
             for side in order:
                 if side == "peftbench":
-                    done = _peftbench_run(job, folder)
+                    done = _peftbench_run(job, folder, cpu_bf16)
                     row = done["row"]
                     if settings is None:
                         settings = _trainer_settings(job, row, _write_splits(job, row, folder))
@@ -362,7 +366,8 @@ def compare(job: Job, repeats: int) -> dict:
                 m = sides[side][-1]
                 print(f"  {job.model} {job.method} repeat {repeat + 1}/{repeats} {side:9s} {m['wall_s']:7.1f} s"
                       f"  {m['train_tokens_per_s']:8.0f} train tok/s  score {m['score']:.3f}", file=sys.stderr)
-    summary = {"job": asdict(job), "lr": settings["lr"], "lora": settings.get("lora"), "sides": {}}
+    summary = {"job": asdict(job), "lr": settings["lr"], "lora": settings.get("lora"),
+               "peftbench_precision": row["precision"], "sides": {}}
     for side, ms in sides.items():
         summary["sides"][side] = {key: _spread([m[key] for m in ms]) for key in ("wall_s", "train_tokens_per_s", "score")}
         summary["sides"][side]["steps"] = ms[0]["steps"]
@@ -402,6 +407,8 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, help="override every job's epochs (both sides alike)")
     parser.add_argument("--n-train", type=int, help="override every job's training examples")
     parser.add_argument("--test-cap", type=int, help="override every job's test inputs")
+    parser.add_argument("--cpu-bf16", choices=["auto", "on", "off"], default="auto",
+                        help="peftbench's cpu_bf16 (its default auto); the Trainer follows the precision it records")
     parser.add_argument("--json", action="store_true", help="print the results as JSON only")
     args = parser.parse_args()
     if args.trainer_job:
@@ -410,7 +417,7 @@ def main() -> None:
     machine = _machine()
     overrides = {key: value for key, value in (("epochs", args.epochs), ("n_train", args.n_train),
                                                ("test_cap", args.test_cap)) if value}
-    results = [compare(replace(JOBS[name], **overrides), args.repeats) for name in args.jobs]
+    results = [compare(replace(JOBS[name], **overrides), args.repeats, args.cpu_bf16) for name in args.jobs]
     machine["load_after"] = os.getloadavg()
     if args.json:
         print(json.dumps({"machine": machine, "repeats": args.repeats, "results": results}, indent=2))
