@@ -394,7 +394,7 @@ def _print_table(results: list[dict], machine: dict, repeats: int) -> None:
             print(f"{name:28s} {side:9s} {cells[0]:>24s} {cells[1]:>22s} {cells[2]:>20s} {values['steps']:5d}"
                   f" {values['train_tokens']:12d} {values['trainable_params']:10d}")
         run_wall = result["sides"]["peftbench"]["run_wall_s"]["median"]
-        print(f"{'':28s} peftbench / Trainer end to end: {result['speedup_end_to_end']:.2f}x faster"
+        print(f"{'':28s} Trainer wall / peftbench wall: {result['speedup_end_to_end']:.2f} (above 1: peftbench faster)"
               f" (peftbench's own recorded run time {run_wall:.1f} s; n_train {job['n_train']}, epochs"
               f" {job['epochs']}, batch {job['batch_size']}, lr {result['lr']:g})")
 
