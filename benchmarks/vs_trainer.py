@@ -116,12 +116,13 @@ def trainer_job(job: dict) -> dict:
     import torch
     from transformers import (AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer,
                               DataCollatorForSeq2Seq, DataCollatorWithPadding, Trainer, TrainerCallback,
-                              TrainingArguments)
+                              TrainingArguments, set_seed)
 
     cuda = torch.cuda.is_available()
     bf16 = job["bf16_autocast"]  # as the peftbench run did: bf16 autocast over float32 weights, or plain fp32
     generation = job["kind"] == "generation"
     train_rows, val_rows, test_rows = (_read_jsonl(job[split]) for split in ("train", "val", "test"))
+    set_seed(SEED)  # before the model, as transformers' run_glue.py does: the new classifier head's init is seeded
     tokenizer = AutoTokenizer.from_pretrained(job["model_dir"])
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
