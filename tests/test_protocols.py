@@ -48,7 +48,7 @@ def test_sweep_owns_the_seeds(tmp_path):
     assert code == 2 and "takes its seeds from sweep.then_seeds" in err and err.count("\n") == 1
     suite = write_suite(tmp_path / "t.json", sweep={"lr": [1e-3, 1e-3]})
     code, _, err = run_cli("run", suite, "--dry-run")
-    assert code == 2 and "distinct positive learning rates" in err
+    assert code == 2 and "needs distinct learning rates" in err
     # --seed on a swept suite replaces then_seeds: the first seed sweeps.
     suite = write_suite(tmp_path / "u.json", baselines=[], sweep={"lr": [1e-3, 1e-4], "then_seeds": [0, 1]})
     grid = run_json("run", suite, "--seed", "5", "--seed", "6", "--seed", "7", "--dry-run", "--json")

@@ -8,7 +8,12 @@ from peftbench.store import Store
 from peftbench.terminal import Col, layout, render
 
 SPEC = {"model": "offline:minilm-l6", "task": "bbc_topic", "scale": "low", "n_train": 100, "lr": 3e-4,
-        "peak_factor": 10.0, "final_factor": 1.0}
+        "peak_factor": 10.0, "final_factor": 1.0,
+        # the rest of a run spec's shape, which the store's reader checks (store.SPEC_SHAPE)
+        "task_source": "offline", "method_options": {}, "split_seed": 0, "val_cap": 100, "test_cap": 500,
+        "max_input_length": 128, "max_target_length": 8, "eval": "classify", "group_by_length": False, "epochs": 10,
+        "batch_size": 16, "grad_accum": 1, "patience": 2, "warmup_ratio": 0.1, "weight_decay": 0.0,
+        "max_grad_norm": 1.0, "max_minutes": None}
 SCORES = {("full", 0): 0.925, ("full", 1): 0.9325, ("lora_scaling[r=2,s=1,targets=qkvo]", 0): 0.9281,
           ("lora_scaling[r=2,s=1,targets=qkvo]", 1): 0.93, ("ia3[layout=tfew]", 0): 0.9544}
 

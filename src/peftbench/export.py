@@ -36,8 +36,10 @@ def _same_configuration(spec: dict, rows: list[dict]) -> list[dict]:
     return [row for row in rows if row["status"] == "finished" and configuration_key(row["spec"]) == key]
 
 
-def export(run_id: str, store: Path, out: Path, merged: bool = False) -> dict:
-    """Write the run's export under `out` (a new or empty folder); returns the format and the files."""
+def export(run_id: str, store: Path, out: Path, merged: bool = False, final: Path | None = None) -> dict:
+    """Write the run's export under `out` (a new or empty folder); returns the format and the files. `final` is
+    where the folder will live when `out` is a staging folder renamed into place: the card's loading code names
+    it."""
     from safetensors.torch import save_file
 
     from peftbench.api import load
@@ -79,7 +81,7 @@ def export(run_id: str, store: Path, out: Path, merged: bool = False) -> dict:
                                                    "pooling": "mean over real tokens (attention mask)",
                                                    "hidden_size": head.in_features}, indent=1))
     seeds = _same_configuration(manifest["spec"], read_rows(store))
-    snippet = loading_snippet(task_model, manifest, kind, str(out))
+    snippet = loading_snippet(task_model, manifest, kind, str(final or out))
     (out / "README.md").write_text(model_card(row, seeds, manifest, kind, snippet))
     return {"run_id": row["run_id"], "format": kind, "out": str(out),
             "files": sorted(path.name for path in out.iterdir())}

@@ -281,4 +281,4 @@ def _print_grid(grid, stored: list[dict], device, target, as_json: bool, plan_me
         return
     console = stdout_console()
     for line in lines:
-        console.print(Text(line))
+        console.print(Text(line), soft_wrap=True)  # one line per run or study, wrapped by the terminal if at all

@@ -108,7 +108,8 @@ def report(
                      for path in written if path != page})
     listed = f" ({', '.join(others)})" if others else ""
     stdout_console().print(f"{lead}wrote {len(written)} file{'s' * (len(written) != 1)} under {out}{listed};"
-                    f" {len(built.tables)} tables from {len(rows)} runs", markup=False, highlight=False)
+                    f" {len(built.tables)} tables from {len(rows)} runs", markup=False, highlight=False,
+                    soft_wrap=True)  # a path is never broken at the console's width
 
 
 @app.command()
@@ -176,7 +177,7 @@ def export(
     from peftbench.export import export as write_export
 
     with written_whole(out, "--out", empty=True) as staging:
-        done = {**write_export(run_id, store, staging, merged), "out": str(out)}
+        done = {**write_export(run_id, store, staging, merged, final=out), "out": str(out)}
     if as_json:
         print_json(done)
         return
