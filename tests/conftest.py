@@ -4,6 +4,7 @@ import io
 import json
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -48,6 +49,15 @@ def assert_same_function(actual: torch.Tensor, expected: torch.Tensor, rtol: flo
     assert actual.dtype == expected.dtype == torch.float64, "compare mathematical identities in float64"
     scale = max(float(expected.abs().max()), 1.0)
     torch.testing.assert_close(actual, expected, rtol=0, atol=rtol * scale)
+
+
+def mount_tmpfs(path: Path, size: str) -> None:
+    """A small tmpfs at `path` for file-system faults (full, read-only); the test skips, saying why, where mounting
+    is not allowed (not root, no CAP_SYS_ADMIN)."""
+    path.mkdir(parents=True, exist_ok=True)
+    result = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], capture_output=True)
+    if result.returncode != 0:
+        pytest.skip(f"cannot mount a small file system here ({result.stderr.decode().strip() or 'not root'})")
 
 
 def run_cli(*args) -> tuple[int, str, str]:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import run_cli, write_suite
+from conftest import mount_tmpfs, run_cli, write_suite
 from peftbench.data import make_splits
 from peftbench.evaluate import evaluate
 from peftbench.interrupts import STOP, RunInterrupted
@@ -164,18 +164,11 @@ def test_a_store_being_written_is_read_through_the_writers_journal(tmp_path, fin
         writer.close()
 
 
-def _mount_tmpfs(path: Path, size: str, read_only: bool = False) -> None:
-    path.mkdir(parents=True, exist_ok=True)
-    result = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], capture_output=True)
-    if result.returncode != 0:
-        pytest.skip(f"cannot mount a small file system here ({result.stderr.decode().strip() or 'not root'})")
-
-
 @pytest.fixture
 def small_filesystem(tmp_path):
     """A 2 MiB tmpfs: room for a store, and for filling up."""
     mount = tmp_path / "fs"
-    _mount_tmpfs(mount, "2m")
+    mount_tmpfs(mount, "2m")
     yield mount
     subprocess.run(["umount", "-l", str(mount)], check=False)
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import run_cli, write_suite
+from conftest import mount_tmpfs, run_cli, write_suite
 
 # A file whose every read fails (EIO), for root too, whom no permission stops: an unreadable file anywhere.
 UNREADABLE = Path("/proc/self/mem")
@@ -97,13 +97,6 @@ def test_a_report_over_an_earlier_one_replaces_its_files_and_keeps_the_others(fi
     assert [path.name for path in tmp_path.iterdir()] == ["report"]  # no staging folder left beside it
 
 
-def _mount_tmpfs(path: Path, size: str) -> None:
-    path.mkdir(parents=True, exist_ok=True)
-    result = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], capture_output=True)
-    if result.returncode != 0:
-        pytest.skip(f"cannot mount a small file system here ({result.stderr.decode().strip() or 'not root'})")
-
-
 @pytest.fixture
 def mounted(tmp_path):
     mount = tmp_path / "fs"
@@ -117,7 +110,7 @@ def test_out_on_a_read_only_or_full_file_system_gives_one_line_and_leaves_nothin
                                                                                    condition):
     store, run_id = finished
     before = _digest(store.parent)
-    _mount_tmpfs(mounted, "1m" if condition == "read-only" else "64k")
+    mount_tmpfs(mounted, "1m" if condition == "read-only" else "64k")
     if condition == "read-only":
         assert subprocess.run(["mount", "-o", "remount,ro", str(mounted)]).returncode == 0
     out = mounted / "out"
