@@ -108,6 +108,15 @@ GRID_SEEDS, GRID_SCALES = [0, 1], [8, 16]
 GRID_METHODS = ["full", "lora", "lora[layers=later]", "ln_tuning"]
 
 
+def store_of_one_run(folder: Path) -> tuple[Path, Path]:
+    """(the suite, the store) of one finished tiny LoRA run and its baseline, trained in `folder`: a store where
+    'unchanged' means something."""
+    suite = write_suite(folder / "one.json", scales=[8], epochs=1)
+    code, _, err = run_cli("run", suite, "--store", folder / "results.db", "--json")
+    assert code == 0, err
+    return suite, folder / "results.db"
+
+
 @pytest.fixture(scope="session")
 def grid_store(tmp_path_factory) -> Path:
     """A store filled once per session by a real tiny grid (2 seeds, 2 scales): classification on an

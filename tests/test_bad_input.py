@@ -7,7 +7,7 @@ import shutil
 
 import pytest
 
-from conftest import run_cli, write_suite
+from conftest import run_cli, store_of_one_run, write_suite
 
 
 def _jsonl(path, rows):
@@ -196,11 +196,7 @@ def _catalogue(tmp):
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
     """A store holding one finished run, so 'unchanged' means something."""
-    folder = tmp_path_factory.mktemp("store")
-    suite = write_suite(folder / "seed.json", scales=[8], epochs=1)
-    code, _, err = run_cli("run", suite, "--store", folder / "results.db", "--json")
-    assert code == 0, err
-    return folder / "results.db"
+    return store_of_one_run(tmp_path_factory.mktemp("store"))[1]
 
 
 def _digest(folder) -> dict[str, str]:

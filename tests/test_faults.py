@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import mount_tmpfs, run_cli, write_suite
+from conftest import mount_tmpfs, run_cli, store_of_one_run, write_suite
 from peftbench.data import make_splits
 from peftbench.evaluate import evaluate
 from peftbench.interrupts import STOP, RunInterrupted
@@ -29,11 +29,7 @@ from peftbench.tasks import get_task
 @pytest.fixture(scope="module")
 def finished_store(tmp_path_factory) -> Path:
     """A store with one finished training run and its baseline."""
-    folder = tmp_path_factory.mktemp("finished")
-    code, _, err = run_cli("run", write_suite(folder / "seed.json", scales=[8], epochs=1), "--store",
-                           folder / "results.db", "--json")
-    assert code == 0, err
-    return folder / "results.db"
+    return store_of_one_run(tmp_path_factory.mktemp("finished"))[1]
 
 
 def _folder_digest(folder: Path) -> dict[str, str]:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import mount_tmpfs, run_cli, write_suite
+from conftest import mount_tmpfs, run_cli, store_of_one_run, write_suite
 
 # A file whose every read fails (EIO), for root too, whom no permission stops: an unreadable file anywhere.
 UNREADABLE = Path("/proc/self/mem")
@@ -23,13 +23,10 @@ UNREADABLE = Path("/proc/self/mem")
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory):
     """A store holding a finished LoRA run (its weights saved beside it) and its baseline."""
-    folder = tmp_path_factory.mktemp("finished")
-    suite = write_suite(folder / "finished.json", scales=[8], epochs=1)
-    code, _, err = run_cli("run", suite, "--store", folder / "results.db", "--json")
-    assert code == 0, err
-    with sqlite3.connect(folder / "results.db") as connection:
+    _, store = store_of_one_run(tmp_path_factory.mktemp("finished"))
+    with sqlite3.connect(store) as connection:
         run_id = connection.execute("SELECT run_id FROM runs WHERE kind = 'train'").fetchone()[0]
-    return folder / "results.db", run_id
+    return store, run_id
 
 
 def _digest(folder: Path) -> dict[str, str]:

@@ -9,17 +9,13 @@ import sqlite3
 
 import pytest
 
-from conftest import run_cli, write_suite
+from conftest import run_cli, store_of_one_run
 
 
 @pytest.fixture(scope="module")
 def seeded(tmp_path_factory):
     """A store holding a finished run and its baseline, and the suite that made it."""
-    folder = tmp_path_factory.mktemp("seeded")
-    suite = write_suite(folder / "seeded.json", scales=[8], epochs=1)
-    code, _, err = run_cli("run", suite, "--store", folder / "results.db", "--json")
-    assert code == 0, err
-    return suite, folder / "results.db"
+    return store_of_one_run(tmp_path_factory.mktemp("seeded"))
 
 
 def _odd(spec: dict, result: dict) -> dict[str, tuple[str, str, str, str]]:
